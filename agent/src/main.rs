@@ -1,1 +1,46 @@
-fn main() {}
+use clap::Parser as _;
+use rjob_agent::config::{AgentConfig, Args};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let json_logs = args.log_format.as_deref() == Some("json");
+    let filter = EnvFilter::try_from_env("RJOB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json_logs {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let config = match AgentConfig::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rjob-agent: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match rjob_agent::server::serve(config, shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rjob-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the agent can still be killed; it just won't stop runs first.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,1 +1,27 @@
-pub fn placeholder() {}
+//! rjob, the controller: fans script blocks out to rjob agents and gathers their output.
+//!
+//! - [`cli`]: the command line (parsing only);
+//! - [`hosts`]: host lists and ranges;
+//! - [`pki`]: certificates for mutual TLS;
+//! - [`connect`]: the controller's TLS identity and dialling agents;
+//! - [`child`]: one host's run (a child job), followed to its end;
+//! - [`invoke`]: `rjob invoke`, the fan-out with a throttle limit;
+//! - [`output`]: host-labelled lines, JSON records and the summary.
+
+pub mod child;
+pub mod cli;
+pub mod connect;
+pub mod hosts;
+pub mod invoke;
+pub mod output;
+pub mod pki;
+
+/// Exit status when any host failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status for usage errors (as clap uses).
+pub const EXIT_USAGE: u8 = 2;
+
+/// A mistake in what the user asked for: reported in one line, exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -9,7 +9,7 @@ fn generate(out_dir: &Path) {
     let include = root.join("proto");
     let include = include.to_str().expect("utf-8 path");
     let includes = [include];
-    let fds = protox::compile(PROTOS, &includes).expect("the .proto files compile");
+    let fds = protox::compile(PROTOS, includes).expect("the .proto files compile");
     let fds_path = out_dir.join("fds.bin");
     std::fs::write(&fds_path, prost::Message::encode_to_vec(&fds)).expect("write descriptor set");
     let mut config = prost_build::Config::new();

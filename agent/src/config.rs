@@ -1,0 +1,218 @@
+//! Agent settings: command-line flags over a TOML config file over built-in defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rjob/agent.toml";
+
+/// rjob-agent: runs rjob script blocks on this machine, over mutual TLS.
+///
+/// Every setting can also be given in a TOML config file (`--config`), with the same names
+/// in snake_case (for example `max_concurrent_runs = 64`); flags win over the file.
+#[derive(Debug, Parser)]
+#[command(name = "rjob-agent", version)]
+pub struct Args {
+    /// TOML config file [default: /etc/rjob/agent.toml when it exists]
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:7443]
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The agent's certificate (PEM)
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// The agent's private key (PEM)
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// CA certificate(s) that sign the client certificates this agent accepts (PEM)
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// Where runs' output is kept until the controller has it [default: /var/lib/rjob-agent/spool]
+    #[arg(long)]
+    pub spool_dir: Option<PathBuf>,
+    /// Most runs at once [default: 64]
+    #[arg(long)]
+    pub max_concurrent_runs: Option<u32>,
+    /// Largest script accepted, in bytes [default: 1048576]
+    #[arg(long)]
+    pub max_script_bytes: Option<u64>,
+    /// Largest stdin accepted, in bytes [default: 4194304]
+    #[arg(long)]
+    pub max_stdin_bytes: Option<u64>,
+    /// Most output one run may write (stdout and stderr together), in bytes [default: 4294967296]
+    #[arg(long)]
+    pub max_output_bytes: Option<u64>,
+    /// Timeout of a run that asks for none, e.g. 30m [default: 24h]
+    #[arg(long)]
+    pub default_timeout: Option<String>,
+    /// Longest timeout a run may ask for [default: 7d]
+    #[arg(long)]
+    pub max_timeout: Option<String>,
+    /// How long an ended run's output is kept when nobody acknowledges it [default: 7d]
+    #[arg(long)]
+    pub retention: Option<String>,
+    /// Time between SIGTERM and SIGKILL when a run is stopped or times out [default: 5s]
+    #[arg(long)]
+    pub kill_grace: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+/// The config file; every key is optional, unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub spool_dir: Option<PathBuf>,
+    pub max_concurrent_runs: Option<u32>,
+    pub max_script_bytes: Option<u64>,
+    pub max_stdin_bytes: Option<u64>,
+    pub max_output_bytes: Option<u64>,
+    pub default_timeout: Option<String>,
+    pub max_timeout: Option<String>,
+    pub retention: Option<String>,
+    pub kill_grace: Option<String>,
+    pub log_format: Option<String>,
+    /// `LANG` of every run [default: C.UTF-8]
+    pub lang: Option<String>,
+    /// Interpreters callers may choose by name, with their absolute paths.
+    /// [default: sh = /bin/sh, bash = /bin/bash]
+    pub interpreters: Option<BTreeMap<String, PathBuf>>,
+}
+
+/// The settings in force.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub spool_dir: PathBuf,
+    pub max_concurrent_runs: u32,
+    pub max_script_bytes: u64,
+    pub max_stdin_bytes: u64,
+    pub max_output_bytes: u64,
+    pub default_timeout: Duration,
+    pub max_timeout: Duration,
+    pub retention: Duration,
+    pub kill_grace: Duration,
+    pub json_logs: bool,
+    pub lang: String,
+    pub interpreters: BTreeMap<String, PathBuf>,
+}
+
+pub const DEFAULT_INTERPRETER: &str = "sh";
+
+impl AgentConfig {
+    pub fn load(args: Args) -> anyhow::Result<AgentConfig> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).is_file() => read_file(Path::new(DEFAULT_CONFIG_PATH))?,
+            None => FileConfig::default(),
+        };
+        let required = |flag: Option<PathBuf>, key: Option<PathBuf>, name: &str| {
+            flag.or(key).with_context(|| {
+                format!(
+                    "no --{} given: set it on the command line or as `{}` in the config file",
+                    name.replace('_', "-"),
+                    name
+                )
+            })
+        };
+        let duration = |flag: Option<String>,
+                        key: Option<String>,
+                        name: &str,
+                        default: &str|
+         -> anyhow::Result<Duration> {
+            let text = flag.or(key).unwrap_or_else(|| default.to_string());
+            humantime::parse_duration(&text).with_context(|| {
+                format!("{name} = {text:?} is not a duration: write it like 30s, 10m or 24h")
+            })
+        };
+        let log_format = args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        let json_logs = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("log format {other:?} is unknown: use text or json"),
+        };
+        let mut interpreters = file.interpreters.unwrap_or_else(|| {
+            BTreeMap::from([
+                ("sh".to_string(), PathBuf::from("/bin/sh")),
+                ("bash".to_string(), PathBuf::from("/bin/bash")),
+            ])
+        });
+        for (name, path) in &interpreters {
+            if !path.is_absolute() {
+                bail!("interpreter {name} = {} must be an absolute path", path.display());
+            }
+        }
+        interpreters.retain(|name, path| {
+            let ok = path.is_file();
+            if !ok {
+                tracing::warn!(interpreter = %name, path = %path.display(), "interpreter not installed; not offered");
+            }
+            ok
+        });
+        let config = AgentConfig {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], rjob_proto::DEFAULT_PORT))),
+            cert: required(args.cert, file.cert, "cert")?,
+            key: required(args.key, file.key, "key")?,
+            client_ca: required(args.client_ca, file.client_ca, "client_ca")?,
+            spool_dir: args
+                .spool_dir
+                .or(file.spool_dir)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/rjob-agent/spool")),
+            max_concurrent_runs: args
+                .max_concurrent_runs
+                .or(file.max_concurrent_runs)
+                .unwrap_or(64),
+            max_script_bytes: args.max_script_bytes.or(file.max_script_bytes).unwrap_or(1 << 20),
+            max_stdin_bytes: args.max_stdin_bytes.or(file.max_stdin_bytes).unwrap_or(4 << 20),
+            max_output_bytes: args.max_output_bytes.or(file.max_output_bytes).unwrap_or(4 << 30),
+            default_timeout: duration(
+                args.default_timeout,
+                file.default_timeout,
+                "default_timeout",
+                "24h",
+            )?,
+            max_timeout: duration(args.max_timeout, file.max_timeout, "max_timeout", "7d")?,
+            retention: duration(args.retention, file.retention, "retention", "7d")?,
+            kill_grace: duration(args.kill_grace, file.kill_grace, "kill_grace", "5s")?,
+            json_logs,
+            lang: file.lang.unwrap_or_else(|| "C.UTF-8".to_string()),
+            interpreters,
+        };
+        if config.max_concurrent_runs == 0 {
+            bail!("max_concurrent_runs must be at least 1");
+        }
+        if config.default_timeout > config.max_timeout {
+            bail!("default_timeout is longer than max_timeout");
+        }
+        if !config.interpreters.contains_key(DEFAULT_INTERPRETER) {
+            bail!("the interpreter list must offer `{DEFAULT_INTERPRETER}`, the default");
+        }
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}

@@ -1,0 +1,453 @@
+//! One run: its typed state, its on-disk record, and the task that supervises its process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+use rjob_proto::v1::{self as pb, Stream};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::runner::{self, Spawned};
+use crate::spool::{Extent, Spool};
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The process exited with this code.
+    Exited { code: i32 },
+    /// A signal the run did not ask for ended the process.
+    Signaled { signal: i32 },
+    /// The run outlived its timeout and was killed.
+    TimedOut { after_ms: u64 },
+    /// Stopped on request.
+    Stopped,
+    /// It wrote more than the agent allows and was killed.
+    OutputLimit { limit: u64 },
+    /// The agent could not keep the run going (its output could not be stored, the agent
+    /// restarted or shut down, ...).
+    Lost { reason: String },
+}
+
+impl Outcome {
+    pub fn state(&self) -> pb::RunState {
+        match self {
+            Outcome::Exited { code: 0 } => pb::RunState::Completed,
+            Outcome::Stopped => pb::RunState::Stopped,
+            _ => pb::RunState::Failed,
+        }
+    }
+
+    pub fn reason(&self) -> String {
+        match self {
+            Outcome::Exited { code: 0 } => String::new(),
+            Outcome::Exited { code } => format!("exited with status {code}"),
+            Outcome::Signaled { signal } => match Signal::try_from(*signal) {
+                Ok(s) => format!("killed by signal {s}"),
+                Err(_) => format!("killed by signal {signal}"),
+            },
+            Outcome::TimedOut { after_ms } => {
+                format!(
+                    "timed out after {}",
+                    humantime::format_duration(Duration::from_millis(*after_ms))
+                )
+            }
+            Outcome::Stopped => "stopped on request".to_string(),
+            Outcome::OutputLimit { limit } => {
+                format!("output limit of {limit} bytes exceeded; the run was killed")
+            }
+            Outcome::Lost { reason } => reason.clone(),
+        }
+    }
+
+    pub fn to_result(&self, last_seq: u64) -> pb::RunResult {
+        pb::RunResult {
+            state: self.state() as i32,
+            exit_code: match self {
+                Outcome::Exited { code } => Some(*code),
+                _ => None,
+            },
+            signal: match self {
+                Outcome::Signaled { signal } => Some(*signal),
+                _ => None,
+            },
+            reason: self.reason(),
+            last_seq,
+        }
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    Suspended,
+    /// A stop or timeout is under way.
+    Stopping,
+    Ended {
+        outcome: Outcome,
+        ended_at_ms: i64,
+    },
+}
+
+/// What readers watch: the phase and how much output is stored.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub phase: Phase,
+    pub extent: Extent,
+}
+
+/// Requests to a running run's supervisor.
+#[derive(Debug, Clone, Copy)]
+pub enum Control {
+    Stop,
+    Suspend,
+    Resume,
+}
+
+/// What the agent stores about a run beside its output (`run.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    pub id: String,
+    pub label: String,
+    pub run_as: String,
+    pub client: String,
+    pub script_sha256: String,
+    pub pid: u32,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub outcome: Option<Outcome>,
+}
+
+pub struct Run {
+    pub record: RunRecord,
+    pub dir: PathBuf,
+    pub spool: Arc<Spool>,
+    status: watch::Sender<Status>,
+    control: Option<mpsc::Sender<Control>>,
+}
+
+impl Run {
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Sends a control request; false when the run has already ended.
+    pub async fn control(&self, c: Control) -> bool {
+        match &self.control {
+            Some(tx) => tx.send(c).await.is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn info(&self) -> pb::RunInfo {
+        let status = self.status();
+        let (state, ended_at_ms, result) = match &status.phase {
+            Phase::Running | Phase::Stopping => (pb::RunState::Running, 0, None),
+            Phase::Suspended => (pb::RunState::Suspended, 0, None),
+            Phase::Ended { outcome, ended_at_ms } => (
+                outcome.state(),
+                *ended_at_ms,
+                Some(outcome.to_result(status.extent.last_seq)),
+            ),
+        };
+        pb::RunInfo {
+            run_id: self.record.id.clone(),
+            state: state as i32,
+            label: self.record.label.clone(),
+            run_as: self.record.run_as.clone(),
+            started_at_ms: self.record.started_at_ms,
+            ended_at_ms,
+            result,
+            last_seq: status.extent.last_seq,
+            pid: self.record.pid,
+        }
+    }
+
+    /// Loads a run left on disk by an earlier agent process. A run that had not ended is
+    /// recorded as lost: its process is no longer supervised, so it can't be trusted to end.
+    pub fn load(dir: &Path) -> anyhow::Result<Arc<Run>> {
+        use anyhow::Context as _;
+        let path = dir.join("run.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut record: RunRecord =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let spool = Arc::new(Spool::open(&dir.join("output"))?);
+        let ended_at_ms = match (&record.outcome, record.ended_at_ms) {
+            (Some(_), Some(t)) => t,
+            _ => {
+                if record.pid > 1 {
+                    // Whatever is left of it would write into a pipe nobody reads.
+                    let _ = runner::signal_group(record.pid, Signal::SIGKILL);
+                }
+                let now = now_ms();
+                record.outcome = Some(Outcome::Lost {
+                    reason: "the agent restarted while the run was going; its output up to then is kept"
+                        .to_string(),
+                });
+                record.ended_at_ms = Some(now);
+                write_record(dir, &record)?;
+                now
+            }
+        };
+        let outcome = record.outcome.clone().unwrap_or(Outcome::Lost {
+            reason: "unknown".to_string(),
+        });
+        let (status, _) = watch::channel(Status {
+            phase: Phase::Ended { outcome, ended_at_ms },
+            extent: spool.extent(),
+        });
+        Ok(Arc::new(Run {
+            record,
+            dir: dir.to_owned(),
+            spool,
+            status,
+            control: None,
+        }))
+    }
+}
+
+/// Limits a supervisor enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub timeout: Duration,
+    pub max_output_bytes: u64,
+    /// Time between SIGTERM and SIGKILL when a run is stopped or times out.
+    pub kill_grace: Duration,
+}
+
+/// Creates the run's directory and record, and starts supervising its process.
+pub fn start(
+    dir: PathBuf,
+    mut record: RunRecord,
+    spawned: Spawned,
+    spool: Arc<Spool>,
+    limits: RunLimits,
+    on_end: impl FnOnce(&Run) + Send + 'static,
+) -> anyhow::Result<Arc<Run>> {
+    record.pid = spawned.pid;
+    write_record(&dir, &record)?;
+    let (status, _) = watch::channel(Status {
+        phase: Phase::Running,
+        extent: Extent::default(),
+    });
+    let (control_tx, control_rx) = mpsc::channel(8);
+    let run = Arc::new(Run {
+        record,
+        dir,
+        spool,
+        status,
+        control: Some(control_tx),
+    });
+    let supervised = run.clone();
+    tokio::spawn(async move {
+        supervise(&supervised, spawned, limits, control_rx).await;
+        on_end(&supervised);
+    });
+    Ok(run)
+}
+
+async fn supervise(run: &Run, spawned: Spawned, limits: RunLimits, mut control: mpsc::Receiver<Control>) {
+    let Spawned {
+        mut child,
+        pid,
+        stdout,
+        stderr,
+    } = spawned;
+    let (fault_tx, mut fault_rx) = mpsc::channel::<Outcome>(2);
+    let pumps = [
+        tokio::spawn(pump(
+            stdout,
+            Stream::Stdout,
+            run_ptr(run),
+            limits.max_output_bytes,
+            fault_tx.clone(),
+        )),
+        tokio::spawn(pump(
+            stderr,
+            Stream::Stderr,
+            run_ptr(run),
+            limits.max_output_bytes,
+            fault_tx,
+        )),
+    ];
+
+    let deadline = tokio::time::sleep(limits.timeout);
+    tokio::pin!(deadline);
+    let kill_timer = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(kill_timer);
+    let mut ending: Option<Outcome> = None;
+    let terminate =
+        |why: Outcome, ending: &mut Option<Outcome>, kill_timer: std::pin::Pin<&mut tokio::time::Sleep>| {
+            if ending.is_none() {
+                *ending = Some(why);
+                run.status.send_modify(|s| s.phase = Phase::Stopping);
+                let _ = runner::signal_group(pid, Signal::SIGCONT);
+                let _ = runner::signal_group(pid, Signal::SIGTERM);
+                kill_timer.reset(tokio::time::Instant::now() + limits.kill_grace);
+            }
+        };
+
+    let wait = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            () = &mut deadline, if ending.is_none() => {
+                let after_ms = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
+                terminate(Outcome::TimedOut { after_ms }, &mut ending, kill_timer.as_mut());
+            }
+            () = &mut kill_timer => {
+                let _ = runner::signal_group(pid, Signal::SIGKILL);
+                kill_timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+            }
+            Some(fault) = fault_rx.recv(), if ending.is_none() => {
+                // Output can no longer be kept: kill at once.
+                ending = Some(fault);
+                let _ = runner::signal_group(pid, Signal::SIGKILL);
+            }
+            Some(c) = control.recv() => match c {
+                Control::Stop => terminate(Outcome::Stopped, &mut ending, kill_timer.as_mut()),
+                Control::Suspend if ending.is_none() => {
+                    if runner::signal_group(pid, Signal::SIGSTOP).is_ok() {
+                        run.status.send_modify(|s| s.phase = Phase::Suspended);
+                    }
+                }
+                Control::Resume if ending.is_none() => {
+                    if runner::signal_group(pid, Signal::SIGCONT).is_ok() {
+                        run.status.send_modify(|s| s.phase = Phase::Running);
+                    }
+                }
+                Control::Suspend | Control::Resume => {}
+            },
+        }
+    };
+
+    // The run is over when its main process is: whatever it left behind in its process
+    // group (background jobs) is killed, so nothing of the run outlives it.
+    let _ = runner::signal_group(pid, Signal::SIGCONT);
+    let _ = runner::signal_group(pid, Signal::SIGKILL);
+    for pump in pumps {
+        // A process that escaped the group (setsid) may hold a pipe open: don't wait forever.
+        if tokio::time::timeout(Duration::from_secs(2), pump).await.is_err() {
+            tracing::warn!(
+                run = run.id(),
+                "an output pipe stayed open after the run ended; closing it"
+            );
+        }
+    }
+    let outcome = ending.unwrap_or_else(|| match wait {
+        Ok(status) => exit_outcome(status),
+        Err(e) => Outcome::Lost {
+            reason: format!("cannot wait for the process: {e}"),
+        },
+    });
+    if let Err(e) = run.spool.sync() {
+        tracing::error!(run = run.id(), error = %e, "cannot flush the output spool");
+    }
+    let ended_at_ms = now_ms();
+    let mut record = run.record.clone();
+    record.outcome = Some(outcome.clone());
+    record.ended_at_ms = Some(ended_at_ms);
+    if let Err(e) = write_record(&run.dir, &record) {
+        tracing::error!(run = run.id(), error = %e, "cannot store the run's result");
+    }
+    run.status.send_modify(|s| {
+        s.extent = run.spool.extent();
+        s.phase = Phase::Ended { outcome, ended_at_ms };
+    });
+}
+
+/// The pumps are spawned tasks: they get their own handles on the run's spool and status.
+fn run_ptr(run: &Run) -> PumpTarget {
+    PumpTarget {
+        spool: run.spool.clone(),
+        status: run.status.clone(),
+    }
+}
+
+struct PumpTarget {
+    spool: Arc<Spool>,
+    status: watch::Sender<Status>,
+}
+
+async fn pump(
+    mut pipe: impl tokio::io::AsyncRead + Unpin,
+    stream: Stream,
+    target: PumpTarget,
+    max_output: u64,
+    fault: mpsc::Sender<Outcome>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a run's output failed");
+                return;
+            }
+        };
+        let used = target.spool.extent().data_bytes;
+        let room = usize::try_from(max_output.saturating_sub(used)).unwrap_or(usize::MAX);
+        let take = n.min(room);
+        if take > 0 {
+            match target.spool.append(stream, &buf[..take]) {
+                Ok(extent) => target.status.send_modify(|s| s.extent = extent),
+                Err(e) => {
+                    let _ = fault
+                        .send(Outcome::Lost {
+                            reason: format!("cannot store output: {e}"),
+                        })
+                        .await;
+                    return;
+                }
+            }
+        }
+        if take < n {
+            let _ = fault.send(Outcome::OutputLimit { limit: max_output }).await;
+            return;
+        }
+    }
+}
+
+fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Outcome::Exited { code },
+        (None, Some(signal)) => Outcome::Signaled { signal },
+        (None, None) => Outcome::Lost {
+            reason: "the process ended in an unknown way".to_string(),
+        },
+    }
+}
+
+/// Writes `run.json` atomically: a temporary file, fsync, rename.
+pub fn write_record(dir: &Path, record: &RunRecord) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let tmp = dir.join("run.json.tmp");
+    let text = serde_json::to_vec_pretty(record)?;
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(&text)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, dir.join("run.json")).with_context(|| format!("renaming {}", tmp.display()))?;
+    Ok(())
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,232 @@
+//! Starting a script in a new, clean process.
+//!
+//! This is the one place that spawns user scripts; the agent uses it for remote runs and the
+//! controller for local background jobs (`rjob start`), so both behave the same:
+//! - the environment is cleared and rebuilt from a documented minimal set
+//!   ([`BASE_ENV_VARS`]) plus the caller's additions;
+//! - the process gets its own session and process group, so a signal to the group reaches
+//!   every process of the run, background grandchildren included;
+//! - the script text is handed to the interpreter as a file descriptor (`/dev/fd/3`, a memfd),
+//!   never pasted into a command line, and the arguments become `$1`, `$2`, ...;
+//! - stdin is `/dev/null` unless the caller gave bytes for it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::{Pid, User};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+/// The variables a run's environment starts from; nothing of the spawner's own environment
+/// is passed on.
+pub const BASE_ENV_VARS: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG"];
+
+/// `PATH` of every run unless the caller sets another.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The descriptor the script text is readable on, in the child.
+const SCRIPT_FD: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("cannot prepare the script: {0}")]
+    Script(#[source] std::io::Error),
+    #[error("cannot start {interpreter}: {source}")]
+    Spawn {
+        interpreter: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("working directory {path} does not exist or is not a directory")]
+    WorkingDir { path: PathBuf },
+    #[error("cannot look up the user to run as: {0}")]
+    User(String),
+}
+
+/// The user a run's process runs as, as found in the user database.
+#[derive(Debug, Clone)]
+pub struct RunUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+impl RunUser {
+    /// The user this process runs as.
+    pub fn current() -> Result<RunUser, RunnerError> {
+        let uid = nix::unistd::geteuid();
+        let user = User::from_uid(uid)
+            .map_err(|e| RunUser::lookup_error(&uid.to_string(), e))?
+            .ok_or_else(|| RunnerError::User(format!("uid {uid} has no entry in the user database")))?;
+        Ok(RunUser::from(user))
+    }
+
+    fn lookup_error(who: &str, e: nix::Error) -> RunnerError {
+        RunnerError::User(format!("{who}: {e}"))
+    }
+}
+
+impl From<User> for RunUser {
+    fn from(u: User) -> Self {
+        RunUser {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            home: u.dir,
+            shell: u.shell,
+        }
+    }
+}
+
+/// Everything needed to start one run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Absolute path of the interpreter, from an allow-list the caller checked.
+    pub interpreter: PathBuf,
+    pub script: String,
+    pub args: Vec<String>,
+    pub stdin: Option<Vec<u8>>,
+    /// Additions to (or overrides of) the base environment.
+    pub env: BTreeMap<String, String>,
+    /// `None`: the user's home directory.
+    pub working_dir: Option<PathBuf>,
+    pub user: RunUser,
+    pub lang: String,
+}
+
+impl RunSpec {
+    /// The complete environment of the process.
+    pub fn environment(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+        env.insert("HOME".to_string(), self.user.home.display().to_string());
+        env.insert("USER".to_string(), self.user.name.clone());
+        env.insert("LOGNAME".to_string(), self.user.name.clone());
+        env.insert("SHELL".to_string(), self.user.shell.display().to_string());
+        env.insert("LANG".to_string(), self.lang.clone());
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+}
+
+/// A started process: its pipes and the handle to wait for it.
+pub struct Spawned {
+    pub child: Child,
+    /// Process id, which is also the process group id and the session id.
+    pub pid: u32,
+    pub stdout: ChildStdout,
+    pub stderr: ChildStderr,
+}
+
+/// Starts the run's process.
+pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
+    let script_fd = script_memfd(&spec.script).map_err(RunnerError::Script)?;
+    let cwd = spec.working_dir.clone().unwrap_or_else(|| spec.user.home.clone());
+    if !cwd.is_dir() {
+        return Err(RunnerError::WorkingDir { path: cwd });
+    }
+
+    let mut cmd = Command::new(&spec.interpreter);
+    cmd.arg(format!("/dev/fd/{SCRIPT_FD}"))
+        .args(&spec.args)
+        .env_clear()
+        .envs(spec.environment())
+        .current_dir(&cwd)
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+
+    let current_uid = nix::unistd::geteuid().as_raw();
+    if spec.user.uid != current_uid {
+        cmd.uid(spec.user.uid).gid(spec.user.gid);
+    }
+
+    let raw = script_fd.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (setsid, dup2, fcntl); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if raw == SCRIPT_FD {
+                // dup2 onto itself would keep close-on-exec set: clear it instead.
+                let flags = libc::fcntl(raw, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, SCRIPT_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+
+    let mut child = cmd.spawn().map_err(|source| RunnerError::Spawn {
+        interpreter: spec.interpreter.clone(),
+        source,
+    })?;
+    drop(script_fd);
+    let pid = child.id().unwrap_or_default();
+    let stdout = child.stdout.take().ok_or_else(|| pipe_missing(spec))?;
+    let stderr = child.stderr.take().ok_or_else(|| pipe_missing(spec))?;
+    if let (Some(mut pipe), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {
+        tokio::spawn(async move {
+            // A script that does not read its stdin closes the pipe early: not an error.
+            let _ = pipe.write_all(&data).await;
+        });
+    }
+    Ok(Spawned {
+        child,
+        pid,
+        stdout,
+        stderr,
+    })
+}
+
+fn pipe_missing(spec: &RunSpec) -> RunnerError {
+    RunnerError::Spawn {
+        interpreter: spec.interpreter.clone(),
+        source: std::io::Error::other("output pipe missing"),
+    }
+}
+
+fn script_memfd(script: &str) -> std::io::Result<OwnedFd> {
+    let fd = memfd_create("rjob-script", MFdFlags::MFD_CLOEXEC).map_err(std::io::Error::from)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(script.as_bytes())?;
+    Ok(OwnedFd::from(file))
+}
+
+/// Sends a signal to every process of a run's process group. A group that is already gone
+/// is not an error.
+pub fn signal_group(pgid: u32, signal: Signal) -> Result<(), nix::Error> {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return Err(nix::Error::EINVAL);
+    };
+    if raw <= 1 {
+        return Err(nix::Error::EINVAL);
+    }
+    match killpg(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether any process of the group is still alive.
+pub fn group_alive(pgid: u32) -> bool {
+    i32::try_from(pgid)
+        .ok()
+        .filter(|raw| *raw > 1)
+        .is_some_and(|raw| killpg(Pid::from_raw(raw), None).is_ok())
+}

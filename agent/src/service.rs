@@ -1,0 +1,334 @@
+//! The gRPC edge: validates requests, turns them into runs, and maps errors to `Status`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rjob_proto::v1 as pb;
+use rjob_proto::v1::agent_server::Agent;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::config::{AgentConfig, DEFAULT_INTERPRETER};
+use crate::run::{Control, Phase, RunLimits, RunRecord};
+use crate::runner::{RunSpec, RunUser, RunnerError};
+use crate::runs::{NotFound, Runs, StartError};
+
+pub struct AgentService {
+    config: AgentConfig,
+    runs: Arc<Runs>,
+    user: RunUser,
+    hostname: String,
+}
+
+impl AgentService {
+    pub fn new(config: AgentConfig, runs: Arc<Runs>) -> anyhow::Result<AgentService> {
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(AgentService {
+            config,
+            runs,
+            user: RunUser::current()?,
+            hostname,
+        })
+    }
+
+    fn validate(&self, req: &pb::StartRunRequest) -> Result<(RunSpec, Duration), Status> {
+        let c = &self.config;
+        if req.script.len() as u64 > c.max_script_bytes {
+            return Err(Status::invalid_argument(format!(
+                "script is {} bytes; this agent accepts at most {} (max_script_bytes)",
+                req.script.len(),
+                c.max_script_bytes
+            )));
+        }
+        if req.script.contains('\0') {
+            return Err(Status::invalid_argument("script contains a NUL byte"));
+        }
+        let name = if req.interpreter.is_empty() {
+            DEFAULT_INTERPRETER
+        } else {
+            &req.interpreter
+        };
+        let interpreter = c.interpreters.get(name).cloned().ok_or_else(|| {
+            let offered: Vec<_> = c.interpreters.keys().map(String::as_str).collect();
+            Status::invalid_argument(format!(
+                "interpreter {name:?} is not allowed on this agent; it offers: {}",
+                offered.join(", ")
+            ))
+        })?;
+        if let Some(arg) = req.args.iter().find(|a| a.contains('\0')) {
+            return Err(Status::invalid_argument(format!(
+                "argument {arg:?} contains a NUL byte"
+            )));
+        }
+        let stdin_len = req.stdin.as_ref().map_or(0, Vec::len) as u64;
+        if stdin_len > c.max_stdin_bytes {
+            return Err(Status::invalid_argument(format!(
+                "stdin is {stdin_len} bytes; this agent accepts at most {} (max_stdin_bytes)",
+                c.max_stdin_bytes
+            )));
+        }
+        let mut env = BTreeMap::new();
+        for (k, v) in &req.env {
+            let valid_name = !k.is_empty()
+                && !k.starts_with(|ch: char| ch.is_ascii_digit())
+                && k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            if !valid_name {
+                return Err(Status::invalid_argument(format!(
+                    "environment variable name {k:?} is invalid: use letters, digits and _"
+                )));
+            }
+            if v.contains('\0') {
+                return Err(Status::invalid_argument(format!(
+                    "environment variable {k} contains a NUL byte"
+                )));
+            }
+            env.insert(k.clone(), v.clone());
+        }
+        let working_dir = if req.working_dir.is_empty() {
+            None
+        } else {
+            let dir = PathBuf::from(&req.working_dir);
+            if !dir.is_absolute() {
+                return Err(Status::invalid_argument(format!(
+                    "working directory {:?} must be an absolute path",
+                    req.working_dir
+                )));
+            }
+            Some(dir)
+        };
+        if !req.run_as.is_empty() && req.run_as != self.user.name {
+            return Err(Status::permission_denied(format!(
+                "this agent runs as {} and can only run scripts as {}; it was asked to run as {}",
+                self.user.name, self.user.name, req.run_as
+            )));
+        }
+        if !req.password.is_empty() {
+            return Err(Status::permission_denied(
+                "this agent does not check passwords; send the request without one",
+            ));
+        }
+        let timeout = match req.timeout_ms {
+            0 => c.default_timeout,
+            ms => Duration::from_millis(ms),
+        };
+        if timeout > c.max_timeout {
+            return Err(Status::invalid_argument(format!(
+                "timeout {} is longer than this agent allows ({})",
+                humantime::format_duration(timeout),
+                humantime::format_duration(c.max_timeout)
+            )));
+        }
+        Ok((
+            RunSpec {
+                interpreter,
+                script: req.script.clone(),
+                args: req.args.clone(),
+                stdin: req.stdin.clone(),
+                env,
+                working_dir,
+                user: self.user.clone(),
+                lang: c.lang.clone(),
+            },
+            timeout,
+        ))
+    }
+}
+
+/// The caller's identity: the SHA-256 fingerprint of its certificate.
+fn client_identity<T>(req: &Request<T>) -> String {
+    req.peer_certs()
+        .and_then(|certs| {
+            certs
+                .first()
+                .map(|c| hex::encode(&Sha256::digest(c.as_ref())[..8]))
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn not_found(e: NotFound) -> Status {
+    Status::not_found(e.to_string())
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn start_run(
+        &self,
+        request: Request<pb::StartRunRequest>,
+    ) -> Result<Response<pb::StartRunResponse>, Status> {
+        let client = client_identity(&request);
+        let req = request.into_inner();
+        let script_sha256 = hex::encode(Sha256::digest(req.script.as_bytes()));
+        let (spec, timeout) = match self.validate(&req) {
+            Ok(v) => v,
+            Err(status) => {
+                tracing::info!(target: "audit", client, script_sha256, refused = status.message(), "run refused");
+                return Err(status);
+            }
+        };
+        let record = RunRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            label: req.label.clone(),
+            run_as: spec.user.name.clone(),
+            client: client.clone(),
+            script_sha256: script_sha256.clone(),
+            pid: 0,
+            started_at_ms: crate::run::now_ms(),
+            ended_at_ms: None,
+            outcome: None,
+        };
+        let limits = RunLimits {
+            timeout,
+            max_output_bytes: self.config.max_output_bytes,
+            kill_grace: self.config.kill_grace,
+        };
+        let run = self.runs.start(&spec, record, limits).map_err(|e| {
+            tracing::info!(target: "audit", client, script_sha256, refused = %e, "run refused");
+            match e {
+                StartError::Busy { .. } => Status::resource_exhausted(e.to_string()),
+                StartError::Runner(RunnerError::WorkingDir { .. }) => Status::invalid_argument(e.to_string()),
+                StartError::Runner(_) | StartError::Storage(_) => Status::internal(e.to_string()),
+            }
+        })?;
+        tracing::info!(target: "audit", client, run = run.id(), run_as = %run.record.run_as, script_sha256, pid = run.record.pid, "run started");
+        Ok(Response::new(pb::StartRunResponse {
+            run_id: run.id().to_string(),
+            info: Some(run.info()),
+        }))
+    }
+
+    type AttachRunStream = ReceiverStream<Result<pb::RunEvent, Status>>;
+
+    async fn attach_run(
+        &self,
+        request: Request<pb::AttachRunRequest>,
+    ) -> Result<Response<Self::AttachRunStream>, Status> {
+        let req = request.into_inner();
+        let run = self.runs.get(&req.run_id).map_err(not_found)?;
+        let mut status = run.subscribe();
+        let mut cursor = run
+            .spool
+            .cursor(req.after_seq)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let now = status.borrow_and_update().clone();
+                loop {
+                    match cursor.next_chunk(now.extent) {
+                        Ok(Some(chunk)) => {
+                            let event = pb::RunEvent {
+                                event: Some(pb::run_event::Event::Chunk(pb::OutputChunk {
+                                    seq: chunk.seq,
+                                    stream: chunk.stream as i32,
+                                    data: chunk.data,
+                                })),
+                            };
+                            if tx.send(Ok(event)).await.is_err() {
+                                return; // the reader went away
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::data_loss(e.to_string()))).await;
+                            return;
+                        }
+                    }
+                }
+                if let Phase::Ended { outcome, .. } = &now.phase {
+                    let result = outcome.to_result(now.extent.last_seq);
+                    let _ = tx
+                        .send(Ok(pb::RunEvent {
+                            event: Some(pb::run_event::Event::Result(result)),
+                        }))
+                        .await;
+                    return;
+                }
+                tokio::select! {
+                    changed = status.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::RunInfo>, Status> {
+        let run = self.runs.get(&request.into_inner().run_id).map_err(not_found)?;
+        Ok(Response::new(run.info()))
+    }
+
+    async fn stop_run(
+        &self,
+        request: Request<pb::RunControlRequest>,
+    ) -> Result<Response<pb::RunInfo>, Status> {
+        self.control(request, Control::Stop).await
+    }
+
+    async fn suspend_run(
+        &self,
+        request: Request<pb::RunControlRequest>,
+    ) -> Result<Response<pb::RunInfo>, Status> {
+        self.control(request, Control::Suspend).await
+    }
+
+    async fn resume_run(
+        &self,
+        request: Request<pb::RunControlRequest>,
+    ) -> Result<Response<pb::RunInfo>, Status> {
+        self.control(request, Control::Resume).await
+    }
+
+    async fn ack_run(
+        &self,
+        request: Request<pb::AckRunRequest>,
+    ) -> Result<Response<pb::AckRunResponse>, Status> {
+        let req = request.into_inner();
+        self.runs.ack(&req.run_id, req.seq).map_err(not_found)?;
+        Ok(Response::new(pb::AckRunResponse {}))
+    }
+
+    async fn list_runs(
+        &self,
+        _request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let runs = self.runs.list().iter().map(|r| r.info()).collect();
+        Ok(Response::new(pb::ListRunsResponse { runs }))
+    }
+
+    async fn get_agent_info(
+        &self,
+        request: Request<pb::GetAgentInfoRequest>,
+    ) -> Result<Response<pb::AgentInfo>, Status> {
+        let c = &self.config;
+        Ok(Response::new(pb::AgentInfo {
+            hostname: self.hostname.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            max_concurrent_runs: c.max_concurrent_runs,
+            running: self.runs.running(),
+            max_script_bytes: c.max_script_bytes,
+            max_output_bytes: c.max_output_bytes,
+            interpreters: c.interpreters.keys().cloned().collect(),
+            client_identity: client_identity(&request),
+        }))
+    }
+}
+
+impl AgentService {
+    async fn control(
+        &self,
+        request: Request<pb::RunControlRequest>,
+        c: Control,
+    ) -> Result<Response<pb::RunInfo>, Status> {
+        let client = client_identity(&request);
+        let run = self.runs.get(&request.into_inner().run_id).map_err(not_found)?;
+        tracing::info!(target: "audit", client, run = run.id(), control = ?c, "run control");
+        run.control(c).await;
+        Ok(Response::new(run.info()))
+    }
+}

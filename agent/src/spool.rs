@@ -1,0 +1,321 @@
+//! A run's output on disk: an append-only log of numbered chunks.
+//!
+//! Record layout: `seq: u64 LE | stream: u8 | len: u32 LE | data[len]`. Sequence numbers
+//! start at 1 and have no gaps. A sparse in-memory index (one entry every
+//! [`INDEX_EVERY`] records) lets a reader start from any sequence number without
+//! scanning the whole file, while memory stays small however large the output grows.
+//!
+//! The writer publishes how far the file is complete through a `watch` channel; readers
+//! never read past that point, so they never see half a record.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rjob_proto::v1::Stream;
+
+const HEADER_LEN: usize = 13;
+const INDEX_EVERY: u64 = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("spool file {path} is damaged at byte {offset}")]
+    Corrupt { path: PathBuf, offset: u64 },
+}
+
+/// How much of the spool is complete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extent {
+    /// Sequence number of the last complete record (0: none).
+    pub last_seq: u64,
+    /// Bytes of output data (excluding headers) written so far.
+    pub data_bytes: u64,
+    /// File length up to the end of the last complete record.
+    pub end_offset: u64,
+}
+
+struct Inner {
+    file: File,
+    extent: Extent,
+    /// `(seq, offset)` of every [`INDEX_EVERY`]th record, starting with record 1.
+    index: Vec<(u64, u64)>,
+}
+
+/// One run's output log.
+pub struct Spool {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+/// A chunk read back from the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub seq: u64,
+    pub stream: Stream,
+    pub data: Vec<u8>,
+}
+
+impl Spool {
+    /// Creates a new, empty spool file (mode 0600).
+    pub fn create(path: &Path) -> Result<Spool, SpoolError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| io_err(path, source))?;
+        Ok(Spool {
+            path: path.to_owned(),
+            inner: Mutex::new(Inner {
+                file,
+                extent: Extent::default(),
+                index: Vec::new(),
+            }),
+        })
+    }
+
+    /// Opens an existing spool, rebuilding the index; a torn record at the end (from a
+    /// crash mid-write) is cut off.
+    pub fn open(path: &Path) -> Result<Spool, SpoolError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| io_err(path, source))?;
+        let len = file.metadata().map_err(|source| io_err(path, source))?.len();
+        let mut extent = Extent::default();
+        let mut index = Vec::new();
+        let mut header = [0u8; HEADER_LEN];
+        while extent.end_offset + HEADER_LEN as u64 <= len {
+            file.read_exact_at(&mut header, extent.end_offset)
+                .map_err(|source| io_err(path, source))?;
+            let (seq, _, data_len) = parse_header(&header);
+            let next = extent.end_offset + HEADER_LEN as u64 + u64::from(data_len);
+            if seq != extent.last_seq + 1 || next > len {
+                break;
+            }
+            if (seq - 1).is_multiple_of(INDEX_EVERY) {
+                index.push((seq, extent.end_offset));
+            }
+            extent.last_seq = seq;
+            extent.data_bytes += u64::from(data_len);
+            extent.end_offset = next;
+        }
+        if extent.end_offset < len {
+            file.set_len(extent.end_offset)
+                .map_err(|source| io_err(path, source))?;
+        }
+        Ok(Spool {
+            path: path.to_owned(),
+            inner: Mutex::new(Inner { file, extent, index }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn extent(&self) -> Extent {
+        self.lock().extent
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the data consistent (the extent is only
+        // advanced after a complete write), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one chunk and returns the new extent.
+    pub fn append(&self, stream: Stream, data: &[u8]) -> Result<Extent, SpoolError> {
+        let len = u32::try_from(data.len())
+            .map_err(|_| io_err(&self.path, std::io::Error::other("chunk larger than 4 GiB")))?;
+        let mut inner = self.lock();
+        let seq = inner.extent.last_seq + 1;
+        let mut record = Vec::with_capacity(HEADER_LEN + data.len());
+        record.extend_from_slice(&seq.to_le_bytes());
+        record.push(stream as u8);
+        record.extend_from_slice(&len.to_le_bytes());
+        record.extend_from_slice(data);
+        let offset = inner.extent.end_offset;
+        if let Err(source) = inner.file.write_all(&record) {
+            // Cut off whatever part of the record made it, so the file stays parseable.
+            let _ = inner.file.set_len(offset);
+            return Err(io_err(&self.path, source));
+        }
+        if (seq - 1).is_multiple_of(INDEX_EVERY) {
+            inner.index.push((seq, offset));
+        }
+        inner.extent.last_seq = seq;
+        inner.extent.data_bytes += u64::from(len);
+        inner.extent.end_offset = offset + record.len() as u64;
+        Ok(inner.extent)
+    }
+
+    /// Flushes the file to stable storage.
+    pub fn sync(&self) -> Result<(), SpoolError> {
+        self.lock()
+            .file
+            .sync_data()
+            .map_err(|source| io_err(&self.path, source))
+    }
+
+    /// A cursor positioned at the first record after `after_seq`.
+    pub fn cursor(&self, after_seq: u64) -> Result<Cursor, SpoolError> {
+        let inner = self.lock();
+        let file = inner
+            .file
+            .try_clone()
+            .map_err(|source| io_err(&self.path, source))?;
+        let target = after_seq + 1;
+        let (seq, offset) = match inner.index.partition_point(|(s, _)| *s <= target) {
+            0 => (1, 0),
+            i => inner.index[i - 1],
+        };
+        drop(inner);
+        let mut cursor = Cursor {
+            file,
+            path: self.path.clone(),
+            next_seq: seq,
+            offset,
+        };
+        // Skip forward to the requested record (at most INDEX_EVERY - 1 headers).
+        while cursor.next_seq < target {
+            let end = self.extent().end_offset;
+            if cursor.offset >= end {
+                break;
+            }
+            let (_, _, len) = cursor.read_header()?;
+            cursor.offset += HEADER_LEN as u64 + u64::from(len);
+            cursor.next_seq += 1;
+        }
+        Ok(cursor)
+    }
+}
+
+/// Reads records in order from a position in a spool.
+pub struct Cursor {
+    file: File,
+    path: PathBuf,
+    next_seq: u64,
+    offset: u64,
+}
+
+impl Cursor {
+    fn read_header(&self) -> Result<(u64, u8, u32), SpoolError> {
+        let mut header = [0u8; HEADER_LEN];
+        self.file
+            .read_exact_at(&mut header, self.offset)
+            .map_err(|source| io_err(&self.path, source))?;
+        let parsed = parse_header(&header);
+        if parsed.0 != self.next_seq {
+            return Err(SpoolError::Corrupt {
+                path: self.path.clone(),
+                offset: self.offset,
+            });
+        }
+        Ok(parsed)
+    }
+
+    /// The next chunk, if the complete part of the file (`extent`) holds one.
+    pub fn next_chunk(&mut self, extent: Extent) -> Result<Option<Chunk>, SpoolError> {
+        if self.offset >= extent.end_offset {
+            return Ok(None);
+        }
+        let (seq, stream, len) = self.read_header()?;
+        let mut data = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut data, self.offset + HEADER_LEN as u64)
+            .map_err(|source| io_err(&self.path, source))?;
+        self.offset += HEADER_LEN as u64 + u64::from(len);
+        self.next_seq += 1;
+        let stream = Stream::try_from(i32::from(stream)).unwrap_or(Stream::Unspecified);
+        Ok(Some(Chunk { seq, stream, data }))
+    }
+}
+
+fn parse_header(h: &[u8; HEADER_LEN]) -> (u64, u8, u32) {
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&h[0..8]);
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&h[9..13]);
+    (u64::from_le_bytes(seq), h[8], u32::from_le_bytes(len))
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> SpoolError {
+    SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+
+    use super::*;
+
+    fn read_all(spool: &Spool, after: u64) -> Vec<Chunk> {
+        let mut cursor = spool.cursor(after).unwrap();
+        let extent = spool.extent();
+        let mut out = Vec::new();
+        while let Some(c) = cursor.next_chunk(extent).unwrap() {
+            out.push(c);
+        }
+        out
+    }
+
+    #[test]
+    fn resumes_from_any_sequence_number_with_nothing_lost_or_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(&dir.path().join("out")).unwrap();
+        for i in 0..1000u32 {
+            let stream = if i % 3 == 0 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+            spool.append(stream, format!("line {i}\n").as_bytes()).unwrap();
+        }
+        for after in [0u64, 1, 255, 256, 257, 511, 512, 999, 1000] {
+            let chunks = read_all(&spool, after);
+            assert_eq!(chunks.len() as u64, 1000 - after, "after {after}");
+            for (i, c) in chunks.iter().enumerate() {
+                let seq = after + 1 + i as u64;
+                assert_eq!(c.seq, seq);
+                assert_eq!(c.data, format!("line {}\n", seq - 1).into_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn reopening_rebuilds_the_index_and_cuts_a_torn_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let spool = Spool::create(&path).unwrap();
+        for i in 0..600u32 {
+            spool.append(Stream::Stdout, &i.to_le_bytes()).unwrap();
+        }
+        drop(spool);
+        // A crash in the middle of a record leaves a torn tail.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[601u64.to_le_bytes().as_slice(), &[1, 100, 0, 0, 0, 1, 2]].concat())
+            .unwrap();
+        drop(f);
+        let spool = Spool::open(&path).unwrap();
+        assert_eq!(spool.extent().last_seq, 600);
+        let chunks = read_all(&spool, 300);
+        assert_eq!(chunks.first().map(|c| c.seq), Some(301));
+        assert_eq!(chunks.len(), 300);
+        spool.append(Stream::Stderr, b"after").unwrap();
+        assert_eq!(read_all(&spool, 600)[0].data, b"after");
+    }
+}

@@ -1,0 +1,137 @@
+//! Command-line structures (clap). Parsing only: the commands live in their own modules.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// rjob: run script blocks on many Linux machines at once, as jobs.
+///
+/// Exit status: 0 when every host ran and exited 0; 1 when any host failed (its script
+/// exited non-zero, it could not be reached, or it timed out); 2 for usage errors.
+#[derive(Debug, Parser)]
+#[command(name = "rjob", version, propagate_version = true)]
+pub struct Cli {
+    /// Directory with the controller's identity: ca.crt, client.crt, client.key
+    /// [env: RJOB_IDENTITY; default: $XDG_CONFIG_HOME/rjob/pki or ~/.config/rjob/pki]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub identity: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a script block on many hosts and show their output live (Invoke-Command)
+    Invoke(InvokeArgs),
+    /// Make the certificates for mutual TLS
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// `host: line`, stderr lines marked `host [stderr]: line`
+    Text,
+    /// One JSON object per line per record
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// Hosts: comma-separated, with ranges such as web[01-20] or 10.0.0.[1-9], and an optional
+    /// :port (default 7443). May be repeated.
+    #[arg(short = 'H', long = "hosts", value_name = "HOSTS")]
+    pub hosts: Vec<String>,
+    /// File with one host (or range) per line; `#` starts a comment
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Option<PathBuf>,
+    /// The script block to run
+    #[arg(
+        long,
+        short = 's',
+        value_name = "TEXT",
+        conflicts_with = "file",
+        required_unless_present = "file"
+    )]
+    pub script: Option<String>,
+    /// A local script file whose content is run on every host (the hosts need no copy)
+    #[arg(long, short = 'f', value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Interpreter for the script, from those the agents allow
+    #[arg(long, value_name = "NAME", default_value = "sh", value_parser = clap::builder::PossibleValuesParser::new(crate::invoke::KNOWN_INTERPRETERS))]
+    pub shell: String,
+    /// Never more than this many hosts in flight at once
+    #[arg(long, short = 't', value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub throttle_limit: u32,
+    /// Give up on a host that does not answer (TCP and TLS) within this time
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: std::time::Duration,
+    /// Kill the script (its whole process tree) when it runs longer than this
+    /// [default: the agent's default]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Output format
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Environment variable for the script, NAME=VALUE; may be repeated
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Working directory on the hosts [default: the run user's home]
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// Feed this local file to the script's standard input on every host
+    #[arg(long, value_name = "FILE")]
+    pub stdin_file: Option<PathBuf>,
+    /// Arguments for the script: $1, $2, ... (after `--`)
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create a CA and the controller's client identity in DIR
+    Init {
+        /// Directory to create (it becomes an identity directory)
+        dir: PathBuf,
+        /// Common name of the controller's client certificate
+        #[arg(long, default_value = "rjob-controller")]
+        client_name: String,
+    },
+    /// Issue an agent (server) certificate: writes OUT/agent.crt, OUT/agent.key, OUT/ca.crt
+    IssueAgent {
+        /// The agent's name (certificate common name)
+        name: String,
+        /// Host name or IP address the controller dials this agent by; may be repeated
+        #[arg(long, required = true, value_name = "HOST_OR_IP")]
+        san: Vec<String>,
+        /// Directory with ca.crt and ca.key [default: the identity directory]
+        #[arg(long, value_name = "DIR")]
+        ca_dir: Option<PathBuf>,
+        /// Output directory [default: CA_DIR/agents/NAME]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Issue another client identity: writes OUT/client.crt, OUT/client.key, OUT/ca.crt
+    IssueClient {
+        /// The client's name (certificate common name)
+        name: String,
+        /// Directory with ca.crt and ca.key [default: the identity directory]
+        #[arg(long, value_name = "DIR")]
+        ca_dir: Option<PathBuf>,
+        /// Output directory [default: CA_DIR/clients/NAME]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}: write a duration like 500ms, 30s, 10m or 2h"))
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err("expected NAME=VALUE".to_string()),
+    }
+}

@@ -1,0 +1,138 @@
+//! The controller's side of mutual TLS: finding its identity and dialling agents.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rjob_proto::v1::agent_client::AgentClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::hosts::Host;
+
+/// Environment variable naming the identity directory.
+pub const IDENTITY_ENV: &str = "RJOB_IDENTITY";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no controller identity in {dir} ({file} is missing): run `rjob pki init {dir}` or pass --identity DIR")]
+    Missing { dir: PathBuf, file: &'static str },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no identity directory: pass --identity DIR, set RJOB_IDENTITY, or set HOME")]
+    NoHome,
+}
+
+/// Where the identity is: `--identity`, then `$RJOB_IDENTITY`, then
+/// `$XDG_CONFIG_HOME/rjob/pki`, then `~/.config/rjob/pki`.
+pub fn identity_dir(flag: Option<&Path>) -> Result<PathBuf, IdentityError> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_owned());
+    }
+    if let Some(dir) = std::env::var_os(IDENTITY_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(config) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(config).join("rjob/pki"));
+    }
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|home| PathBuf::from(home).join(".config/rjob/pki"))
+        .ok_or(IdentityError::NoHome)
+}
+
+/// The controller's TLS settings, loaded once and shared by every connection.
+#[derive(Clone)]
+pub struct Tls {
+    config: ClientTlsConfig,
+}
+
+impl Tls {
+    pub fn load(dir: &Path) -> Result<Tls, IdentityError> {
+        let read = |file: &'static str| {
+            let path = dir.join(file);
+            std::fs::read(&path).map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => IdentityError::Missing {
+                    dir: dir.to_owned(),
+                    file,
+                },
+                _ => IdentityError::Read { path, source },
+            })
+        };
+        let ca = Certificate::from_pem(read("ca.crt")?);
+        let identity = Identity::from_pem(read("client.crt")?, read("client.key")?);
+        Ok(Tls {
+            config: ClientTlsConfig::new().ca_certificate(ca).identity(identity),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid address {0}")]
+    Address(String),
+    #[error("{0}")]
+    Transport(String),
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+}
+
+/// Dials one agent and completes the TLS handshake within `timeout`. The agent's certificate
+/// must be signed by the CA and name the host exactly as it was dialled (DNS name or IP).
+pub async fn connect(
+    host: &Host,
+    tls: &Tls,
+    timeout: Duration,
+) -> Result<AgentClient<Channel>, ConnectError> {
+    let uri = format!("https://{}", host.authority());
+    let endpoint = Endpoint::from_shared(uri.clone())
+        .map_err(|_| ConnectError::Address(uri))?
+        .tls_config(tls.config.clone().domain_name(host.name.clone()))
+        .map_err(|e| ConnectError::Transport(describe(&e)))?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let channel = tokio::time::timeout(timeout, endpoint.connect())
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))?
+        .map_err(|e| ConnectError::Transport(describe(&e)))?;
+    Ok(AgentClient::new(channel).max_decoding_message_size(16 << 20))
+}
+
+/// One line from an error and its sources, without repeating what an outer layer already said.
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        let generic = matches!(
+            text.as_str(),
+            "transport error" | "error trying to connect" | "client error (Connect)"
+        );
+        if !generic && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    if parts.is_empty() {
+        return err.to_string();
+    }
+    // Outer layers often repeat their source's text: keep the most specific tail.
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// One line from a gRPC status, for a person.
+pub fn describe_status(status: &tonic::Status) -> String {
+    use std::error::Error as _;
+    let message = status.message();
+    match status.source() {
+        Some(source) if message.is_empty() || message == "transport error" => describe(source),
+        _ if message.is_empty() => format!("{:?}", status.code()),
+        _ => message.to_string(),
+    }
+}

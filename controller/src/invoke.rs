@@ -1,0 +1,180 @@
+//! `rjob invoke`: one script block on many hosts, at most N at a time, output live.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rjob_proto::v1 as pb;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::child::{self, ChildEvent, ChildOutcome, ChildSettings, ChildState};
+use crate::cli::InvokeArgs;
+use crate::connect::Tls;
+use crate::hosts::{self, Host};
+use crate::output::{self, Printer};
+use crate::UsageError;
+
+/// Interpreters rjob knows by name; each agent offers those of them its config allows.
+pub const KNOWN_INTERPRETERS: [&str; 7] = ["sh", "bash", "dash", "zsh", "ksh", "python3", "perl"];
+
+/// Largest script the controller sends (agents may allow less).
+pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
+
+/// What to run, checked and ready to send.
+pub struct Invocation {
+    pub hosts: Vec<Host>,
+    pub request: pb::StartRunRequest,
+    pub throttle_limit: usize,
+    pub connect_timeout: Duration,
+}
+
+impl Invocation {
+    /// Checks the command line and reads the files it names; every problem is a usage error.
+    pub fn from_args(args: &InvokeArgs) -> Result<Invocation, UsageError> {
+        let mut specs = args.hosts.clone();
+        if let Some(path) = &args.hosts_file {
+            specs.extend(hosts::parse_hosts_file(path).map_err(|e| UsageError(e.to_string()))?);
+        }
+        let hosts = hosts::parse_host_list(&specs).map_err(|e| UsageError(e.to_string()))?;
+        let script = match (&args.script, &args.file) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| UsageError(format!("cannot read script file {}: {e}", path.display())))?,
+            (None, None) => {
+                return Err(UsageError(
+                    "give the script with --script TEXT or --file PATH".into(),
+                ))
+            }
+        };
+        if script.len() > MAX_SCRIPT_BYTES {
+            return Err(UsageError(format!(
+                "the script is {} bytes; rjob sends at most {MAX_SCRIPT_BYTES}: copy large payloads separately and run a small script",
+                script.len()
+            )));
+        }
+        if script.trim().is_empty() {
+            return Err(UsageError("the script is empty".into()));
+        }
+        let stdin = match &args.stdin_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| UsageError(format!("cannot read stdin file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        let timeout_ms = match args.timeout {
+            Some(d) if d.is_zero() => return Err(UsageError("--timeout must be more than 0".into())),
+            Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            None => 0,
+        };
+        let request = pb::StartRunRequest {
+            script,
+            interpreter: args.shell.clone(),
+            args: args.args.clone(),
+            stdin,
+            env: args.env.iter().cloned().collect(),
+            working_dir: args.cwd.clone().unwrap_or_default(),
+            timeout_ms,
+            label: String::new(),
+            run_as: String::new(),
+            password: String::new(),
+        };
+        Ok(Invocation {
+            hosts,
+            request,
+            throttle_limit: args.throttle_limit as usize,
+            connect_timeout: args.connect_timeout,
+        })
+    }
+}
+
+/// Runs every child, at most `throttle_limit` at once, and sends their events to `events`.
+pub async fn fan_out(invocation: Invocation, settings: ChildSettings, events: mpsc::Sender<ChildEvent>) {
+    let throttle = Arc::new(Semaphore::new(invocation.throttle_limit));
+    let settings = Arc::new(settings);
+    let mut children = tokio::task::JoinSet::new();
+    for (index, host) in invocation.hosts.into_iter().enumerate() {
+        let Ok(permit) = throttle.clone().acquire_owned().await else {
+            break; // the semaphore is never closed
+        };
+        let request = invocation.request.clone();
+        let settings = settings.clone();
+        let events = events.clone();
+        children.spawn(async move {
+            let outcome = child::drive(index, &host, request, &settings, &events).await;
+            drop(permit);
+            let _ = events.send(ChildEvent::Done { host: index, outcome }).await;
+        });
+    }
+    while children.join_next().await.is_some() {}
+}
+
+/// `rjob invoke`: returns the process exit status.
+pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
+    let invocation = Invocation::from_args(args)?;
+    let labels: Vec<String> = invocation.hosts.iter().map(Host::label).collect();
+    let settings = ChildSettings {
+        tls,
+        connect_timeout: invocation.connect_timeout,
+        reconnect_window: Duration::from_secs(60),
+    };
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel(256);
+    let format = args.output;
+    let printer_labels = labels.clone();
+    // Writing to stdout may block (a slow reader): do it on a thread of its own, so the
+    // runtime goes on and backpressure reaches the agents through the bounded channel.
+    let printer = std::thread::spawn(move || print_events(rx, format, printer_labels));
+    fan_out(invocation, settings, tx).await;
+    let outcomes = printer.join().unwrap_or_else(|_| vec![None; labels.len()]);
+    eprint!("{}", output::summary(&labels, &outcomes, started.elapsed()));
+    let all_completed = outcomes
+        .iter()
+        .all(|o| o.as_ref().is_some_and(|o| o.state == ChildState::Completed));
+    Ok(if all_completed { 0 } else { crate::EXIT_FAILED })
+}
+
+fn print_events(
+    mut rx: mpsc::Receiver<ChildEvent>,
+    format: crate::cli::OutputFormat,
+    labels: Vec<String>,
+) -> Vec<Option<ChildOutcome>> {
+    let mut outcomes = vec![None; labels.len()];
+    let stdout = std::io::stdout();
+    let mut printer = Printer::new(
+        std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()),
+        format,
+        labels,
+    );
+    let mut write_ok = true;
+    loop {
+        let event = match rx.try_recv() {
+            Ok(e) => e,
+            Err(_) => {
+                // Nothing waiting: show what we have before blocking.
+                write_ok = write_ok && printer.flush().is_ok();
+                match rx.blocking_recv() {
+                    Some(e) => e,
+                    None => break,
+                }
+            }
+        };
+        match event {
+            ChildEvent::Output {
+                host,
+                stream,
+                seq,
+                data,
+            } => {
+                write_ok = write_ok && printer.output(host, stream, seq, &data).is_ok();
+            }
+            ChildEvent::Done { host, outcome } => {
+                write_ok = write_ok && printer.done(host, &outcome).is_ok();
+                if let Some(slot) = outcomes.get_mut(host) {
+                    *slot = Some(outcome);
+                }
+            }
+        }
+    }
+    let _ = printer.flush();
+    outcomes
+}
