@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rjob_proto::v1 as pb;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::child::{self, ChildEvent, ChildOutcome, ChildSettings, ChildState};
+use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
+use crate::state::State;
 use crate::cli::InvokeArgs;
 use crate::connect::Tls;
 use crate::hosts::{self, Host};
@@ -87,10 +88,51 @@ impl Invocation {
     }
 }
 
+/// What `rjob invoke` shows while children run.
+#[derive(Debug)]
+pub enum ChildEvent {
+    Output {
+        host: usize,
+        stream: pb::Stream,
+        seq: u64,
+        data: Vec<u8>,
+    },
+    Done {
+        host: usize,
+        outcome: ChildOutcome,
+    },
+}
+
+/// Hands a child's output to the printer thread.
+struct PrinterSink {
+    host: usize,
+    events: mpsc::Sender<ChildEvent>,
+}
+
+impl ChildSink for PrinterSink {
+    async fn started(&self, _run_id: &str) {}
+
+    async fn state(&self, _state: State, _reason: Option<String>) {}
+
+    async fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> Result<(), ()> {
+        let event = ChildEvent::Output {
+            host: self.host,
+            stream,
+            seq,
+            data,
+        };
+        self.events.send(event).await.map_err(|_| ())
+    }
+
+    async fn flush(&self) {}
+}
+
 /// Runs every child, at most `throttle_limit` at once, and sends their events to `events`.
 pub async fn fan_out(invocation: Invocation, settings: ChildSettings, events: mpsc::Sender<ChildEvent>) {
     let throttle = Arc::new(Semaphore::new(invocation.throttle_limit));
     let settings = Arc::new(settings);
+    // `rjob invoke` has no stop or suspend: nothing ever changes what is wanted.
+    let (_desired_tx, desired) = watch::channel(Desired::default());
     let mut children = tokio::task::JoinSet::new();
     for (index, host) in invocation.hosts.into_iter().enumerate() {
         let Ok(permit) = throttle.clone().acquire_owned().await else {
@@ -99,8 +141,14 @@ pub async fn fan_out(invocation: Invocation, settings: ChildSettings, events: mp
         let request = invocation.request.clone();
         let settings = settings.clone();
         let events = events.clone();
+        let desired = desired.clone();
         children.spawn(async move {
-            let outcome = child::drive(index, &host, request, &settings, &events).await;
+            let sink = PrinterSink {
+                host: index,
+                events: events.clone(),
+            };
+            let target = Target::Remote(host);
+            let outcome = child::drive(&target, request, &settings, &sink, desired, Resume::default()).await;
             drop(permit);
             let _ = events.send(ChildEvent::Done { host: index, outcome }).await;
         });
@@ -113,7 +161,7 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     let invocation = Invocation::from_args(args)?;
     let labels: Vec<String> = invocation.hosts.iter().map(Host::label).collect();
     let settings = ChildSettings {
-        tls,
+        tls: Some(tls),
         connect_timeout: invocation.connect_timeout,
         reconnect_window: Duration::from_secs(60),
     };
@@ -129,7 +177,7 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     eprint!("{}", output::summary(&labels, &outcomes, started.elapsed()));
     let all_completed = outcomes
         .iter()
-        .all(|o| o.as_ref().is_some_and(|o| o.state == ChildState::Completed));
+        .all(|o| o.as_ref().is_some_and(|o| o.state == State::Completed));
     Ok(if all_completed { 0 } else { crate::EXIT_FAILED })
 }
 

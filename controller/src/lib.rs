@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod invoke;
 pub mod output;
 pub mod pki;
+pub mod state;
 
 /// Exit status when any host failed.
 pub const EXIT_FAILED: u8 = 1;

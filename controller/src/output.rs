@@ -6,7 +6,8 @@ use std::io::Write;
 use rjob_proto::v1::Stream;
 use serde_json::json;
 
-use crate::child::{ChildOutcome, ChildState};
+use crate::child::ChildOutcome;
+use crate::state::State;
 use crate::cli::OutputFormat;
 
 /// Turns output chunks into whole lines per host and stream, so that two hosts' partial
@@ -107,7 +108,7 @@ impl<W: Write> Printer<W> {
 
 /// The closing summary: counts per state, then each host that did not complete and why.
 pub fn summary(labels: &[String], outcomes: &[Option<ChildOutcome>], elapsed: std::time::Duration) -> String {
-    let mut counts: BTreeMap<ChildState, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<State, usize> = BTreeMap::new();
     for o in outcomes.iter().flatten() {
         *counts.entry(o.state).or_default() += 1;
     }
@@ -121,7 +122,7 @@ pub fn summary(labels: &[String], outcomes: &[Option<ChildOutcome>], elapsed: st
     );
     for (label, outcome) in labels.iter().zip(outcomes) {
         match outcome {
-            Some(o) if o.state != ChildState::Completed => {
+            Some(o) if o.state != State::Completed => {
                 let reason = o.reason.as_deref().unwrap_or("no reason given");
                 text.push_str(&format!("rjob: {label}: {}: {reason}\n", o.state));
             }
@@ -139,7 +140,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn outcome(state: ChildState) -> ChildOutcome {
+    fn outcome(state: State) -> ChildOutcome {
         ChildOutcome {
             state,
             exit_code: Some(0),
@@ -158,7 +159,7 @@ mod tests {
         p.output(0, Stream::Stderr, 2, b"oops\n").unwrap();
         p.output(0, Stream::Stdout, 3, b"lo\nnext").unwrap();
         p.output(1, Stream::Stdout, 2, b"ld\n").unwrap();
-        p.done(0, &outcome(ChildState::Completed)).unwrap();
+        p.done(0, &outcome(State::Completed)).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert_eq!(text, "a [stderr]: oops\na: hello\nb: world\na: next\n");
     }
@@ -168,7 +169,7 @@ mod tests {
         let mut buf = Vec::new();
         let mut p = Printer::new(&mut buf, OutputFormat::Json, vec!["h".into()]);
         p.output(0, Stream::Stdout, 7, b"x y\n").unwrap();
-        p.done(0, &outcome(ChildState::Completed)).unwrap();
+        p.done(0, &outcome(State::Completed)).unwrap();
         let lines: Vec<serde_json::Value> = String::from_utf8(buf)
             .unwrap()
             .lines()

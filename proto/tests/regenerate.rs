@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-const PROTOS: &[&str] = &["rjob/v1/agent.proto"];
+const PROTOS: &[&str] = &["rjob/v1/agent.proto", "rjob/v1/controller.proto"];
 
 fn generate(out_dir: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
