@@ -114,6 +114,42 @@ pub struct AgentConfig {
 pub const DEFAULT_INTERPRETER: &str = "sh";
 
 impl AgentConfig {
+    /// Settings of the controller daemon's embedded agent, which runs local jobs
+    /// (`rjob start`) with the same code as remote ones. It serves a private Unix socket,
+    /// so the TLS paths stay empty.
+    pub fn local(spool_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            client_ca: PathBuf::new(),
+            spool_dir,
+            max_concurrent_runs: 64,
+            max_script_bytes: 1 << 20,
+            max_stdin_bytes: 4 << 20,
+            max_output_bytes: 4 << 30,
+            default_timeout: Duration::from_secs(24 * 3600),
+            max_timeout: Duration::from_secs(7 * 24 * 3600),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            kill_grace: Duration::from_secs(5),
+            json_logs: false,
+            lang: "C.UTF-8".to_string(),
+            interpreters: default_interpreters()
+                .into_iter()
+                .filter(|(_, path)| path.is_file())
+                .collect(),
+        }
+    }
+}
+
+fn default_interpreters() -> BTreeMap<String, PathBuf> {
+    BTreeMap::from([
+        ("sh".to_string(), PathBuf::from("/bin/sh")),
+        ("bash".to_string(), PathBuf::from("/bin/bash")),
+    ])
+}
+
+impl AgentConfig {
     pub fn load(args: Args) -> anyhow::Result<AgentConfig> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
@@ -129,16 +165,16 @@ impl AgentConfig {
                 )
             })
         };
-        let duration = |flag: Option<String>,
-                        key: Option<String>,
-                        name: &str,
-                        default: &str|
-         -> anyhow::Result<Duration> {
-            let text = flag.or(key).unwrap_or_else(|| default.to_string());
-            humantime::parse_duration(&text).with_context(|| {
-                format!("{name} = {text:?} is not a duration: write it like 30s, 10m or 24h")
-            })
-        };
+        let duration =
+            |flag: Option<String>, key: Option<String>, name: &str| -> anyhow::Result<Option<Duration>> {
+                flag.or(key)
+                    .map(|text| {
+                        humantime::parse_duration(&text).with_context(|| {
+                            format!("{name} = {text:?} is not a duration: write it like 30s, 10m or 24h")
+                        })
+                    })
+                    .transpose()
+            };
         let log_format = args
             .log_format
             .or(file.log_format)
@@ -148,12 +184,7 @@ impl AgentConfig {
             "json" => true,
             other => bail!("log format {other:?} is unknown: use text or json"),
         };
-        let mut interpreters = file.interpreters.unwrap_or_else(|| {
-            BTreeMap::from([
-                ("sh".to_string(), PathBuf::from("/bin/sh")),
-                ("bash".to_string(), PathBuf::from("/bin/bash")),
-            ])
-        });
+        let mut interpreters = file.interpreters.unwrap_or_else(default_interpreters);
         for (name, path) in &interpreters {
             if !path.is_absolute() {
                 bail!("interpreter {name} = {} must be an absolute path", path.display());
@@ -166,6 +197,7 @@ impl AgentConfig {
             }
             ok
         });
+        let d = AgentConfig::local(PathBuf::from("/var/lib/rjob-agent/spool"));
         let config = AgentConfig {
             listen: args
                 .listen
@@ -174,28 +206,31 @@ impl AgentConfig {
             cert: required(args.cert, file.cert, "cert")?,
             key: required(args.key, file.key, "key")?,
             client_ca: required(args.client_ca, file.client_ca, "client_ca")?,
-            spool_dir: args
-                .spool_dir
-                .or(file.spool_dir)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/rjob-agent/spool")),
+            spool_dir: args.spool_dir.or(file.spool_dir).unwrap_or(d.spool_dir),
             max_concurrent_runs: args
                 .max_concurrent_runs
                 .or(file.max_concurrent_runs)
-                .unwrap_or(64),
-            max_script_bytes: args.max_script_bytes.or(file.max_script_bytes).unwrap_or(1 << 20),
-            max_stdin_bytes: args.max_stdin_bytes.or(file.max_stdin_bytes).unwrap_or(4 << 20),
-            max_output_bytes: args.max_output_bytes.or(file.max_output_bytes).unwrap_or(4 << 30),
-            default_timeout: duration(
-                args.default_timeout,
-                file.default_timeout,
-                "default_timeout",
-                "24h",
-            )?,
-            max_timeout: duration(args.max_timeout, file.max_timeout, "max_timeout", "7d")?,
-            retention: duration(args.retention, file.retention, "retention", "7d")?,
-            kill_grace: duration(args.kill_grace, file.kill_grace, "kill_grace", "5s")?,
+                .unwrap_or(d.max_concurrent_runs),
+            max_script_bytes: args
+                .max_script_bytes
+                .or(file.max_script_bytes)
+                .unwrap_or(d.max_script_bytes),
+            max_stdin_bytes: args
+                .max_stdin_bytes
+                .or(file.max_stdin_bytes)
+                .unwrap_or(d.max_stdin_bytes),
+            max_output_bytes: args
+                .max_output_bytes
+                .or(file.max_output_bytes)
+                .unwrap_or(d.max_output_bytes),
+            default_timeout: duration(args.default_timeout, file.default_timeout, "default_timeout")?
+                .unwrap_or(d.default_timeout),
+            max_timeout: duration(args.max_timeout, file.max_timeout, "max_timeout")?
+                .unwrap_or(d.max_timeout),
+            retention: duration(args.retention, file.retention, "retention")?.unwrap_or(d.retention),
+            kill_grace: duration(args.kill_grace, file.kill_grace, "kill_grace")?.unwrap_or(d.kill_grace),
             json_logs,
-            lang: file.lang.unwrap_or_else(|| "C.UTF-8".to_string()),
+            lang: file.lang.unwrap_or(d.lang),
             interpreters,
         };
         if config.max_concurrent_runs == 0 {

@@ -9,7 +9,8 @@ async fn main() -> std::process::ExitCode {
     let filter = EnvFilter::try_from_env("RJOB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json_logs {
         logs.json().init();
     } else {

@@ -31,7 +31,11 @@ impl Target {
         }
     }
 
-    async fn connect(&self, tls: Option<&Tls>, timeout: Duration) -> Result<AgentClient<Channel>, ConnectError> {
+    async fn connect(
+        &self,
+        tls: Option<&Tls>,
+        timeout: Duration,
+    ) -> Result<AgentClient<Channel>, ConnectError> {
         match self {
             Target::Remote(host) => {
                 let tls = tls.ok_or_else(|| {
@@ -105,9 +109,14 @@ pub trait ChildSink: Send + Sync {
     /// Running, Suspended, Disconnected, Stopping.
     fn state(&self, state: State, reason: Option<String>) -> impl Future<Output = ()> + Send;
     /// One output chunk, in order, exactly once. An error means nobody will take more.
-    fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> impl Future<Output = Result<(), ()>> + Send;
-    /// Everything handed over so far is safely kept (before the agent may drop its copy).
-    fn flush(&self) -> impl Future<Output = ()> + Send;
+    fn chunk(
+        &self,
+        seq: u64,
+        stream: pb::Stream,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<(), ()>> + Send;
+    /// Whether everything handed over so far is safely kept (before the agent may drop its copy).
+    fn flush(&self) -> impl Future<Output = bool> + Send;
 }
 
 /// Settings shared by every child of one job.
@@ -225,17 +234,26 @@ pub async fn drive(
     let mut broken_since: Option<(Instant, String)> = None;
     let mut attempt = 0u32;
     loop {
-        let followed = follow(&mut client, &run_id, &mut last_seq, sink, &mut desired, &mut applied).await;
+        let followed = follow(
+            &mut client,
+            &run_id,
+            &mut last_seq,
+            sink,
+            &mut desired,
+            &mut applied,
+        )
+        .await;
         match followed {
             Ok(result) => {
-                sink.flush().await;
-                // Everything is kept: the agent may drop its copy.
-                let _ = client
-                    .ack_run(pb::AckRunRequest {
-                        run_id: run_id.clone(),
-                        seq: result.last_seq,
-                    })
-                    .await;
+                if sink.flush().await {
+                    // Everything is kept: the agent may drop its copy.
+                    let _ = client
+                        .ack_run(pb::AckRunRequest {
+                            run_id: run_id.clone(),
+                            seq: result.last_seq,
+                        })
+                        .await;
+                }
                 return ChildOutcome::from_result(&result, started);
             }
             Err(Follow::Gone(reason)) => return ChildOutcome::new(State::Failed, reason, started),
@@ -261,7 +279,11 @@ pub async fn drive(
                         client = c;
                         broken_since = None;
                         attempt = 0;
-                        let state = if applied.suspend { State::Suspended } else { State::Running };
+                        let state = if applied.suspend {
+                            State::Suspended
+                        } else {
+                            State::Running
+                        };
                         sink.state(state, None).await;
                     }
                     Err(_) => continue,
@@ -326,7 +348,11 @@ async fn follow(
                 *last_seq = chunk.seq;
             }
             Some(pb::run_event::Event::Result(result)) => return Ok(result),
-            None => return Err(Follow::Broken("the agent closed the stream before the run ended".to_string())),
+            None => {
+                return Err(Follow::Broken(
+                    "the agent closed the stream before the run ended".to_string(),
+                ))
+            }
         }
     }
 }

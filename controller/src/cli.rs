@@ -16,14 +16,39 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub identity: Option<PathBuf>,
 
+    /// The daemon's state directory (job store, sockets, log)
+    /// [env: RJOB_STATE_DIR; default: $XDG_STATE_HOME/rjob or ~/.local/state/rjob]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a script block on many hosts and show their output live (Invoke-Command)
+    /// Run a script block on many hosts and show their output live (Invoke-Command);
+    /// with --as-job, as a background job kept by the daemon (Invoke-Command -AsJob)
     Invoke(InvokeArgs),
+    /// Run a script block as a background job on this machine (Start-Job)
+    Start(StartArgs),
+    /// List jobs (Get-Job)
+    Jobs(JobsArgs),
+    /// Wait until jobs have finished (Wait-Job)
+    Wait(WaitArgs),
+    /// Show a job's output: what came since the last receive (Receive-Job)
+    Receive(ReceiveArgs),
+    /// Stop jobs: running children are killed, queued ones never start (Stop-Job)
+    Stop(JobRefs),
+    /// Suspend jobs: SIGSTOP to every run's process group; queued children wait (Suspend-Job)
+    Suspend(JobRefs),
+    /// Resume suspended jobs: SIGCONT (Resume-Job)
+    Resume(JobRefs),
+    /// Remove jobs and their stored output (Remove-Job)
+    Remove(RemoveArgs),
+    /// Run the daemon that keeps background jobs, in the foreground. Job commands start one
+    /// in the background when none is running.
+    Serve(ServeArgs),
     /// Make the certificates for mutual TLS
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -37,15 +62,9 @@ pub enum OutputFormat {
     Json,
 }
 
+/// What to run: shared by `invoke` and `start`.
 #[derive(Debug, Args)]
-pub struct InvokeArgs {
-    /// Hosts: comma-separated, with ranges such as web[01-20] or 10.0.0.[1-9], and an optional
-    /// :port (default 7443). May be repeated.
-    #[arg(short = 'H', long = "hosts", value_name = "HOSTS")]
-    pub hosts: Vec<String>,
-    /// File with one host (or range) per line; `#` starts a comment
-    #[arg(long, value_name = "FILE")]
-    pub hosts_file: Option<PathBuf>,
+pub struct ScriptArgs {
     /// The script block to run
     #[arg(
         long,
@@ -55,37 +74,144 @@ pub struct InvokeArgs {
         required_unless_present = "file"
     )]
     pub script: Option<String>,
-    /// A local script file whose content is run on every host (the hosts need no copy)
+    /// A local script file whose content is run (remote hosts need no copy)
     #[arg(long, short = 'f', value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// Interpreter for the script, from those the agents allow
     #[arg(long, value_name = "NAME", default_value = "sh", value_parser = clap::builder::PossibleValuesParser::new(crate::invoke::KNOWN_INTERPRETERS))]
     pub shell: String,
+    /// Kill the script (its whole process tree) when it runs longer than this
+    /// [default: the agent's default]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Environment variable for the script, NAME=VALUE; may be repeated
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Working directory [default: the run user's home]
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// Feed this local file to the script's standard input
+    #[arg(long, value_name = "FILE")]
+    pub stdin_file: Option<PathBuf>,
+    /// Arguments for the script: $1, $2, ... (after `--`)
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// Hosts: comma-separated, with ranges such as web[01-20] or 10.0.0.[1-9], and an optional
+    /// :port (default 7443). May be repeated.
+    #[arg(short = 'H', long = "hosts", value_name = "HOSTS")]
+    pub hosts: Vec<String>,
+    /// File with one host (or range) per line; `#` starts a comment
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub script: ScriptArgs,
     /// Never more than this many hosts in flight at once
     #[arg(long, short = 't', value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub throttle_limit: u32,
     /// Give up on a host that does not answer (TCP and TLS) within this time
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: std::time::Duration,
-    /// Kill the script (its whole process tree) when it runs longer than this
-    /// [default: the agent's default]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<std::time::Duration>,
     /// Output format
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Environment variable for the script, NAME=VALUE; may be repeated
-    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
-    /// Working directory on the hosts [default: the run user's home]
-    #[arg(long, value_name = "DIR")]
-    pub cwd: Option<String>,
-    /// Feed this local file to the script's standard input on every host
-    #[arg(long, value_name = "FILE")]
-    pub stdin_file: Option<PathBuf>,
-    /// Arguments for the script: $1, $2, ... (after `--`)
-    #[arg(last = true, value_name = "ARGS")]
-    pub args: Vec<String>,
+    /// Run as a background job kept by the daemon; print its Id and Name and return at once
+    #[arg(long)]
+    pub as_job: bool,
+    /// Name of the background job [default: JobN]
+    #[arg(long, value_name = "NAME", requires = "as_job")]
+    pub job_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub script: ScriptArgs,
+    /// Name of the job [default: JobN]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Output format of the job's Id and Name
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Jobs by Id, Name or InstanceId [default: all]
+    pub jobs: Vec<String>,
+    /// Only jobs with this name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only jobs in this state (NotStarted, Running, Completed, Failed, Stopped, Suspended, ...)
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only the job with this Id
+    #[arg(long)]
+    pub id: Option<u32>,
+    /// Show each job's child jobs too
+    #[arg(long)]
+    pub children: bool,
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Jobs by Id, Name or InstanceId
+    #[arg(required = true)]
+    pub jobs: Vec<String>,
+    /// Return when any of the jobs has finished (default: all)
+    #[arg(long)]
+    pub any: bool,
+    /// Give up after this long (exit status 3), leaving the jobs running
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// The job, by Id, Name or InstanceId
+    pub job: String,
+    /// Keep the output: the next receive returns it again
+    #[arg(long)]
+    pub keep: bool,
+    /// Only this host's output
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Go on with live output until the job ends
+    #[arg(long)]
+    pub follow: bool,
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct JobRefs {
+    /// Jobs by Id, Name or InstanceId
+    #[arg(required = true)]
+    pub jobs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// Jobs by Id, Name or InstanceId
+    #[arg(required = true)]
+    pub jobs: Vec<String>,
+    /// Stop a job that is still going, then remove it
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// How long a child may stay Disconnected (agent unreachable) before it fails
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub reconnect_window: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]

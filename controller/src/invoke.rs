@@ -7,11 +7,11 @@ use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
-use crate::state::State;
-use crate::cli::InvokeArgs;
+use crate::cli::{InvokeArgs, ScriptArgs};
 use crate::connect::Tls;
 use crate::hosts::{self, Host};
 use crate::output::{self, Printer};
+use crate::state::State;
 use crate::UsageError;
 
 /// Interpreters rjob knows by name; each agent offers those of them its config allows.
@@ -31,60 +31,88 @@ pub struct Invocation {
 impl Invocation {
     /// Checks the command line and reads the files it names; every problem is a usage error.
     pub fn from_args(args: &InvokeArgs) -> Result<Invocation, UsageError> {
-        let mut specs = args.hosts.clone();
-        if let Some(path) = &args.hosts_file {
-            specs.extend(hosts::parse_hosts_file(path).map_err(|e| UsageError(e.to_string()))?);
-        }
-        let hosts = hosts::parse_host_list(&specs).map_err(|e| UsageError(e.to_string()))?;
-        let script = match (&args.script, &args.file) {
-            (Some(text), _) => text.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| UsageError(format!("cannot read script file {}: {e}", path.display())))?,
-            (None, None) => {
-                return Err(UsageError(
-                    "give the script with --script TEXT or --file PATH".into(),
-                ))
-            }
-        };
-        if script.len() > MAX_SCRIPT_BYTES {
-            return Err(UsageError(format!(
-                "the script is {} bytes; rjob sends at most {MAX_SCRIPT_BYTES}: copy large payloads separately and run a small script",
-                script.len()
-            )));
-        }
-        if script.trim().is_empty() {
-            return Err(UsageError("the script is empty".into()));
-        }
-        let stdin = match &args.stdin_file {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .map_err(|e| UsageError(format!("cannot read stdin file {}: {e}", path.display())))?,
-            ),
-            None => None,
-        };
-        let timeout_ms = match args.timeout {
-            Some(d) if d.is_zero() => return Err(UsageError("--timeout must be more than 0".into())),
-            Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-            None => 0,
-        };
-        let request = pb::StartRunRequest {
-            script,
-            interpreter: args.shell.clone(),
-            args: args.args.clone(),
-            stdin,
-            env: args.env.iter().cloned().collect(),
-            working_dir: args.cwd.clone().unwrap_or_default(),
-            timeout_ms,
-            label: String::new(),
-            run_as: String::new(),
-            password: String::new(),
-        };
         Ok(Invocation {
-            hosts,
-            request,
+            hosts: host_list(args)?,
+            request: run_request(&args.script)?,
             throttle_limit: args.throttle_limit as usize,
             connect_timeout: args.connect_timeout,
         })
+    }
+}
+
+/// The hosts named by `-H` and `--hosts-file`.
+pub fn host_list(args: &InvokeArgs) -> Result<Vec<Host>, UsageError> {
+    let mut specs = args.hosts.clone();
+    if let Some(path) = &args.hosts_file {
+        specs.extend(hosts::parse_hosts_file(path).map_err(|e| UsageError(e.to_string()))?);
+    }
+    hosts::parse_host_list(&specs).map_err(|e| UsageError(e.to_string()))
+}
+
+/// What to run, from `--script`/`--file` and the options around them.
+pub fn run_request(args: &ScriptArgs) -> Result<pb::StartRunRequest, UsageError> {
+    let script = match (&args.script, &args.file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("cannot read script file {}: {e}", path.display())))?,
+        (None, None) => {
+            return Err(UsageError(
+                "give the script with --script TEXT or --file PATH".into(),
+            ))
+        }
+    };
+    if script.len() > MAX_SCRIPT_BYTES {
+        return Err(UsageError(format!(
+            "the script is {} bytes; rjob sends at most {MAX_SCRIPT_BYTES}: copy large payloads separately and run a small script",
+            script.len()
+        )));
+    }
+    if script.trim().is_empty() {
+        return Err(UsageError("the script is empty".into()));
+    }
+    let stdin = match &args.stdin_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| UsageError(format!("cannot read stdin file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let timeout_ms = match args.timeout {
+        Some(d) if d.is_zero() => return Err(UsageError("--timeout must be more than 0".into())),
+        Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        None => 0,
+    };
+    Ok(pb::StartRunRequest {
+        script,
+        interpreter: args.shell.clone(),
+        args: args.args.clone(),
+        stdin,
+        env: args.env.iter().cloned().collect(),
+        working_dir: args.cwd.clone().unwrap_or_default(),
+        timeout_ms,
+        label: String::new(),
+        run_as: String::new(),
+        password: String::new(),
+    })
+}
+
+/// How a job lists its command: the script's first line, or the file's name.
+pub fn command_text(args: &ScriptArgs) -> String {
+    match (&args.script, &args.file) {
+        (Some(text), _) => {
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default()
+                .trim();
+            if first.chars().count() > 60 || text.lines().filter(|l| !l.trim().is_empty()).count() > 1 {
+                format!("{}…", first.chars().take(60).collect::<String>())
+            } else {
+                first.to_string()
+            }
+        }
+        (None, Some(path)) => path.display().to_string(),
+        (None, None) => String::new(),
     }
 }
 
@@ -124,7 +152,9 @@ impl ChildSink for PrinterSink {
         self.events.send(event).await.map_err(|_| ())
     }
 
-    async fn flush(&self) {}
+    async fn flush(&self) -> bool {
+        true
+    }
 }
 
 /// Runs every child, at most `throttle_limit` at once, and sends their events to `events`.

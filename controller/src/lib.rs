@@ -6,11 +6,16 @@
 //! - [`connect`]: the controller's TLS identity and dialling agents;
 //! - [`child`]: one host's run (a child job), followed to its end;
 //! - [`invoke`]: `rjob invoke`, the fan-out with a throttle limit;
-//! - [`output`]: host-labelled lines, JSON records and the summary.
+//! - [`output`]: host-labelled lines, JSON records and the summary;
+//! - [`state`]: job states and the parent-state rules;
+//! - [`daemon`]: `rjob serve`, the job store and the job manager;
+//! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
 pub mod child;
 pub mod cli;
+pub mod cmd;
 pub mod connect;
+pub mod daemon;
 pub mod hosts;
 pub mod invoke;
 pub mod output;
@@ -21,6 +26,8 @@ pub mod state;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status for usage errors (as clap uses).
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status of `rjob wait` when its timeout passed first.
+pub const EXIT_TIMEOUT: u8 = 3;
 
 /// A mistake in what the user asked for: reported in one line, exit status 2.
 #[derive(Debug, thiserror::Error)]

@@ -1,18 +1,27 @@
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use rjob::cli::{Cli, Command, PkiCommand};
+use rjob::cmd::{self, control::Action, DaemonAddr};
 use rjob::connect::{identity_dir, Tls};
+use rjob::daemon::{self, DaemonConfig};
 use rjob::EXIT_USAGE;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_filter = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RJOB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
@@ -24,27 +33,80 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
-    match cli.command {
-        Command::Invoke(args) => {
-            let dir = identity_dir(cli.identity.as_deref())?;
-            let tls = Tls::load(&dir)?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            Ok(runtime.block_on(rjob::invoke::run(&args, tls))?)
+    let runtime = || tokio::runtime::Runtime::new();
+    let daemon_addr = |cli: &Cli| -> anyhow::Result<DaemonAddr> {
+        Ok(DaemonAddr {
+            state_dir: daemon::state_dir(cli.state_dir.as_deref())?,
+            identity: identity_dir(cli.identity.as_deref()).ok(),
+        })
+    };
+    match &cli.command {
+        Command::Invoke(args) if args.as_job => {
+            let daemon = daemon_addr(&cli)?;
+            runtime()?.block_on(cmd::start::invoke_as_job(args, &daemon))
         }
-        Command::Pki(cmd) => pki(cmd, cli.identity.as_deref()).map(|()| 0),
+        Command::Invoke(args) => {
+            let tls = Tls::load(&identity_dir(cli.identity.as_deref())?)?;
+            Ok(runtime()?.block_on(rjob::invoke::run(args, tls))?)
+        }
+        Command::Start(args) => runtime()?.block_on(cmd::start::start(args, &daemon_addr(&cli)?)),
+        Command::Jobs(args) => runtime()?.block_on(cmd::jobs::run(args, &daemon_addr(&cli)?)),
+        Command::Wait(args) => runtime()?.block_on(cmd::wait::run(args, &daemon_addr(&cli)?)),
+        Command::Receive(args) => runtime()?.block_on(cmd::receive::run(args, &daemon_addr(&cli)?)),
+        Command::Stop(args) => {
+            runtime()?.block_on(cmd::control::run(Action::Stop, args, &daemon_addr(&cli)?))
+        }
+        Command::Suspend(args) => {
+            runtime()?.block_on(cmd::control::run(Action::Suspend, args, &daemon_addr(&cli)?))
+        }
+        Command::Resume(args) => {
+            runtime()?.block_on(cmd::control::run(Action::Resume, args, &daemon_addr(&cli)?))
+        }
+        Command::Remove(args) => runtime()?.block_on(cmd::control::remove(args, &daemon_addr(&cli)?)),
+        Command::Serve(args) => {
+            let state_dir = daemon::state_dir(cli.state_dir.as_deref())?;
+            let tls = match identity_dir(cli.identity.as_deref()).and_then(|dir| Tls::load(&dir)) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no controller identity: only local jobs (rjob start) can run");
+                    None
+                }
+            };
+            let config = DaemonConfig {
+                state_dir,
+                tls,
+                reconnect_window: args.reconnect_window,
+            };
+            runtime()?.block_on(daemon::serve(config, shutdown_signal()))?;
+            Ok(0)
+        }
+        Command::Pki(command) => pki(command, cli.identity.as_deref()).map(|()| 0),
     }
 }
 
-fn pki(cmd: PkiCommand, identity: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let ca_dir = |flag: Option<std::path::PathBuf>| -> anyhow::Result<std::path::PathBuf> {
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn pki(command: &PkiCommand, identity: Option<&Path>) -> anyhow::Result<()> {
+    let ca_dir = |flag: &Option<PathBuf>| -> anyhow::Result<PathBuf> {
         Ok(match flag {
-            Some(d) => d,
+            Some(d) => d.clone(),
             None => identity_dir(identity)?,
         })
     };
-    match cmd {
+    match command {
         PkiCommand::Init { dir, client_name } => {
-            rjob::pki::init(&dir, &client_name)?;
+            rjob::pki::init(dir, client_name)?;
             println!(
                 "created a CA and the client identity {client_name:?} in {}",
                 dir.display()
@@ -57,8 +119,8 @@ fn pki(cmd: PkiCommand, identity: Option<&std::path::Path>) -> anyhow::Result<()
             out,
         } => {
             let ca = ca_dir(flag)?;
-            let out = out.unwrap_or_else(|| ca.join("agents").join(&name));
-            rjob::pki::issue_agent(&ca, &name, &san, &out)?;
+            let out = out.clone().unwrap_or_else(|| ca.join("agents").join(name));
+            rjob::pki::issue_agent(&ca, name, san, &out)?;
             println!("issued agent certificate {name:?} in {}", out.display());
         }
         PkiCommand::IssueClient {
@@ -67,8 +129,8 @@ fn pki(cmd: PkiCommand, identity: Option<&std::path::Path>) -> anyhow::Result<()
             out,
         } => {
             let ca = ca_dir(flag)?;
-            let out = out.unwrap_or_else(|| ca.join("clients").join(&name));
-            rjob::pki::issue_client(&ca, &name, &out)?;
+            let out = out.clone().unwrap_or_else(|| ca.join("clients").join(name));
+            rjob::pki::issue_client(&ca, name, &out)?;
             println!("issued client certificate {name:?} in {}", out.display());
         }
     }

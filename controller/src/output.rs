@@ -7,8 +7,8 @@ use rjob_proto::v1::Stream;
 use serde_json::json;
 
 use crate::child::ChildOutcome;
-use crate::state::State;
 use crate::cli::OutputFormat;
+use crate::state::State;
 
 /// Turns output chunks into whole lines per host and stream, so that two hosts' partial
 /// lines never mix, and writes them in the chosen format.
@@ -103,6 +103,17 @@ impl<W: Write> Printer<W> {
 
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
+    }
+
+    /// Prints every unfinished line as it is, then flushes.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        let pending: Vec<(usize, bool)> = self.partial.keys().copied().collect();
+        for (host, is_err) in pending {
+            if let Some(line) = self.partial.remove(&(host, is_err)) {
+                self.line(host, is_err, 0, &line)?;
+            }
+        }
+        self.flush()
     }
 }
 

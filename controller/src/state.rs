@@ -102,7 +102,11 @@ impl std::fmt::Display for State {
 pub fn parent_state(children: &[State], job_suspended: bool) -> State {
     let any = |s: State| children.contains(&s);
     if children.iter().all(|c| *c == State::NotStarted) {
-        return if job_suspended { State::Suspended } else { State::NotStarted };
+        return if job_suspended {
+            State::Suspended
+        } else {
+            State::NotStarted
+        };
     }
     if children.iter().any(|c| !c.is_finished()) {
         return if any(State::Stopping) {
@@ -193,7 +197,9 @@ mod tests {
                         };
                         assert_eq!(p, expect);
                     }
-                    if (a == Running || b == Running) && ![a, b].iter().any(|s| matches!(s, Stopping | Suspending)) {
+                    if (a == Running || b == Running)
+                        && ![a, b].iter().any(|s| matches!(s, Stopping | Suspending))
+                    {
                         assert_eq!(p, Running, "{a} {b}");
                     }
                 }

@@ -1,0 +1,48 @@
+//! `rjob stop`, `suspend`, `resume` and `remove`.
+
+use rjob_proto::v1 as pb;
+
+use super::{from_status, DaemonAddr};
+use crate::cli::{JobRefs, RemoveArgs};
+use crate::state::State;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    Stop,
+    Suspend,
+    Resume,
+}
+
+pub async fn run(action: Action, args: &JobRefs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
+    let mut client = daemon.connect().await?;
+    for job in &args.jobs {
+        let request = pb::JobRef { job: job.clone() };
+        let info = match action {
+            Action::Stop => client.stop_job(request).await,
+            Action::Suspend => client.suspend_job(request).await,
+            Action::Resume => client.resume_job(request).await,
+        }
+        .map_err(from_status)?
+        .into_inner();
+        println!("{} {}: {}", info.id, info.name, State::from_pb(info.state));
+    }
+    Ok(0)
+}
+
+pub async fn remove(args: &RemoveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
+    let mut client = daemon.connect().await?;
+    let request = pb::RemoveJobRequest {
+        jobs: args.jobs.clone(),
+        force: args.force,
+    };
+    let removed = client
+        .remove_job(request)
+        .await
+        .map_err(from_status)?
+        .into_inner()
+        .removed;
+    for job in removed {
+        println!("removed {} {}", job.id, job.name);
+    }
+    Ok(0)
+}

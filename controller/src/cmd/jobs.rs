@@ -1,0 +1,147 @@
+//! `rjob jobs` (Get-Job): a table of jobs, or JSON.
+
+use rjob_proto::v1 as pb;
+use serde_json::json;
+
+use super::{from_status, time_text, DaemonAddr};
+use crate::cli::{JobsArgs, OutputFormat};
+use crate::state::State;
+use crate::UsageError;
+
+pub async fn run(args: &JobsArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
+    let state_filter = match &args.state {
+        Some(name) => Some(State::parse(name).ok_or_else(|| {
+            let names: Vec<String> = State::ALL.iter().map(ToString::to_string).collect();
+            UsageError(format!("unknown state {name:?}: use one of {}", names.join(", ")))
+        })?),
+        None => None,
+    };
+    let mut client = daemon.connect().await?;
+    let jobs = client
+        .list_jobs(pb::ListJobsRequest {
+            jobs: args.jobs.clone(),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner()
+        .jobs;
+    let jobs: Vec<pb::JobInfo> = jobs
+        .into_iter()
+        .filter(|j| args.name.as_ref().is_none_or(|n| &j.name == n))
+        .filter(|j| args.id.is_none_or(|id| j.id == id))
+        .filter(|j| state_filter.is_none_or(|s| State::from_pb(j.state) == s))
+        .collect();
+    match args.output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::Value::Array(jobs.iter().map(job_json).collect())
+        ),
+        OutputFormat::Text => print!("{}", table(&jobs, args.children)),
+    }
+    Ok(0)
+}
+
+/// `12/40 done`.
+pub fn progress(job: &pb::JobInfo) -> String {
+    let done = job
+        .children
+        .iter()
+        .filter(|c| State::from_pb(c.state).is_finished())
+        .count();
+    format!("{done}/{} done", job.children.len())
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
+    let mut rows = vec![[
+        "Id".to_string(),
+        "Name".to_string(),
+        "State".to_string(),
+        "HasMoreData".to_string(),
+        "Location".to_string(),
+        "Hosts".to_string(),
+        "Progress".to_string(),
+        "Command".to_string(),
+    ]];
+    for job in jobs {
+        rows.push([
+            job.id.to_string(),
+            job.name.clone(),
+            State::from_pb(job.state).to_string(),
+            yes_no(job.has_more_data).to_string(),
+            job.location.clone(),
+            job.children.len().to_string(),
+            progress(job),
+            job.command.clone(),
+        ]);
+        if children {
+            for c in &job.children {
+                let mut detail = c.reason.clone();
+                if let Some(code) = c.exit_code.filter(|_| detail.is_empty()) {
+                    detail = format!("exit {code}");
+                }
+                rows.push([
+                    String::new(),
+                    format!("  {}", c.host),
+                    State::from_pb(c.state).to_string(),
+                    yes_no(c.has_more_data).to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    detail,
+                ]);
+            }
+        }
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i == 7 {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn job_json(job: &pb::JobInfo) -> serde_json::Value {
+    json!({
+        "id": job.id,
+        "instance_id": job.instance_id,
+        "name": job.name,
+        "state": State::from_pb(job.state),
+        "has_more_data": job.has_more_data,
+        "location": job.location,
+        "command": job.command,
+        "throttle_limit": job.throttle_limit,
+        "created_at": time_text(job.created_at_ms),
+        "ended_at": time_text(job.ended_at_ms),
+        "progress": progress(job),
+        "children": job.children.iter().map(|c| json!({
+            "host": c.host,
+            "state": State::from_pb(c.state),
+            "exit_code": c.exit_code,
+            "signal": c.signal,
+            "reason": c.reason,
+            "has_more_data": c.has_more_data,
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,50 @@
+//! The job commands, CLI side: each talks to the daemon over its Unix socket.
+
+pub mod control;
+pub mod jobs;
+pub mod receive;
+pub mod start;
+pub mod wait;
+
+use std::path::PathBuf;
+
+use rjob_proto::v1::controller_client::ControllerClient;
+use tonic::transport::Channel;
+
+use crate::UsageError;
+
+/// Where the daemon is, and the identity a daemon started on demand should use.
+pub struct DaemonAddr {
+    pub state_dir: PathBuf,
+    pub identity: Option<PathBuf>,
+}
+
+impl DaemonAddr {
+    pub async fn connect(&self) -> anyhow::Result<ControllerClient<Channel>> {
+        crate::daemon::client::connect(&self.state_dir, self.identity.as_deref()).await
+    }
+}
+
+/// Errors the daemon reports about what the user asked (unknown job, ambiguous name, a running
+/// job to remove) are usage errors: one line, exit status 2.
+pub fn from_status(status: tonic::Status) -> anyhow::Error {
+    use tonic::Code;
+    match status.code() {
+        Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition => {
+            UsageError(status.message().to_string()).into()
+        }
+        _ => anyhow::anyhow!(
+            "the daemon answered: {}",
+            crate::connect::describe_status(&status)
+        ),
+    }
+}
+
+/// Milliseconds since the epoch as local-ish text (UTC, to the second).
+pub fn time_text(ms: i64) -> String {
+    if ms <= 0 {
+        return String::new();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,64 @@
+//! `rjob start` (Start-Job) and `rjob invoke --as-job` (Invoke-Command -AsJob): hand a job
+//! to the daemon and return at once with its Id and Name.
+
+use rjob_proto::v1 as pb;
+use serde_json::json;
+
+use super::{from_status, DaemonAddr};
+use crate::cli::{InvokeArgs, OutputFormat, StartArgs};
+use crate::invoke::{command_text, host_list, run_request};
+
+/// `rjob invoke --as-job`.
+pub async fn invoke_as_job(args: &InvokeArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
+    let hosts = host_list(args)?;
+    let run = run_request(&args.script)?;
+    let request = pb::CreateJobRequest {
+        name: args.job_name.clone().unwrap_or_default(),
+        hosts: hosts
+            .iter()
+            .map(|h| pb::HostAddr {
+                name: h.name.clone(),
+                port: u32::from(h.port),
+            })
+            .collect(),
+        run: Some(run),
+        throttle_limit: args.throttle_limit,
+        connect_timeout_ms: u64::try_from(args.connect_timeout.as_millis()).unwrap_or(u64::MAX),
+        command: command_text(&args.script),
+    };
+    create(daemon, request, args.output).await
+}
+
+/// `rjob start`: a background job on this machine.
+pub async fn start(args: &StartArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
+    let request = pb::CreateJobRequest {
+        name: args.name.clone().unwrap_or_default(),
+        hosts: Vec::new(),
+        run: Some(run_request(&args.script)?),
+        throttle_limit: 1,
+        connect_timeout_ms: 10_000,
+        command: command_text(&args.script),
+    };
+    create(daemon, request, args.output).await
+}
+
+async fn create(
+    daemon: &DaemonAddr,
+    request: pb::CreateJobRequest,
+    output: OutputFormat,
+) -> anyhow::Result<u8> {
+    let mut client = daemon.connect().await?;
+    let job = client
+        .create_job(request)
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    match output {
+        OutputFormat::Text => println!("Id {}  Name {}  InstanceId {}", job.id, job.name, job.instance_id),
+        OutputFormat::Json => println!(
+            "{}",
+            json!({"id": job.id, "name": job.name, "instance_id": job.instance_id, "children": job.children.len()})
+        ),
+    }
+    Ok(0)
+}

@@ -1,0 +1,500 @@
+//! The daemon's jobs: creating them, running their children under the throttle limit,
+//! applying stop/suspend/resume, and picking everything up again after a restart.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rjob_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
+use crate::connect::Tls;
+use crate::daemon::store::{job_info, ChildRow, Chunk, JobRow, Store, StoreError};
+use crate::hosts::Host;
+use crate::state::State;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("no job {0:?}: `rjob jobs` lists them")]
+    NotFound(String),
+    #[error("job name {name:?} is ambiguous: jobs {ids} have it; name one by its Id")]
+    Ambiguous { name: String, ids: String },
+    #[error("job {name} (Id {id}) is {state}: stop it first, or remove it with --force")]
+    Running { id: i64, name: String, state: State },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A request to the output writer thread.
+enum WriteOp {
+    Chunk(Chunk),
+    /// Answered with whether everything before it was stored.
+    Flush(oneshot::Sender<bool>),
+}
+
+pub struct Manager {
+    store: Arc<Store>,
+    writer: mpsc::Sender<WriteOp>,
+    /// Bumped on every change of any job; waiters re-read the store.
+    changes: watch::Sender<u64>,
+    /// What each job still in progress wants of its children.
+    active: Mutex<HashMap<i64, watch::Sender<Desired>>>,
+    tls: Option<Tls>,
+    local_socket: PathBuf,
+    reconnect_window: Duration,
+}
+
+pub fn now_ms() -> i64 {
+    rjob_agent::run::now_ms()
+}
+
+impl Manager {
+    pub fn new(
+        store: Arc<Store>,
+        tls: Option<Tls>,
+        local_socket: PathBuf,
+        reconnect_window: Duration,
+    ) -> Arc<Manager> {
+        let (writer, rx) = mpsc::channel(1024);
+        let (changes, _) = watch::channel(0u64);
+        let manager = Arc::new(Manager {
+            store: store.clone(),
+            writer,
+            changes: changes.clone(),
+            active: Mutex::new(HashMap::new()),
+            tls,
+            local_socket,
+            reconnect_window,
+        });
+        std::thread::Builder::new()
+            .name("rjob-output-writer".into())
+            .spawn(move || write_output(&store, rx, &changes))
+            .map(drop)
+            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the output writer"));
+        manager
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<i64, watch::Sender<Desired>>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a job and starts running it.
+    pub fn create(self: &Arc<Self>, req: pb::CreateJobRequest) -> Result<pb::JobInfo, JobError> {
+        let run = req
+            .run
+            .ok_or_else(|| JobError::Invalid("the job has nothing to run".into()))?;
+        let local = req.hosts.is_empty();
+        if !local && self.tls.is_none() {
+            return Err(JobError::Invalid(
+                "the daemon has no controller identity: run `rjob pki init`, then restart the daemon (`rjob serve`)"
+                    .into(),
+            ));
+        }
+        if req.throttle_limit == 0 {
+            return Err(JobError::Invalid("the throttle limit must be at least 1".into()));
+        }
+        let hosts: Vec<(String, u16)> = if local {
+            vec![("localhost".to_string(), 0)]
+        } else {
+            req.hosts
+                .iter()
+                .map(|h| {
+                    Ok((
+                        h.name.clone(),
+                        u16::try_from(h.port)
+                            .map_err(|_| JobError::Invalid(format!("bad port {}", h.port)))?,
+                    ))
+                })
+                .collect::<Result<_, JobError>>()?
+        };
+        let job = JobRow {
+            id: 0,
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            name: req.name.clone(),
+            command: req.command.clone(),
+            location: if local { "local" } else { "remote" }.to_string(),
+            request: run,
+            throttle_limit: req.throttle_limit,
+            connect_timeout_ms: req.connect_timeout_ms.max(1),
+            created_at_ms: now_ms(),
+            ended_at_ms: 0,
+            stop_requested: false,
+            suspended: false,
+        };
+        let id = self.store.create_job(&job, &hosts)?;
+        let job = self
+            .store
+            .job(id)?
+            .ok_or_else(|| JobError::NotFound(id.to_string()))?;
+        self.launch(job.clone());
+        self.changed();
+        self.info(&job)
+    }
+
+    /// Runs (or goes on running) a job's unfinished children.
+    fn launch(self: &Arc<Self>, job: JobRow) {
+        let (tx, rx) = watch::channel(Desired {
+            stop: job.stop_requested,
+            suspend: job.suspended,
+        });
+        self.active().insert(job.id, tx);
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let id = job.id;
+            if let Err(e) = manager.run_job(job, rx).await {
+                tracing::error!(job = id, error = %e, "job runner failed");
+            }
+            manager.active().remove(&id);
+            manager.changed();
+        });
+    }
+
+    /// Picks up every unfinished job left by an earlier daemon.
+    pub fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for job in self.store.jobs()? {
+            let children = self.store.children(job.id)?;
+            if children.iter().any(|c| !c.state.is_finished()) {
+                tracing::info!(job = job.id, name = %job.name, "resuming a job left by an earlier daemon");
+                self.launch(job);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn run_job(
+        self: &Arc<Self>,
+        job: JobRow,
+        desired: watch::Receiver<Desired>,
+    ) -> Result<(), StoreError> {
+        let mut children = self.store.children(job.id)?;
+        // Children that had started go first: they hold the throttle slots they had.
+        children.sort_by_key(|c| (c.run_id.is_none(), c.idx));
+        let throttle = Arc::new(Semaphore::new(job.throttle_limit as usize));
+        let settings = Arc::new(ChildSettings {
+            tls: self.tls.clone(),
+            connect_timeout: Duration::from_millis(job.connect_timeout_ms),
+            reconnect_window: self.reconnect_window,
+        });
+        let mut running = tokio::task::JoinSet::new();
+        for child in children.into_iter().filter(|c| !c.state.is_finished()) {
+            let Some(permit) = self.wait_for_slot(&throttle, desired.clone()).await else {
+                // Stopped while queued: it never starts.
+                let outcome = ChildOutcome::new(
+                    State::Stopped,
+                    "stopped before it started",
+                    std::time::Instant::now(),
+                );
+                self.store.finish_child(job.id, child.idx, &outcome, now_ms())?;
+                self.changed();
+                continue;
+            };
+            let manager = self.clone();
+            let job = job.clone();
+            let settings = settings.clone();
+            let desired = desired.clone();
+            running.spawn(async move {
+                manager.run_child(&job, child, &settings, desired).await;
+                drop(permit);
+            });
+        }
+        while running.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// A throttle slot, once the job is not suspended; `None` when the job is stopped.
+    async fn wait_for_slot(
+        &self,
+        throttle: &Arc<Semaphore>,
+        mut desired: watch::Receiver<Desired>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        loop {
+            let want = *desired.borrow_and_update();
+            if want.stop {
+                return None;
+            }
+            if want.suspend {
+                if desired.changed().await.is_err() {
+                    return None;
+                }
+                continue;
+            }
+            tokio::select! {
+                permit = throttle.clone().acquire_owned() => {
+                    let permit = permit.ok()?;
+                    // Re-check: a stop or suspend may have come while we waited.
+                    let want = *desired.borrow();
+                    if !want.stop && !want.suspend {
+                        return Some(permit);
+                    }
+                }
+                changed = desired.changed() => if changed.is_err() { return None },
+            }
+        }
+    }
+
+    async fn run_child(
+        &self,
+        job: &JobRow,
+        child: ChildRow,
+        settings: &ChildSettings,
+        desired: watch::Receiver<Desired>,
+    ) {
+        let target = if job.location == "local" {
+            Target::Local(self.local_socket.clone())
+        } else {
+            Target::Remote(Host {
+                name: child.host.clone(),
+                port: child.port,
+            })
+        };
+        let mut request = job.request.clone();
+        request.label = format!("{}/{}", job.instance_id, child.idx);
+        let resume = Resume {
+            run_id: child.run_id.clone(),
+            last_seq: child.last_seq,
+            suspended: child.state == State::Suspended,
+        };
+        let sink = StoreSink {
+            manager: self,
+            job_id: job.id,
+            idx: child.idx,
+        };
+        let outcome = child::drive(&target, request, settings, &sink, desired, resume).await;
+        if let Err(e) = self.store.finish_child(job.id, child.idx, &outcome, now_ms()) {
+            tracing::error!(job = job.id, child = child.idx, error = %e, "cannot record a child's end");
+        }
+        tracing::info!(job = job.id, child = child.idx, host = %target.label(), state = %outcome.state, "child job ended");
+        self.changed();
+    }
+
+    /// Resolves a job by Id, InstanceId or Name.
+    pub fn resolve(&self, reference: &str) -> Result<JobRow, JobError> {
+        let reference = reference.trim();
+        let jobs = self.store.jobs()?;
+        if let Ok(id) = reference.parse::<i64>() {
+            if let Some(job) = jobs.iter().find(|j| j.id == id) {
+                return Ok(job.clone());
+            }
+        }
+        if let Some(job) = jobs.iter().find(|j| j.instance_id == reference) {
+            return Ok(job.clone());
+        }
+        let named: Vec<&JobRow> = jobs.iter().filter(|j| j.name == reference).collect();
+        match named.as_slice() {
+            [] => Err(JobError::NotFound(reference.to_string())),
+            [one] => Ok((*one).clone()),
+            many => Err(JobError::Ambiguous {
+                name: reference.to_string(),
+                ids: many
+                    .iter()
+                    .map(|j| j.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    pub fn info(&self, job: &JobRow) -> Result<pb::JobInfo, JobError> {
+        let children = self.store.children(job.id)?;
+        Ok(job_info(job, &children))
+    }
+
+    pub fn list(&self, refs: &[String]) -> Result<Vec<pb::JobInfo>, JobError> {
+        let jobs = if refs.is_empty() {
+            self.store.jobs()?
+        } else {
+            refs.iter().map(|r| self.resolve(r)).collect::<Result<_, _>>()?
+        };
+        jobs.iter().map(|j| self.info(j)).collect()
+    }
+
+    fn set_desired(&self, job: &JobRow, change: impl FnOnce(&mut Desired)) -> Result<(), JobError> {
+        let mut want = Desired {
+            stop: job.stop_requested,
+            suspend: job.suspended,
+        };
+        if let Some(tx) = self.active().get(&job.id) {
+            want = *tx.borrow();
+            change(&mut want);
+            tx.send_replace(want);
+        } else {
+            change(&mut want);
+        }
+        self.store
+            .set_job_flags(job.id, Some(want.stop), Some(want.suspend))?;
+        self.changed();
+        Ok(())
+    }
+
+    pub fn stop(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
+        let job = self.resolve(reference)?;
+        self.set_desired(&job, |d| d.stop = true)?;
+        self.info(&job)
+    }
+
+    pub fn suspend(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
+        let job = self.resolve(reference)?;
+        let info = self.info(&job)?;
+        let state = State::from_pb(info.state);
+        if state.is_finished() {
+            return Err(JobError::Invalid(format!(
+                "job {} is {state}: nothing to suspend",
+                job.name
+            )));
+        }
+        self.set_desired(&job, |d| d.suspend = true)?;
+        self.info(&job)
+    }
+
+    pub fn resume(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
+        let job = self.resolve(reference)?;
+        self.set_desired(&job, |d| d.suspend = false)?;
+        self.info(&job)
+    }
+
+    /// Removes jobs and their stored output; a job still going needs `force` (it is stopped first).
+    pub async fn remove(&self, refs: &[String], force: bool) -> Result<Vec<pb::JobInfo>, JobError> {
+        let jobs: Vec<JobRow> = refs.iter().map(|r| self.resolve(r)).collect::<Result<_, _>>()?;
+        for job in &jobs {
+            let state = State::from_pb(self.info(job)?.state);
+            if !state.is_finished() && !force {
+                return Err(JobError::Running {
+                    id: job.id,
+                    name: job.name.clone(),
+                    state,
+                });
+            }
+        }
+        let mut removed = Vec::new();
+        for job in jobs {
+            if self.active().contains_key(&job.id) {
+                self.set_desired(&job, |d| d.stop = true)?;
+                let mut changes = self.subscribe();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                while self.active().contains_key(&job.id) {
+                    if tokio::time::timeout_at(deadline, changes.changed())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            job = job.id,
+                            "the job did not stop within 30s; removing it anyway"
+                        );
+                        break;
+                    }
+                }
+            }
+            removed.push(self.info(&job)?);
+            self.store.remove_job(job.id)?;
+        }
+        self.changed();
+        Ok(removed)
+    }
+}
+
+/// Keeps a child's progress in the store.
+struct StoreSink<'a> {
+    manager: &'a Manager,
+    job_id: i64,
+    idx: u32,
+}
+
+impl ChildSink for StoreSink<'_> {
+    async fn started(&self, run_id: &str) {
+        if let Err(e) = self
+            .manager
+            .store
+            .set_child_run(self.job_id, self.idx, run_id, now_ms())
+        {
+            tracing::error!(job = self.job_id, error = %e, "cannot record a run id");
+        }
+        self.manager.changed();
+    }
+
+    async fn state(&self, state: State, reason: Option<String>) {
+        let reason = reason.unwrap_or_default();
+        if let Err(e) = self
+            .manager
+            .store
+            .set_child_state(self.job_id, self.idx, state, &reason)
+        {
+            tracing::error!(job = self.job_id, error = %e, "cannot record a child's state");
+        }
+        self.manager.changed();
+    }
+
+    async fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> Result<(), ()> {
+        let chunk = Chunk {
+            job_id: self.job_id,
+            idx: self.idx,
+            seq,
+            stream,
+            data,
+        };
+        self.manager
+            .writer
+            .send(WriteOp::Chunk(chunk))
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn flush(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.manager.writer.send(WriteOp::Flush(tx)).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+}
+
+/// The output writer: batches chunks into one transaction each, so that many hosts'
+/// output costs few commits.
+fn write_output(store: &Store, mut rx: mpsc::Receiver<WriteOp>, changes: &watch::Sender<u64>) {
+    const BATCH: usize = 512;
+    let mut ok = true;
+    while let Some(first) = rx.blocking_recv() {
+        let mut chunks = Vec::new();
+        let mut flushes = Vec::new();
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                WriteOp::Chunk(c) => chunks.push(c),
+                WriteOp::Flush(tx) => flushes.push(tx),
+            }
+            if chunks.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !chunks.is_empty() {
+            match store.append_output(&chunks) {
+                Ok(()) => ok = true,
+                Err(e) => {
+                    ok = false;
+                    tracing::error!(error = %e, chunks = chunks.len(), "cannot store output; the agents keep it until it can be stored");
+                }
+            }
+            changes.send_modify(|v| *v += 1);
+        }
+        for f in flushes {
+            let _ = f.send(ok);
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `rjob serve`: the controller daemon. It owns the jobs (in a SQLite store under the state
+//! directory), serves the CLI on a Unix socket private to the user, and runs local jobs on an
+//! embedded agent (the same code as `rjob-agent`) behind a second private socket.
+
+pub mod client;
+pub mod jobs;
+pub mod service;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rjob_proto::v1::agent_server::AgentServer;
+use rjob_proto::v1::controller_server::ControllerServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+
+use crate::connect::Tls;
+
+/// Environment variable naming the state directory.
+pub const STATE_DIR_ENV: &str = "RJOB_STATE_DIR";
+
+/// The state directory: `--state-dir`, then `$RJOB_STATE_DIR`, then `$XDG_STATE_HOME/rjob`,
+/// then `~/.local/state/rjob`.
+pub fn state_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_owned());
+    }
+    if let Some(dir) = std::env::var_os(STATE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("rjob"));
+    }
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|home| PathBuf::from(home).join(".local/state/rjob"))
+        .context("no state directory: pass --state-dir DIR, set RJOB_STATE_DIR, or set HOME")
+}
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("rjob.sock")
+}
+
+/// Settings of the daemon.
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    /// The controller's identity for remote jobs; `None`: only local jobs.
+    pub tls: Option<Tls>,
+    /// How long a child may stay Disconnected before it fails.
+    pub reconnect_window: Duration,
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn serve(
+    config: DaemonConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = &config.state_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating state directory {}", dir.display()))?;
+    let socket = socket_path(dir);
+    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        anyhow::bail!("a daemon already serves {}: stop it first", socket.display());
+    }
+    let _ = std::fs::remove_file(&socket);
+
+    let store = Arc::new(store::Store::open(&dir.join("jobs.db"))?);
+
+    // The embedded agent for local jobs: same runner, spool and service as rjob-agent.
+    let local_socket = dir.join("local-agent.sock");
+    let _ = std::fs::remove_file(&local_socket);
+    let local_config = rjob_agent::config::AgentConfig::local(dir.join("local-spool"));
+    let local_runs = Arc::new(rjob_agent::runs::Runs::open(
+        &local_config.spool_dir,
+        local_config.max_concurrent_runs,
+    )?);
+    let local_service = rjob_agent::service::AgentService::new(local_config, local_runs.clone())?;
+    let local_listener = UnixListener::bind(&local_socket)
+        .with_context(|| format!("listening on {}", local_socket.display()))?;
+    std::fs::set_permissions(&local_socket, std::fs::Permissions::from_mode(0o600))?;
+    tokio::spawn(async move {
+        let served = Server::builder()
+            .add_service(AgentServer::new(local_service))
+            .serve_with_incoming(UnixListenerStream::new(local_listener))
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the embedded agent stopped");
+        }
+    });
+
+    let manager = jobs::Manager::new(store, config.tls, local_socket, config.reconnect_window);
+    let resumed = manager.recover()?;
+
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(socket = %socket.display(), resumed, "rjob daemon ready");
+    Server::builder()
+        .add_service(ControllerServer::new(service::ControllerService::new(manager)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("serving")?;
+    let _ = std::fs::remove_file(&socket);
+    local_runs.stop_all(Duration::from_secs(6)).await;
+    Ok(())
+}

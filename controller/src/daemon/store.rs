@@ -1,0 +1,469 @@
+//! The job store: SQLite in WAL mode, one file under the state directory. It keeps job
+//! metadata, child states and every output chunk with its sequence number; output lives on
+//! disk, not in memory.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rjob_proto::v1 as pb;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::state::{parent_state, State};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("job store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("job store holds a damaged request for job {0}")]
+    Corrupt(i64),
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    command TEXT NOT NULL,
+    location TEXT NOT NULL,
+    request BLOB NOT NULL,
+    throttle_limit INTEGER NOT NULL,
+    connect_timeout_ms INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    ended_at_ms INTEGER NOT NULL DEFAULT 0,
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    suspended INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS children (
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    run_id TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    received_seq INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER,
+    signal INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    started_at_ms INTEGER NOT NULL DEFAULT 0,
+    ended_at_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS output (
+    job_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    stream INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, idx, seq)
+) WITHOUT ROWID;
+";
+
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: i64,
+    pub instance_id: String,
+    pub name: String,
+    pub command: String,
+    /// "remote" or "local".
+    pub location: String,
+    pub request: pb::StartRunRequest,
+    pub throttle_limit: u32,
+    pub connect_timeout_ms: u64,
+    pub created_at_ms: i64,
+    pub ended_at_ms: i64,
+    pub stop_requested: bool,
+    pub suspended: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChildRow {
+    pub idx: u32,
+    pub host: String,
+    pub port: u16,
+    pub state: State,
+    pub run_id: Option<String>,
+    pub last_seq: u64,
+    pub received_seq: u64,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: String,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+}
+
+impl ChildRow {
+    /// The host as users name it (`name`, or `name:port` off the default port).
+    pub fn label(&self, location: &str) -> String {
+        if location == "local" {
+            return "localhost".to_string();
+        }
+        crate::hosts::Host {
+            name: self.host.clone(),
+            port: self.port,
+        }
+        .label()
+    }
+}
+
+/// One output chunk to store.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub job_id: i64,
+    pub idx: u32,
+    pub seq: u64,
+    pub stream: pb::Stream,
+    pub data: Vec<u8>,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // SQLite keeps its own consistency; a panic elsewhere doesn't make the connection unusable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a job with its children (all NotStarted); returns its id.
+    pub fn create_job(&self, job: &JobRow, hosts: &[(String, u16)]) -> Result<i64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut request = job.request.clone();
+        request.password.clear(); // never stored
+        tx.execute(
+            "INSERT INTO jobs (instance_id, name, command, location, request, throttle_limit, connect_timeout_ms, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                job.instance_id,
+                job.name,
+                job.command,
+                job.location,
+                prost::Message::encode_to_vec(&request),
+                job.throttle_limit,
+                to_i64(job.connect_timeout_ms),
+                job.created_at_ms
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        if job.name.is_empty() {
+            tx.execute(
+                "UPDATE jobs SET name = ?1 WHERE id = ?2",
+                params![format!("Job{id}"), id],
+            )?;
+        }
+        for (idx, (host, port)) in hosts.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO children (job_id, idx, host, port, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, idx, host, port, State::NotStarted.to_pb() as i32],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// The next free job id (ids are never reused).
+    pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, instance_id, name, command, location, request, throttle_limit, connect_timeout_ms,
+                    created_at_ms, ended_at_ms, stop_requested, suspended FROM jobs ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let blob: Vec<u8> = r.get(5)?;
+            Ok((
+                blob,
+                JobRow {
+                    id: r.get(0)?,
+                    instance_id: r.get(1)?,
+                    name: r.get(2)?,
+                    command: r.get(3)?,
+                    location: r.get(4)?,
+                    request: pb::StartRunRequest::default(),
+                    throttle_limit: r.get(6)?,
+                    connect_timeout_ms: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+                    created_at_ms: r.get(8)?,
+                    ended_at_ms: r.get(9)?,
+                    stop_requested: r.get(10)?,
+                    suspended: r.get(11)?,
+                },
+            ))
+        })?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let (blob, mut job) = row?;
+            job.request = prost::Message::decode(blob.as_slice()).map_err(|_| StoreError::Corrupt(job.id))?;
+            jobs.push(job);
+        }
+        Ok(jobs)
+    }
+
+    pub fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        Ok(self.jobs()?.into_iter().find(|j| j.id == id))
+    }
+
+    pub fn children(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT idx, host, port, state, run_id, last_seq, received_seq, exit_code, signal, reason,
+                    started_at_ms, ended_at_ms FROM children WHERE job_id = ?1 ORDER BY idx",
+        )?;
+        let rows = stmt.query_map([job_id], |r| {
+            Ok(ChildRow {
+                idx: r.get(0)?,
+                host: r.get(1)?,
+                port: r.get(2)?,
+                state: State::from_pb(r.get(3)?),
+                run_id: r.get(4)?,
+                last_seq: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+                received_seq: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                exit_code: r.get(7)?,
+                signal: r.get(8)?,
+                reason: r.get(9)?,
+                started_at_ms: r.get(10)?,
+                ended_at_ms: r.get(11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_child_run(&self, job_id: i64, idx: u32, run_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE children SET run_id = ?3, started_at_ms = CASE started_at_ms WHEN 0 THEN ?4 ELSE started_at_ms END
+             WHERE job_id = ?1 AND idx = ?2",
+            params![job_id, idx, run_id, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Sets a child's state and reason, unless it has already finished.
+    pub fn set_child_state(
+        &self,
+        job_id: i64,
+        idx: u32,
+        state: State,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE children SET state = ?3, reason = ?4 WHERE job_id = ?1 AND idx = ?2 AND state NOT IN (?5, ?6, ?7)",
+            params![
+                job_id,
+                idx,
+                state.to_pb() as i32,
+                reason,
+                State::Completed.to_pb() as i32,
+                State::Failed.to_pb() as i32,
+                State::Stopped.to_pb() as i32
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records how a child ended, and the job's end once every child has.
+    pub fn finish_child(
+        &self,
+        job_id: i64,
+        idx: u32,
+        outcome: &crate::child::ChildOutcome,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE children SET state = ?3, exit_code = ?4, signal = ?5, reason = ?6, ended_at_ms = ?7
+             WHERE job_id = ?1 AND idx = ?2",
+            params![
+                job_id,
+                idx,
+                outcome.state.to_pb() as i32,
+                outcome.exit_code,
+                outcome.signal,
+                outcome.reason.clone().unwrap_or_default(),
+                now_ms
+            ],
+        )?;
+        let unfinished: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM children WHERE job_id = ?1 AND state NOT IN (?2, ?3, ?4)",
+            params![
+                job_id,
+                State::Completed.to_pb() as i32,
+                State::Failed.to_pb() as i32,
+                State::Stopped.to_pb() as i32
+            ],
+            |r| r.get(0),
+        )?;
+        if unfinished == 0 {
+            tx.execute(
+                "UPDATE jobs SET ended_at_ms = ?2 WHERE id = ?1",
+                params![job_id, now_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn set_job_flags(
+        &self,
+        job_id: i64,
+        stop: Option<bool>,
+        suspended: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock();
+        if let Some(stop) = stop {
+            conn.execute(
+                "UPDATE jobs SET stop_requested = ?2 WHERE id = ?1",
+                params![job_id, stop],
+            )?;
+        }
+        if let Some(s) = suspended {
+            conn.execute("UPDATE jobs SET suspended = ?2 WHERE id = ?1", params![job_id, s])?;
+        }
+        Ok(())
+    }
+
+    /// Stores chunks in one transaction, each exactly once, advancing each child's last_seq.
+    pub fn append_output(&self, chunks: &[Chunk]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO output (job_id, idx, seq, stream, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut advance = tx.prepare_cached(
+                "UPDATE children SET last_seq = ?3 WHERE job_id = ?1 AND idx = ?2 AND last_seq < ?3",
+            )?;
+            for c in chunks {
+                insert.execute(params![c.job_id, c.idx, to_i64(c.seq), c.stream as i32, c.data])?;
+                advance.execute(params![c.job_id, c.idx, to_i64(c.seq)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Output of one child with `after < seq <= upto`, in order, at most `limit` chunks.
+    pub fn output(
+        &self,
+        job_id: i64,
+        idx: u32,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, pb::Stream, Vec<u8>)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, stream, data FROM output WHERE job_id = ?1 AND idx = ?2 AND seq > ?3 AND seq <= ?4
+             ORDER BY seq LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                job_id,
+                idx,
+                to_i64(after),
+                to_i64(upto),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                let stream: i32 = r.get(1)?;
+                Ok((
+                    u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    pb::Stream::try_from(stream).unwrap_or(pb::Stream::Stdout),
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn mark_received(&self, job_id: i64, idx: u32, seq: u64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE children SET received_seq = ?3 WHERE job_id = ?1 AND idx = ?2 AND received_seq < ?3",
+            params![job_id, idx, to_i64(seq)],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_job(&self, job_id: i64) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM output WHERE job_id = ?1", [job_id])?;
+        tx.execute("DELETE FROM children WHERE job_id = ?1", [job_id])?;
+        tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn job_by_instance(&self, instance_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT id FROM jobs WHERE instance_id = ?1", [instance_id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+}
+
+/// A job with its children, as the CLI shows it.
+pub fn job_info(job: &JobRow, children: &[ChildRow]) -> pb::JobInfo {
+    let states: Vec<State> = children.iter().map(|c| c.state).collect();
+    let state = parent_state(&states, job.suspended);
+    pb::JobInfo {
+        id: u32::try_from(job.id).unwrap_or(u32::MAX),
+        instance_id: job.instance_id.clone(),
+        name: job.name.clone(),
+        state: state.to_pb() as i32,
+        has_more_data: children.iter().any(|c| c.last_seq > c.received_seq),
+        command: job.command.clone(),
+        location: job.location.clone(),
+        throttle_limit: job.throttle_limit,
+        created_at_ms: job.created_at_ms,
+        ended_at_ms: job.ended_at_ms,
+        children: children
+            .iter()
+            .map(|c| pb::ChildInfo {
+                index: c.idx,
+                host: c.label(&job.location),
+                state: c.state.to_pb() as i32,
+                exit_code: c.exit_code,
+                signal: c.signal,
+                reason: c.reason.clone(),
+                has_more_data: c.last_seq > c.received_seq,
+                last_seq: c.last_seq,
+                received_seq: c.received_seq,
+                started_at_ms: c.started_at_ms,
+                ended_at_ms: c.ended_at_ms,
+            })
+            .collect(),
+    }
+}
