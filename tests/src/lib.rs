@@ -281,3 +281,163 @@ pub fn process_alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A running `rjob serve`; killed when dropped.
+pub struct Daemon {
+    pub state_dir: PathBuf,
+    identity: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts a daemon with its own state directory inside the fleet's temp dir.
+    pub fn start(fleet: &Fleet) -> Result<Daemon> {
+        let mut daemon = Daemon {
+            state_dir: fleet.tmp.path().join("state"),
+            identity: fleet.pki.dir.clone(),
+            child: None,
+        };
+        daemon.spawn()?;
+        Ok(daemon)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        std::fs::create_dir_all(&self.state_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_dir.join("test-daemon.log"))?;
+        let child = Command::new(bin("rjob"))
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .env("RJOB_IDENTITY", &self.identity)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting rjob serve")?;
+        self.child = Some(child);
+        let socket = self.state_dir.join("rjob.sock");
+        if !wait_for(WAIT, || std::os::unix::net::UnixStream::connect(&socket).is_ok()) {
+            bail!("the daemon did not come up: {}", self.log_text());
+        }
+        Ok(())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("test-daemon.log")).unwrap_or_default()
+    }
+
+    /// `kill -9`, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// The `rjob` binary, talking to this daemon (it never starts one of its own).
+    pub fn rjob(&self) -> Command {
+        let mut cmd = Command::new(bin("rjob"));
+        cmd.env("RJOB_IDENTITY", &self.identity)
+            .env("RJOB_STATE_DIR", &self.state_dir)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `rjob jobs --output json` for one job.
+    pub fn job(&self, job: &str) -> serde_json::Value {
+        let out = ran(self.rjob().args(["jobs", job, "--output", "json"]));
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().and_then(|a| a.first().cloned()))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until `job` is in `state`; true when it got there.
+    pub fn wait_state(&self, job: &str, state: &str) -> bool {
+        wait_for(WAIT, || self.job(job)["state"] == state)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A TCP proxy on loopback that a test can cut and reopen, to break connections mid-run.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    inner: std::sync::Arc<ProxyInner>,
+}
+
+struct ProxyInner {
+    open: std::sync::atomic::AtomicBool,
+    conns: std::sync::Mutex<Vec<TcpStream>>,
+}
+
+impl Proxy {
+    /// Listens on `ip` (a free port) and forwards to `upstream`.
+    pub fn start(ip: Ipv4Addr, upstream: SocketAddr) -> Result<Proxy> {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind((ip, 0))?;
+        let addr = listener.local_addr()?;
+        let inner = std::sync::Arc::new(ProxyInner {
+            open: std::sync::atomic::AtomicBool::new(true),
+            conns: std::sync::Mutex::new(Vec::new()),
+        });
+        let shared = inner.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !shared.open.load(Ordering::SeqCst) {
+                    drop(client); // refused while cut
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let pipes = [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ];
+                if let Ok(mut conns) = shared.conns.lock() {
+                    conns.push(client);
+                    conns.push(server);
+                }
+                for pipe in pipes {
+                    if let (Ok(mut from), Ok(mut to)) = pipe {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        });
+        Ok(Proxy { addr, inner })
+    }
+
+    /// Breaks every connection and refuses new ones.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.inner.open.store(false, Ordering::SeqCst);
+        if let Ok(mut conns) = self.inner.conns.lock() {
+            for c in conns.drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn reopen(&self) {
+        self.inner.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
