@@ -176,22 +176,7 @@ impl Fleet {
         let addr = SocketAddr::from((ip, free_port(ip)));
         let spool = dir.join("spool");
         let log = dir.join("agent.log");
-        let mut cmd = Command::new(bin("rjob-agent"));
-        cmd.arg("--listen")
-            .arg(addr.to_string())
-            .arg("--cert")
-            .arg(dir.join("agent.crt"))
-            .arg("--key")
-            .arg(dir.join("agent.key"))
-            .arg("--client-ca")
-            .arg(dir.join("ca.crt"))
-            .arg("--spool-dir")
-            .arg(&spool)
-            .arg("--kill-grace")
-            .arg("1s")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?);
+        let mut cmd = agent_command(addr, &dir, &spool, &log)?;
         tweak(&mut cmd);
         let child = cmd.spawn().context("starting rjob-agent")?;
         self.agents.push(Agent {
@@ -201,6 +186,21 @@ impl Fleet {
             log,
             child,
         });
+        Ok(())
+    }
+
+    /// Kills agent `i` (`kill -9`) and starts it again on the same address and spool.
+    pub fn restart_agent(&mut self, i: usize) -> Result<()> {
+        let agent = &mut self.agents[i];
+        let _ = agent.child.kill();
+        let _ = agent.child.wait();
+        agent.child = agent_command(agent.addr, &agent.dir, &agent.spool, &agent.log)?
+            .spawn()
+            .context("restarting rjob-agent")?;
+        let addr = agent.addr;
+        if !wait_for(WAIT, || TcpStream::connect(addr).is_ok()) {
+            bail!("agent {addr} did not come back");
+        }
         Ok(())
     }
 
@@ -222,6 +222,26 @@ impl Fleet {
         let _ = std::fs::create_dir_all(&dir);
         dir
     }
+}
+
+fn agent_command(addr: SocketAddr, dir: &Path, spool: &Path, log: &Path) -> Result<Command> {
+    let mut cmd = Command::new(bin("rjob-agent"));
+    cmd.arg("--listen")
+        .arg(addr.to_string())
+        .arg("--cert")
+        .arg(dir.join("agent.crt"))
+        .arg("--key")
+        .arg(dir.join("agent.key"))
+        .arg("--client-ca")
+        .arg(dir.join("ca.crt"))
+        .arg("--spool-dir")
+        .arg(spool)
+        .arg("--kill-grace")
+        .arg("1s")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log)?);
+    Ok(cmd)
 }
 
 /// Output of an `rjob` run, for assertions.

@@ -436,3 +436,54 @@ fn bad_job_references_and_operations_get_one_line_errors() {
     expect_error(&["receive", &ids[0]], "no job");
     expect_error(&["jobs", "--state", "Sleeping"], "unknown state");
 }
+
+#[test]
+fn an_agent_restart_mid_run_is_reported_with_a_reason_not_left_running() {
+    let mut fleet = Fleet::start(2).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let script = "for i in $(seq 1 100); do echo line$i; sleep 0.1; done";
+    let out = ran(daemon.rjob().args([
+        "invoke",
+        "-H",
+        &fleet.hosts(),
+        "--as-job",
+        "--job-name",
+        "restarted",
+        "--script",
+        script,
+    ]));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("restarted", "Running"));
+    std::thread::sleep(Duration::from_millis(1000));
+    fleet.restart_agent(0).expect("restart agent");
+    let out = ran(daemon.rjob().args(["wait", "restarted", "--timeout", "60s"]));
+    assert_eq!(out.code, 1, "the job ends Failed: {out}");
+    let job = daemon.job("restarted");
+    assert_eq!(job["state"], "Failed", "{job}");
+    let children = job["children"].as_array().cloned().unwrap_or_default();
+    let restarted = children
+        .iter()
+        .find(|c| c["host"] == fleet.agents[0].host().as_str())
+        .expect("child of the restarted agent");
+    assert_eq!(restarted["state"], "Failed", "{job}");
+    assert!(
+        restarted["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("agent restarted"),
+        "{job}"
+    );
+    let other = children
+        .iter()
+        .find(|c| c["host"] == fleet.agents[1].host().as_str())
+        .expect("the other child");
+    assert_eq!(other["state"], "Completed", "{job}");
+    // What the restarted agent had spooled before it died is kept and received.
+    let received = ran(daemon
+        .rjob()
+        .args(["receive", "restarted", "--host", &fleet.agents[0].host()]));
+    let lines = by_host(&received.stdout)
+        .remove(&fleet.agents[0].host())
+        .unwrap_or_default();
+    assert!(!lines.is_empty() && lines == numbered(lines.len()), "{received}");
+}
