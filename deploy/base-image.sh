@@ -17,6 +17,7 @@
 # Environment:
 #   DEBIAN_MIRROR   mirror URI to use instead of the one in the apt sources
 #   RJOB_CACHE_DIR  where the tarball is kept
+#   RJOB_BOOTSTRAP  mmdebstrap or debootstrap (default: mmdebstrap when installed)
 #   DOCKER          docker command (default: docker)
 set -euo pipefail
 
@@ -110,10 +111,14 @@ build_tarball() {
   security=$(apt_source_uri "$SUITE-security")
   if [[ -n ${DEBIAN_MIRROR:-} ]]; then updates=$DEBIAN_MIRROR security=""; fi
 
-  if ! command -v mmdebstrap >/dev/null && ! command -v debootstrap >/dev/null; then
+  local tool=${RJOB_BOOTSTRAP:-}
+  if [[ -z $tool ]] && command -v mmdebstrap >/dev/null; then tool=mmdebstrap; fi
+  if [[ -z $tool ]] && command -v debootstrap >/dev/null; then tool=debootstrap; fi
+  if [[ -z $tool ]]; then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
       say "installing mmdebstrap (apt-get install -y mmdebstrap)"
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
+      tool=mmdebstrap
     else
       die "neither mmdebstrap nor debootstrap is installed: sudo apt-get install mmdebstrap"
     fi
@@ -122,7 +127,7 @@ build_tarball() {
   mkdir -p "$CACHE_DIR"
   local tmp=$TARBALL.tmp.$$
 
-  if command -v mmdebstrap >/dev/null; then
+  if [[ $tool == mmdebstrap ]]; then
     local sources=("deb $mirror $SUITE main")
     if [[ -n $updates ]]; then sources+=("deb $updates $SUITE-updates main"); fi
     if [[ -n $security ]]; then sources+=("deb $security $SUITE-security main"); fi
