@@ -91,7 +91,7 @@ build() {
     --label "org.rjob.inputs=$inputs" --tag "$image" "$dir" >/dev/null
 }
 
-build "rjob-agent:$tag" Dockerfile.agent rjob-agent "$here/agent.toml"
+build "rjob-agent:$tag" Dockerfile.agent rjob-agent "$here/agent.toml" "$here/policy.toml"
 build "rjob-controller:$tag" Dockerfile.controller rjob
 "$DOCKER" image ls --filter "reference=rjob-*:$tag" >&2
 say "done in $((SECONDS - start))s"

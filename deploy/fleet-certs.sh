@@ -63,4 +63,12 @@ for i in $(seq 1 "$agents"); do
   rm -rf "${out:?}/$name"
   "$rjob" pki issue-agent "$name" --san "$name" --ca-dir "$out/pki" --out "$out/$name"
 done
-say "fleet certificates in $out (CA, controller, agent1..agent$agents)"
+# The fleet's run-as policy: this demo fleet lets its controller run as root in the
+# containers (a real fleet names the users each identity may run as: deploy/policy.toml).
+cat >"$out/policy.toml" <<'POLICY'
+[[allow]]
+identity = "rjob-controller"
+users = ["root"]
+default = "root"
+POLICY
+say "fleet certificates in $out (CA, controller, agent1..agent$agents) and policy.toml"

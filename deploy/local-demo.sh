@@ -20,6 +20,16 @@ echo "==> making a CA and the controller's identity in $demo/pki"
 "$bin/rjob" pki init "$demo/pki"
 export RJOB_IDENTITY=$demo/pki
 
+# Deny by default: the agents' run-as policy lets this controller run as you (and as root
+# only because a rule names root, when you are root).
+me=$(id -un)
+cat >"$demo/policy.toml" <<POLICY
+[[allow]]
+identity = "rjob-controller"
+users = ["$me"]
+default = "$me"
+POLICY
+
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -34,6 +44,7 @@ for i in $(seq 2 $((n + 1))); do
   "$bin/rjob-agent" --listen "$ip:$port" \
     --cert "$demo/agent$i/agent.crt" --key "$demo/agent$i/agent.key" \
     --client-ca "$demo/agent$i/ca.crt" --spool-dir "$demo/agent$i/spool" \
+    --policy "$demo/policy.toml" \
     2>"$demo/agent$i/agent.log" &
   pids+=($!)
   hosts+=("$ip:$port")

@@ -63,6 +63,13 @@ pub struct Args {
     /// Log format: text or json [default: text]
     #[arg(long)]
     pub log_format: Option<String>,
+    /// Run-as policy (TOML): which client identities may run as which users. Required when the
+    /// agent runs as root; without one, a non-root agent runs scripts only as its own user.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// PAM service that checks passwords [default: rjob]
+    #[arg(long)]
+    pub pam_service: Option<String>,
 }
 
 /// The config file; every key is optional, unknown keys are refused.
@@ -83,6 +90,8 @@ pub struct FileConfig {
     pub retention: Option<String>,
     pub kill_grace: Option<String>,
     pub log_format: Option<String>,
+    pub policy: Option<PathBuf>,
+    pub pam_service: Option<String>,
     /// `LANG` of every run [default: C.UTF-8]
     pub lang: Option<String>,
     /// Interpreters callers may choose by name, with their absolute paths.
@@ -109,6 +118,8 @@ pub struct AgentConfig {
     pub json_logs: bool,
     pub lang: String,
     pub interpreters: BTreeMap<String, PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub pam_service: String,
 }
 
 pub const DEFAULT_INTERPRETER: &str = "sh";
@@ -138,6 +149,8 @@ impl AgentConfig {
                 .into_iter()
                 .filter(|(_, path)| path.is_file())
                 .collect(),
+            policy: None,
+            pam_service: "rjob".to_string(),
         }
     }
 }
@@ -232,6 +245,8 @@ impl AgentConfig {
             json_logs,
             lang: file.lang.unwrap_or(d.lang),
             interpreters,
+            policy: args.policy.or(file.policy),
+            pam_service: args.pam_service.or(file.pam_service).unwrap_or(d.pam_service),
         };
         if config.max_concurrent_runs == 0 {
             bail!("max_concurrent_runs must be at least 1");

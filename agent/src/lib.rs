@@ -6,7 +6,9 @@
 //! - [`run`] supervises one run, [`runs`] owns them all;
 //! - [`service`] is the gRPC edge, [`server`] puts it behind mutual TLS.
 
+pub mod auth;
 pub mod config;
+pub mod policy;
 pub mod run;
 pub mod runner;
 pub mod runs;

@@ -56,9 +56,33 @@ pub struct RunUser {
     pub gid: u32,
     pub home: PathBuf,
     pub shell: PathBuf,
+    /// Supplementary group ids (from the group database), the primary one included.
+    pub groups: Vec<u32>,
 }
 
 impl RunUser {
+    /// Looks `name` up in the user and group databases; `Ok(None)` when there is no such user.
+    pub fn lookup(name: &str) -> Result<Option<RunUser>, RunnerError> {
+        let Some(user) = User::from_name(name).map_err(|e| RunUser::lookup_error(name, e))? else {
+            return Ok(None);
+        };
+        let cname =
+            std::ffi::CString::new(name).map_err(|_| RunnerError::User(format!("{name:?}: bad name")))?;
+        let groups = nix::unistd::getgrouplist(&cname, user.gid)
+            .map_err(|e| RunUser::lookup_error(name, e))?
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut run_user = RunUser::from(user);
+        run_user.groups = groups;
+        Ok(Some(run_user))
+    }
+
+    /// Whether the user is a member of the group named `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        matches!(nix::unistd::Group::from_name(group), Ok(Some(g)) if self.groups.contains(&g.gid.as_raw()) || self.gid == g.gid.as_raw())
+    }
+
     /// The user this process runs as.
     pub fn current() -> Result<RunUser, RunnerError> {
         let uid = nix::unistd::geteuid();
@@ -81,6 +105,7 @@ impl From<User> for RunUser {
             gid: u.gid.as_raw(),
             home: u.dir,
             shell: u.shell,
+            groups: Vec::new(),
         }
     }
 }
@@ -148,14 +173,26 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
         .stderr(Stdio::piped())
         .kill_on_drop(false);
 
-    let current_uid = nix::unistd::geteuid().as_raw();
-    if spec.user.uid != current_uid {
-        cmd.uid(spec.user.uid).gid(spec.user.gid);
-    }
+    // Changing user (the agent runs as root): every id, real, effective and saved, becomes the
+    // target's, with its supplementary groups, so nothing of root's privileges is kept.
+    let switch = (spec.user.uid != nix::unistd::geteuid().as_raw()).then(|| {
+        let groups: Vec<nix::unistd::Gid> = spec
+            .user
+            .groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        (
+            groups,
+            nix::unistd::Gid::from_raw(spec.user.gid),
+            nix::unistd::Uid::from_raw(spec.user.uid),
+        )
+    });
 
     let raw = script_fd.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (setsid, dup2, fcntl); it allocates nothing.
+    // async-signal-safe system calls (setsid, dup2, fcntl, setgroups, setresgid, setresuid);
+    // it allocates nothing (the group list was built before the fork).
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
@@ -167,6 +204,11 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
                 }
             } else if libc::dup2(raw, SCRIPT_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some((groups, gid, uid)) = &switch {
+                nix::unistd::setgroups(groups).map_err(std::io::Error::from)?;
+                nix::unistd::setresgid(*gid, *gid, *gid).map_err(std::io::Error::from)?;
+                nix::unistd::setresuid(*uid, *uid, *uid).map_err(std::io::Error::from)?;
             }
             Ok(())
         });

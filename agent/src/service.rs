@@ -12,7 +12,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use zeroize::Zeroizing;
+
+use crate::auth::{self, FailureLimiter};
 use crate::config::{AgentConfig, DEFAULT_INTERPRETER};
+use crate::policy::{Policy, Refusal};
 use crate::run::{Control, Phase, RunLimits, RunRecord};
 use crate::runner::{RunSpec, RunUser, RunnerError};
 use crate::runs::{NotFound, Runs, StartError};
@@ -20,24 +24,119 @@ use crate::runs::{NotFound, Runs, StartError};
 pub struct AgentService {
     config: AgentConfig,
     runs: Arc<Runs>,
+    /// The user the agent runs as.
     user: RunUser,
     hostname: String,
+    policy: Policy,
+    failures: FailureLimiter,
+    /// The identity of callers without a certificate (the daemon's private socket).
+    local_identity: Option<String>,
 }
 
 impl AgentService {
+    /// The agent service for TLS clients, with the policy from the config: a root agent without
+    /// a policy refuses everything; a non-root one runs only as its own user.
     pub fn new(config: AgentConfig, runs: Arc<Runs>) -> anyhow::Result<AgentService> {
+        let user = RunUser::current()?;
+        let policy = match &config.policy {
+            Some(path) => Policy::load(path)?,
+            None if user.uid == 0 => {
+                tracing::warn!("running as root with no --policy: every request will be refused");
+                Policy::default()
+            }
+            None => Policy::own_user_only(&user.name),
+        };
+        Ok(AgentService::with_policy(config, runs, user, policy, None))
+    }
+
+    /// An agent service with an explicit policy; callers without a certificate count as
+    /// `local_identity` (the controller daemon's embedded agent for local jobs).
+    pub fn with_policy(
+        config: AgentConfig,
+        runs: Arc<Runs>,
+        user: RunUser,
+        policy: Policy,
+        local_identity: Option<String>,
+    ) -> AgentService {
         let hostname = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(AgentService {
+        AgentService {
             config,
             runs,
-            user: RunUser::current()?,
+            user,
             hostname,
-        })
+            policy,
+            failures: FailureLimiter::default(),
+            local_identity,
+        }
     }
 
-    fn validate(&self, req: &pb::StartRunRequest) -> Result<(RunSpec, Duration), Status> {
+    /// The names the caller goes by: its certificate's CN and DNS SANs.
+    fn identities<T>(&self, req: &Request<T>) -> Vec<String> {
+        match req.peer_certs() {
+            Some(certs) => certs
+                .first()
+                .map(|c| auth::certificate_names(c.as_ref()))
+                .unwrap_or_default(),
+            None => self.local_identity.iter().cloned().collect(),
+        }
+    }
+
+    /// Decides who the run runs as, checking the password when the policy asks for one.
+    async fn authorize(
+        &self,
+        identities: &[String],
+        requested: &str,
+        password: Zeroizing<String>,
+    ) -> Result<RunUser, Status> {
+        let shown = identities.first().cloned().unwrap_or_else(|| "unknown".into());
+        let requested = (!requested.is_empty()).then_some(requested);
+        if self.user.uid != 0 {
+            if let Some(other) = requested.filter(|u| *u != self.user.name) {
+                return Err(Status::permission_denied(format!(
+                    "this agent runs as {} and can only run scripts as {}; it was asked to run as {other}",
+                    self.user.name, self.user.name
+                )));
+            }
+        }
+        let lookup = |name: &str| RunUser::lookup(name).ok().flatten();
+        let grant = self
+            .policy
+            .decide(identities, requested, !password.is_empty(), |user, group| {
+                lookup(user).is_some_and(|u| u.in_group(group))
+            })
+            .map_err(|refusal| match refusal {
+                Refusal::PasswordRequired(_) | Refusal::NoDefault(_) => {
+                    Status::invalid_argument(refusal.to_string())
+                }
+                _ => Status::permission_denied(refusal.to_string()),
+            })?;
+        let failed = || {
+            Status::unauthenticated(format!(
+                "authentication failed for {} on {}",
+                grant.user, self.hostname
+            ))
+        };
+        let user = lookup(&grant.user);
+        if grant.password_required {
+            let service = self.config.pam_service.clone();
+            let name = grant.user.clone();
+            // PAM runs even for an unknown user, so both fail the same way.
+            let accepted = tokio::task::spawn_blocking(move || auth::pam_check(&service, &name, password))
+                .await
+                .unwrap_or(false);
+            if !accepted || user.is_none() {
+                let delay = self.failures.failed(&shown);
+                tokio::time::sleep(delay).await;
+                return Err(failed());
+            }
+            self.failures.succeeded(&shown);
+        }
+        user.ok_or_else(failed)
+    }
+
+    fn validate(&self, req: &pb::StartRunRequest, user: RunUser) -> Result<(RunSpec, Duration), Status> {
         let c = &self.config;
         if req.script.len() as u64 > c.max_script_bytes {
             return Err(Status::invalid_argument(format!(
@@ -102,17 +201,6 @@ impl AgentService {
             }
             Some(dir)
         };
-        if !req.run_as.is_empty() && req.run_as != self.user.name {
-            return Err(Status::permission_denied(format!(
-                "this agent runs as {} and can only run scripts as {}; it was asked to run as {}",
-                self.user.name, self.user.name, req.run_as
-            )));
-        }
-        if !req.password.is_empty() {
-            return Err(Status::permission_denied(
-                "this agent does not check passwords; send the request without one",
-            ));
-        }
         let timeout = match req.timeout_ms {
             0 => c.default_timeout,
             ms => Duration::from_millis(ms),
@@ -132,7 +220,7 @@ impl AgentService {
                 stdin: req.stdin.clone(),
                 env,
                 working_dir,
-                user: self.user.clone(),
+                user,
                 lang: c.lang.clone(),
             },
             timeout,
@@ -161,13 +249,23 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::StartRunRequest>,
     ) -> Result<Response<pb::StartRunResponse>, Status> {
-        let client = client_identity(&request);
-        let req = request.into_inner();
+        let identities = self.identities(&request);
+        let client = identities
+            .first()
+            .cloned()
+            .unwrap_or_else(|| client_identity(&request));
+        let mut req = request.into_inner();
+        // The password leaves the request at once and is wiped after the check.
+        let password = Zeroizing::new(std::mem::take(&mut req.password));
         let script_sha256 = hex::encode(Sha256::digest(req.script.as_bytes()));
-        let (spec, timeout) = match self.validate(&req) {
+        let checked = match self.authorize(&identities, &req.run_as, password).await {
+            Ok(user) => self.validate(&req, user),
+            Err(status) => Err(status),
+        };
+        let (spec, timeout) = match checked {
             Ok(v) => v,
             Err(status) => {
-                tracing::info!(target: "audit", client, script_sha256, refused = status.message(), "run refused");
+                tracing::info!(target: "audit", client, run_as = %req.run_as, script_sha256, refused = status.message(), "run refused");
                 return Err(status);
             }
         };

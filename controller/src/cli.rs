@@ -93,6 +93,23 @@ pub struct ScriptArgs {
     /// Feed this local file to the script's standard input
     #[arg(long, value_name = "FILE")]
     pub stdin_file: Option<PathBuf>,
+    /// Run as this user (the agents' policy decides who may) [default: the policy's default]
+    #[arg(long, short = 'u', value_name = "USER")]
+    pub user: Option<String>,
+    /// Ask for the user's password (no echo), once for every host
+    #[arg(long, requires = "user", conflicts_with_all = ["password_file", "password_stdin"])]
+    pub ask_password: bool,
+    /// Read the user's password from this file (its first line)
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "user",
+        conflicts_with = "password_stdin"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// Read the user's password from standard input (its first line)
+    #[arg(long, requires = "user", conflicts_with = "stdin_file")]
+    pub password_stdin: bool,
     /// Arguments for the script: $1, $2, ... (after `--`)
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,

@@ -91,8 +91,10 @@ pub fn run_request(args: &ScriptArgs) -> Result<pb::StartRunRequest, UsageError>
         working_dir: args.cwd.clone().unwrap_or_default(),
         timeout_ms,
         label: String::new(),
-        run_as: String::new(),
-        password: String::new(),
+        run_as: args.user.clone().unwrap_or_default(),
+        password: crate::password::read(args)?
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
     })
 }
 

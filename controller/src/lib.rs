@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod hosts;
 pub mod invoke;
 pub mod output;
+pub mod password;
 pub mod pki;
 pub mod state;
 

@@ -53,6 +53,17 @@ pub fn free_port(ip: Ipv4Addr) -> u16 {
         .unwrap_or(0)
 }
 
+/// The agents' run-as policy in tests: the test controller may run as the user the tests run
+/// as (root in CI, named explicitly as a policy must for root). Tests of credentials write
+/// their own policies.
+pub fn test_policy() -> String {
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| "root".to_string(), |u| u.name);
+    format!("[[allow]]\nidentity = \"rjob-controller\"\nusers = [\"{me}\"]\ndefault = \"{me}\"\n")
+}
+
 /// A CA with the controller's identity, made by `rjob pki init`.
 pub struct Pki {
     pub dir: PathBuf,
@@ -176,6 +187,7 @@ impl Fleet {
         let addr = SocketAddr::from((ip, free_port(ip)));
         let spool = dir.join("spool");
         let log = dir.join("agent.log");
+        std::fs::write(dir.join("policy.toml"), test_policy())?;
         let mut cmd = agent_command(addr, &dir, &spool, &log)?;
         tweak(&mut cmd);
         let child = cmd.spawn().context("starting rjob-agent")?;
@@ -238,6 +250,8 @@ fn agent_command(addr: SocketAddr, dir: &Path, spool: &Path, log: &Path) -> Resu
         .arg(spool)
         .arg("--kill-grace")
         .arg("1s")
+        .arg("--policy")
+        .arg(dir.join("policy.toml"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log)?);

@@ -43,6 +43,8 @@ pub struct Manager {
     changes: watch::Sender<u64>,
     /// What each job still in progress wants of its children.
     active: Mutex<HashMap<i64, watch::Sender<Desired>>>,
+    /// Passwords of jobs still going, in memory only: never in the store.
+    passwords: Mutex<HashMap<i64, zeroize::Zeroizing<String>>>,
     tls: Option<Tls>,
     local_socket: PathBuf,
     reconnect_window: Duration,
@@ -66,6 +68,7 @@ impl Manager {
             writer,
             changes: changes.clone(),
             active: Mutex::new(HashMap::new()),
+            passwords: Mutex::new(HashMap::new()),
             tls,
             local_socket,
             reconnect_window,
@@ -161,6 +164,11 @@ impl Manager {
                 tracing::error!(job = id, error = %e, "job runner failed");
             }
             manager.active().remove(&id);
+            manager
+                .passwords
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             manager.changed();
         });
     }
@@ -267,6 +275,14 @@ impl Manager {
         };
         let mut request = job.request.clone();
         request.label = format!("{}/{}", job.instance_id, child.idx);
+        if let Some(password) = self
+            .passwords
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job.id)
+        {
+            request.password = password.to_string();
+        }
         let resume = Resume {
             run_id: child.run_id.clone(),
             last_seq: child.last_seq,

@@ -45,6 +45,33 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("rjob.sock")
 }
 
+/// The identity of the CLI user on the embedded agent's private socket.
+pub const LOCAL_IDENTITY: &str = "local";
+
+/// Who local jobs may run as: the daemon's own user, without a password; when the daemon runs
+/// as root, any other user except root too, with that user's password (like `su`).
+fn local_policy() -> anyhow::Result<rjob_agent::policy::Policy> {
+    use rjob_agent::policy::{Policy, Rule};
+    let me = rjob_agent::runner::RunUser::current()?;
+    let mut allow = vec![Rule {
+        identity: LOCAL_IDENTITY.into(),
+        users: vec![me.name.clone()],
+        groups: Vec::new(),
+        password: false,
+        default: Some(me.name.clone()),
+    }];
+    if me.uid == 0 {
+        allow.push(Rule {
+            identity: LOCAL_IDENTITY.into(),
+            users: vec!["*".into()],
+            groups: Vec::new(),
+            password: true,
+            default: None,
+        });
+    }
+    Ok(Policy { allow })
+}
+
 /// Settings of the daemon.
 pub struct DaemonConfig {
     pub state_dir: PathBuf,
@@ -82,7 +109,13 @@ pub async fn serve(
         &local_config.spool_dir,
         local_config.max_concurrent_runs,
     )?);
-    let local_service = rjob_agent::service::AgentService::new(local_config, local_runs.clone())?;
+    let local_service = rjob_agent::service::AgentService::with_policy(
+        local_config,
+        local_runs.clone(),
+        rjob_agent::runner::RunUser::current()?,
+        local_policy()?,
+        Some(LOCAL_IDENTITY.to_string()),
+    );
     let local_listener = UnixListener::bind(&local_socket)
         .with_context(|| format!("listening on {}", local_socket.display()))?;
     std::fs::set_permissions(&local_socket, std::fs::Permissions::from_mode(0o600))?;
