@@ -156,6 +156,11 @@ impl Fleet {
 
     /// Starts `n` agents; `tweak` may add flags or environment to each agent's command.
     pub fn start_with(n: usize, tweak: impl Fn(&mut Command)) -> Result<Fleet> {
+        Fleet::start_policy(n, &test_policy(), tweak)
+    }
+
+    /// Starts `n` agents with this run-as policy.
+    pub fn start_policy(n: usize, policy: &str, tweak: impl Fn(&mut Command)) -> Result<Fleet> {
         let tmp = tempfile::Builder::new().prefix("rjob-test-").tempdir()?;
         let pki = Pki::init(&tmp.path().join("pki"))?;
         let mut fleet = Fleet {
@@ -166,7 +171,7 @@ impl Fleet {
         for i in 0..n {
             let octet = u8::try_from(2 + i).context("at most 250 agents")?;
             let ip = Ipv4Addr::new(127, 0, 0, octet);
-            fleet.add_agent(ip, &tweak)?;
+            fleet.add_agent(ip, policy, &tweak)?;
         }
         for agent in &fleet.agents {
             if !wait_for(WAIT, || TcpStream::connect(agent.addr).is_ok()) {
@@ -180,14 +185,14 @@ impl Fleet {
         Ok(fleet)
     }
 
-    fn add_agent(&mut self, ip: Ipv4Addr, tweak: &impl Fn(&mut Command)) -> Result<()> {
+    fn add_agent(&mut self, ip: Ipv4Addr, policy: &str, tweak: &impl Fn(&mut Command)) -> Result<()> {
         let dir = self.tmp.path().join(format!("agent-{ip}"));
         self.pki
             .issue_agent(&format!("agent-{ip}"), &ip.to_string(), &dir)?;
         let addr = SocketAddr::from((ip, free_port(ip)));
         let spool = dir.join("spool");
         let log = dir.join("agent.log");
-        std::fs::write(dir.join("policy.toml"), test_policy())?;
+        std::fs::write(dir.join("policy.toml"), policy)?;
         let mut cmd = agent_command(addr, &dir, &spool, &log)?;
         tweak(&mut cmd);
         let child = cmd.spawn().context("starting rjob-agent")?;

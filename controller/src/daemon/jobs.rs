@@ -99,9 +99,11 @@ impl Manager {
 
     /// Creates a job and starts running it.
     pub fn create(self: &Arc<Self>, req: pb::CreateJobRequest) -> Result<pb::JobInfo, JobError> {
-        let run = req
+        let mut run = req
             .run
             .ok_or_else(|| JobError::Invalid("the job has nothing to run".into()))?;
+        // The password stays in memory, never in the store.
+        let password = zeroize::Zeroizing::new(std::mem::take(&mut run.password));
         let local = req.hosts.is_empty();
         if !local && self.tls.is_none() {
             return Err(JobError::Invalid(
@@ -145,6 +147,12 @@ impl Manager {
             .store
             .job(id)?
             .ok_or_else(|| JobError::NotFound(id.to_string()))?;
+        if !password.is_empty() {
+            self.passwords
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, password);
+        }
         self.launch(job.clone());
         self.changed();
         self.info(&job)
