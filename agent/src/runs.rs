@@ -129,7 +129,10 @@ impl Runs {
             spawned,
             Arc::new(spool),
             limits,
-            move |_| drop(slot),
+            move |run| {
+                drop(slot);
+                audit_end(run);
+            },
         )
         .map_err(StartError::Storage)?;
         self.lock().insert(run.id().to_string(), run.clone());
@@ -189,6 +192,28 @@ impl Runs {
         while self.running() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// The audit record of a run's end.
+fn audit_end(run: &Run) {
+    let status = run.status();
+    if let Phase::Ended { outcome, ended_at_ms } = &status.phase {
+        let r = &run.record;
+        tracing::info!(
+            target: "audit",
+            client = %r.client,
+            run = %r.id,
+            run_as = %r.run_as,
+            script_sha256 = %r.script_sha256,
+            started_at_ms = r.started_at_ms,
+            ended_at_ms,
+            state = ?outcome.state(),
+            exit_code = ?outcome.to_result(0).exit_code,
+            reason = %outcome.reason(),
+            output_bytes = status.extent.data_bytes,
+            "run ended"
+        );
     }
 }
 
