@@ -108,6 +108,20 @@ fn runs_as_the_requested_user_with_its_groups_on_three_agents() {
             lines[5], ALICE,
             "a file created by the run belongs to the target user"
         );
+        // The audit trail: who ran what as whom, and how it ended.
+        let log = agent.log_text();
+        for needle in [
+            "run started",
+            "run ended",
+            "client=rjob-controller",
+            &format!("run_as={ALICE}"),
+            "script_sha256=",
+        ] {
+            assert!(
+                log.contains(needle),
+                "{needle:?} missing from the agent's audit log:\n{log}"
+            );
+        }
     }
 }
 
