@@ -169,7 +169,8 @@ pub async fn drive(
     let mut client = loop {
         match target.connect(tls, settings.connect_timeout).await {
             Ok(c) => break c,
-            Err(e) if resume.run_id.is_none() && request_is_new(&request) => {
+            // A run that never started fails at once; one that exists is worth waiting for.
+            Err(e) if resume.run_id.is_none() => {
                 return ChildOutcome::new(State::Failed, format!("cannot connect: {e}"), started)
             }
             Err(e) => {
@@ -291,11 +292,6 @@ pub async fn drive(
             }
         }
     }
-}
-
-fn request_is_new(request: &pb::StartRunRequest) -> bool {
-    // `rjob invoke` (no label) starts fresh runs: an unreachable host fails at once.
-    request.label.is_empty()
 }
 
 enum Follow {

@@ -160,15 +160,30 @@ impl ChildSink for PrinterSink {
 }
 
 /// Runs every child, at most `throttle_limit` at once, and sends their events to `events`.
-pub async fn fan_out(invocation: Invocation, settings: ChildSettings, events: mpsc::Sender<ChildEvent>) {
+/// Once `desired` asks to stop, running children are stopped and queued ones never start.
+pub async fn fan_out(
+    invocation: Invocation,
+    settings: ChildSettings,
+    events: mpsc::Sender<ChildEvent>,
+    mut desired: watch::Receiver<Desired>,
+) {
     let throttle = Arc::new(Semaphore::new(invocation.throttle_limit));
     let settings = Arc::new(settings);
-    // `rjob invoke` has no stop or suspend: nothing ever changes what is wanted.
-    let (_desired_tx, desired) = watch::channel(Desired::default());
     let mut children = tokio::task::JoinSet::new();
     for (index, host) in invocation.hosts.into_iter().enumerate() {
-        let Ok(permit) = throttle.clone().acquire_owned().await else {
-            break; // the semaphore is never closed
+        let permit = loop {
+            if desired.borrow().stop {
+                break None;
+            }
+            tokio::select! {
+                permit = throttle.clone().acquire_owned() => break permit.ok(),
+                changed = desired.changed() => if changed.is_err() { break None },
+            }
+        };
+        let Some(permit) = permit else {
+            let outcome = ChildOutcome::new(State::Stopped, "stopped before it started", Instant::now());
+            let _ = events.send(ChildEvent::Done { host: index, outcome }).await;
+            continue;
         };
         let request = invocation.request.clone();
         let settings = settings.clone();
@@ -188,7 +203,12 @@ pub async fn fan_out(invocation: Invocation, settings: ChildSettings, events: mp
     while children.join_next().await.is_some() {}
 }
 
-/// `rjob invoke`: returns the process exit status.
+/// Exit status after Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// `rjob invoke`: returns the process exit status. Ctrl-C stops every run (their process
+/// groups are killed on the agents) and still prints what came and the summary; a second
+/// Ctrl-C quits at once.
 pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     let invocation = Invocation::from_args(args)?;
     let labels: Vec<String> = invocation.hosts.iter().map(Host::label).collect();
@@ -204,9 +224,28 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     // Writing to stdout may block (a slow reader): do it on a thread of its own, so the
     // runtime goes on and backpressure reaches the agents through the bounded channel.
     let printer = std::thread::spawn(move || print_events(rx, format, printer_labels));
-    fan_out(invocation, settings, tx).await;
+    let (desired_tx, desired) = watch::channel(Desired::default());
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!("rjob: stopping the runs (Ctrl-C again to quit at once)");
+            desired_tx.send_replace(Desired {
+                stop: true,
+                suspend: false,
+            });
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+        }
+    });
+    fan_out(invocation, settings, tx, desired).await;
     let outcomes = printer.join().unwrap_or_else(|_| vec![None; labels.len()]);
     eprint!("{}", output::summary(&labels, &outcomes, started.elapsed()));
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(EXIT_INTERRUPTED);
+    }
     let all_completed = outcomes
         .iter()
         .all(|o| o.as_ref().is_some_and(|o| o.state == State::Completed));

@@ -435,3 +435,41 @@ fn bad_input_gets_one_line_and_the_usage_status() {
         assert!(out.stdout.is_empty(), "{args:?}: {out}");
     }
 }
+
+#[test]
+fn ctrl_c_stops_the_remote_runs_and_still_prints_the_summary() {
+    let fleet = Fleet::start(2).expect("fleet");
+    let pids = fleet.scratch();
+    let script = format!(
+        "echo started; echo $$ > {}/$(date +%s%N).pid; sleep 600",
+        pids.display()
+    );
+    let child = fleet
+        .rjob()
+        .args(["invoke", "-H", &fleet.hosts(), "--script", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rjob");
+    assert!(
+        wait_for(WAIT, || std::fs::read_dir(&pids).map(|d| d.count()).unwrap_or(0)
+            == 2),
+        "the runs did not start"
+    );
+    let rjob_pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(rjob_pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let out = rjob_tests::Ran::of(child.wait_with_output().expect("wait"));
+    assert_eq!(out.code, 130, "{out}");
+    assert!(out.stderr.contains("2 Stopped"), "{out}");
+    let run_pids: Vec<i32> = std::fs::read_dir(&pids)
+        .expect("pids")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    assert_eq!(run_pids.len(), 2);
+    assert!(
+        wait_for(WAIT, || run_pids.iter().all(|p| !process_alive(*p))),
+        "runs survived Ctrl-C"
+    );
+}
