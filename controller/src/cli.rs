@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// rjob: run script blocks on many Linux machines at once, as jobs.
 ///
 /// Exit status: 0 when every host ran and exited 0; 1 when any host failed (its script
-/// exited non-zero, it could not be reached, or it timed out); 2 for usage errors.
+/// exited non-zero, it could not be reached, or it timed out); 2 for usage and configuration
+/// errors; 3 when `rjob wait` timed out; 130 when Ctrl-C stopped `rjob invoke`.
 #[derive(Debug, Parser)]
 #[command(name = "rjob", version, propagate_version = true)]
 pub struct Cli {
