@@ -16,16 +16,28 @@ pub struct Printer<W: Write> {
     out: W,
     format: OutputFormat,
     labels: Vec<String>,
+    /// `label: ` and `label [stderr]: ` per host, made once (the text format's hot path).
+    prefixes: Vec<[Vec<u8>; 2]>,
     /// Unfinished line per (host, stream).
     partial: BTreeMap<(usize, bool), Vec<u8>>,
 }
 
 impl<W: Write> Printer<W> {
     pub fn new(out: W, format: OutputFormat, labels: Vec<String>) -> Self {
+        let prefixes = labels
+            .iter()
+            .map(|l| {
+                [
+                    format!("{l}: ").into_bytes(),
+                    format!("{l} [stderr]: ").into_bytes(),
+                ]
+            })
+            .collect();
         Printer {
             out,
             format,
             labels,
+            prefixes,
             partial: BTreeMap::new(),
         }
     }
@@ -33,7 +45,7 @@ impl<W: Write> Printer<W> {
     pub fn output(&mut self, host: usize, stream: Stream, seq: u64, data: &[u8]) -> std::io::Result<()> {
         let is_err = stream == Stream::Stderr;
         let mut rest = data;
-        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+        while let Some(pos) = memchr::memchr(b'\n', rest) {
             let (line, tail) = rest.split_at(pos);
             rest = &tail[1..];
             match self.partial.remove(&(host, is_err)) {
@@ -79,8 +91,7 @@ impl<W: Write> Printer<W> {
         let label = &self.labels[host];
         match self.format {
             OutputFormat::Text => {
-                let mark = if is_err { " [stderr]" } else { "" };
-                write!(self.out, "{label}{mark}: ")?;
+                self.out.write_all(&self.prefixes[host][usize::from(is_err)])?;
                 self.out.write_all(line)?;
                 self.out.write_all(b"\n")
             }
