@@ -106,13 +106,15 @@ impl Policy {
     }
 
     /// Decides a request. `identities` are the names the client's certificate carries;
-    /// `in_group(user, group)` tells group membership.
+    /// `in_group(user, group)` tells group membership, `is_root(user)` whether the user has
+    /// uid 0 (whatever its name: root is allowed only where a rule names that very user).
     pub fn decide(
         &self,
         identities: &[String],
         requested: Option<&str>,
         has_password: bool,
         in_group: impl Fn(&str, &str) -> bool,
+        is_root: impl Fn(&str) -> bool,
     ) -> Result<Grant, Refusal> {
         let shown = identities.first().cloned().unwrap_or_default();
         let rules: Vec<&Rule> = self
@@ -130,7 +132,11 @@ impl Policy {
                 .find_map(|r| r.default.clone())
                 .ok_or_else(|| Refusal::NoDefault(shown.clone()))?,
         };
-        let allowing: Vec<&&Rule> = rules.iter().filter(|r| r.allows(&user, &in_group)).collect();
+        let root = user == "root" || is_root(&user);
+        let allowing: Vec<&&Rule> = rules
+            .iter()
+            .filter(|r| r.allows(&user, root, &in_group))
+            .collect();
         if allowing.iter().any(|r| !r.password) {
             return Ok(Grant {
                 user,
@@ -154,12 +160,12 @@ impl Policy {
 }
 
 impl Rule {
-    fn allows(&self, user: &str, in_group: &impl Fn(&str, &str) -> bool) -> bool {
+    fn allows(&self, user: &str, root: bool, in_group: &impl Fn(&str, &str) -> bool) -> bool {
         if self.users.iter().any(|u| u == user) {
             return true;
         }
-        if user == "root" {
-            return false; // root only where named
+        if root {
+            return false; // root (uid 0, any name) only where named
         }
         self.users.iter().any(|u| u == "*") || self.groups.iter().any(|g| in_group(user, g))
     }
@@ -196,6 +202,10 @@ mod tests {
         users = ["root"]
     "#;
 
+    fn is_root(user: &str) -> bool {
+        user == "root" || user == "toor"
+    }
+
     fn web_group(user: &str, group: &str) -> bool {
         group == "web" && (user == "www" || user == "root")
     }
@@ -204,11 +214,11 @@ mod tests {
     fn unknown_identities_are_refused() {
         let p = policy(EXAMPLE);
         assert_eq!(
-            p.decide(&ids("stranger"), Some("deploy"), false, web_group),
+            p.decide(&ids("stranger"), Some("deploy"), false, web_group, is_root),
             Err(Refusal::UnknownIdentity("stranger".into()))
         );
         assert!(matches!(
-            Policy::default().decide(&ids("ops"), None, false, web_group),
+            Policy::default().decide(&ids("ops"), None, false, web_group, is_root),
             Err(Refusal::UnknownIdentity(_))
         ));
     }
@@ -222,18 +232,24 @@ mod tests {
                 password_required: false,
             })
         };
-        assert_eq!(p.decide(&ids("ops"), None, false, web_group), ok("deploy"));
         assert_eq!(
-            p.decide(&ids("ops"), Some("postgres"), false, web_group),
+            p.decide(&ids("ops"), None, false, web_group, is_root),
+            ok("deploy")
+        );
+        assert_eq!(
+            p.decide(&ids("ops"), Some("postgres"), false, web_group, is_root),
             ok("postgres")
         );
-        assert_eq!(p.decide(&ids("ops"), Some("www"), false, web_group), ok("www"));
         assert_eq!(
-            p.decide(&ids("admin"), Some("root"), false, web_group),
+            p.decide(&ids("ops"), Some("www"), false, web_group, is_root),
+            ok("www")
+        );
+        assert_eq!(
+            p.decide(&ids("admin"), Some("root"), false, web_group, is_root),
             ok("root")
         );
         assert_eq!(
-            p.decide(&ids("admin"), None, false, web_group),
+            p.decide(&ids("admin"), None, false, web_group, is_root),
             Err(Refusal::NoDefault("admin".into()))
         );
     }
@@ -242,11 +258,11 @@ mod tests {
     fn a_password_rule_needs_a_password() {
         let p = policy(EXAMPLE);
         assert_eq!(
-            p.decide(&ids("ops"), Some("alice"), false, web_group),
+            p.decide(&ids("ops"), Some("alice"), false, web_group, is_root),
             Err(Refusal::PasswordRequired("alice".into()))
         );
         assert_eq!(
-            p.decide(&ids("ops"), Some("alice"), true, web_group),
+            p.decide(&ids("ops"), Some("alice"), true, web_group, is_root),
             Ok(Grant {
                 user: "alice".into(),
                 password_required: true
@@ -257,10 +273,18 @@ mod tests {
     #[test]
     fn root_only_where_named() {
         let p = policy(EXAMPLE);
+        // A uid-0 alias is root too.
+        assert_eq!(
+            p.decide(&ids("ops"), Some("toor"), true, web_group, is_root),
+            Err(Refusal::NotAllowed {
+                identity: "ops".into(),
+                user: "toor".into()
+            })
+        );
         // Neither "*" nor group membership reaches root, with or without a password.
         for pw in [false, true] {
             assert_eq!(
-                p.decide(&ids("ops"), Some("root"), pw, web_group),
+                p.decide(&ids("ops"), Some("root"), pw, web_group, is_root),
                 Err(Refusal::NotAllowed {
                     identity: "ops".into(),
                     user: "root".into()
@@ -273,7 +297,7 @@ mod tests {
     fn any_name_of_the_certificate_matches_and_unknown_keys_are_refused() {
         let p = policy(EXAMPLE);
         let names = vec!["host-7".to_string(), "admin".to_string()];
-        assert!(p.decide(&names, Some("root"), false, web_group).is_ok());
+        assert!(p.decide(&names, Some("root"), false, web_group, is_root).is_ok());
         assert!(toml::from_str::<Policy>("[[allow]]\nidentity = \"a\"\nuser = [\"x\"]\n").is_err());
     }
 }

@@ -104,6 +104,8 @@ pub struct Status {
 #[derive(Debug, Clone, Copy)]
 pub enum Control {
     Stop,
+    /// The agent is shutting down: like a stop, but recorded as the agent's doing.
+    Shutdown,
     Suspend,
     Resume,
 }
@@ -118,6 +120,12 @@ pub struct RunRecord {
     pub client: String,
     pub script_sha256: String,
     pub pid: u32,
+    /// The boot and the process start time (clock ticks after boot) of `pid`, so that a
+    /// restarted agent signals the run's process group only if it is still that process.
+    #[serde(default)]
+    pub boot_id: String,
+    #[serde(default)]
+    pub pid_start_time: u64,
     pub started_at_ms: i64,
     pub ended_at_ms: Option<i64>,
     pub outcome: Option<Outcome>,
@@ -188,7 +196,12 @@ impl Run {
         let ended_at_ms = match (&record.outcome, record.ended_at_ms) {
             (Some(_), Some(t)) => t,
             _ => {
-                if record.pid > 1 {
+                let same_process = record.pid > 1
+                    && !record.boot_id.is_empty()
+                    && record.boot_id == boot_id()
+                    && record.pid_start_time != 0
+                    && record.pid_start_time == process_start_time(record.pid);
+                if same_process {
                     // Whatever is left of it would write into a pipe nobody reads.
                     let _ = runner::signal_group(record.pid, Signal::SIGKILL);
                 }
@@ -238,7 +251,13 @@ pub fn start(
     on_end: impl FnOnce(&Run) + Send + 'static,
 ) -> anyhow::Result<Arc<Run>> {
     record.pid = spawned.pid;
-    write_record(&dir, &record)?;
+    record.boot_id = boot_id();
+    record.pid_start_time = process_start_time(spawned.pid);
+    // The record was written before the spawn; this adds the pid. The process is supervised
+    // whether or not this write works, so a failure is only logged.
+    if let Err(e) = write_record(&dir, &record) {
+        tracing::error!(run = %record.id, error = %format!("{e:#}"), "cannot record the run's pid");
+    }
     let (status, _) = watch::channel(Status {
         phase: Phase::Running,
         extent: Extent::default(),
@@ -318,6 +337,11 @@ async fn supervise(run: &Run, spawned: Spawned, limits: RunLimits, mut control: 
             }
             Some(c) = control.recv() => match c {
                 Control::Stop => terminate(Outcome::Stopped, &mut ending, kill_timer.as_mut()),
+                Control::Shutdown => terminate(
+                    Outcome::Lost { reason: "the agent shut down while the run was going".to_string() },
+                    &mut ending,
+                    kill_timer.as_mut(),
+                ),
                 Control::Suspend if ending.is_none() => {
                     if runner::signal_group(pid, Signal::SIGSTOP).is_ok() {
                         run.status.send_modify(|s| s.phase = Phase::Suspended);
@@ -337,13 +361,20 @@ async fn supervise(run: &Run, spawned: Spawned, limits: RunLimits, mut control: 
     // group (background jobs) is killed, so nothing of the run outlives it.
     let _ = runner::signal_group(pid, Signal::SIGCONT);
     let _ = runner::signal_group(pid, Signal::SIGKILL);
-    for pump in pumps {
+    for mut pump in pumps {
         // A process that escaped the group (setsid) may hold a pipe open: don't wait forever.
-        if tokio::time::timeout(Duration::from_secs(2), pump).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), &mut pump)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 run = run.id(),
                 "an output pipe stayed open after the run ended; closing it"
             );
+            // Dropping the pump's pipe closes it: the escaped process gets SIGPIPE, and
+            // nothing is added to the spool after the run's result.
+            pump.abort();
+            let _ = pump.await;
         }
     }
     let outcome = ending.unwrap_or_else(|| match wait {
@@ -443,6 +474,25 @@ pub fn write_record(dir: &Path, record: &RunRecord) -> anyhow::Result<()> {
     f.sync_data()?;
     std::fs::rename(&tmp, dir.join("run.json")).with_context(|| format!("renaming {}", tmp.display()))?;
     Ok(())
+}
+
+/// This boot's id (empty where the kernel does not say).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// When a process started, in clock ticks after boot (0: no such process).
+pub fn process_start_time(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Field 22; fields after the command name (which may hold spaces) start at 3.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(19).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
 }
 
 pub fn now_ms() -> i64 {

@@ -42,8 +42,13 @@ pub enum RunnerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("working directory {path} does not exist or is not a directory")]
-    WorkingDir { path: PathBuf },
+    #[error("cannot enter working directory {path} as {user}: {source}")]
+    WorkingDir {
+        path: PathBuf,
+        user: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot look up the user to run as: {0}")]
     User(String),
 }
@@ -154,8 +159,19 @@ pub struct Spawned {
 pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
     let script_fd = script_memfd(&spec.script).map_err(RunnerError::Script)?;
     let cwd = spec.working_dir.clone().unwrap_or_else(|| spec.user.home.clone());
-    if !cwd.is_dir() {
-        return Err(RunnerError::WorkingDir { path: cwd });
+    // Entered in the child after the switch to the run's user, so that it can only reach
+    // directories that user may reach.
+    let cwd_c =
+        std::ffi::CString::new(cwd.as_os_str().as_encoded_bytes()).map_err(|_| RunnerError::WorkingDir {
+            path: cwd.clone(),
+            user: spec.user.name.clone(),
+            source: std::io::Error::other("the path holds a NUL byte"),
+        })?;
+    if !spec.interpreter.is_file() {
+        return Err(RunnerError::Spawn {
+            interpreter: spec.interpreter.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
     }
 
     let mut cmd = Command::new(&spec.interpreter);
@@ -163,7 +179,6 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
         .args(&spec.args)
         .env_clear()
         .envs(spec.environment())
-        .current_dir(&cwd)
         .stdin(if spec.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -191,7 +206,8 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
 
     let raw = script_fd.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (setsid, dup2, fcntl, setgroups, setresgid, setresuid);
+    // async-signal-safe system calls (setsid, dup2, fcntl, setgroups, setresgid, setresuid,
+    // chdir);
     // it allocates nothing (the group list was built before the fork).
     unsafe {
         cmd.pre_exec(move || {
@@ -210,13 +226,28 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
                 nix::unistd::setresgid(*gid, *gid, *gid).map_err(std::io::Error::from)?;
                 nix::unistd::setresuid(*uid, *uid, *uid).map_err(std::io::Error::from)?;
             }
+            if libc::chdir(cwd_c.as_ptr()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
 
-    let mut child = cmd.spawn().map_err(|source| RunnerError::Spawn {
-        interpreter: spec.interpreter.clone(),
-        source,
+    let mut child = cmd.spawn().map_err(|source| {
+        use std::io::ErrorKind::{NotADirectory, NotFound, PermissionDenied};
+        // The interpreter exists (checked above): these come from entering the directory.
+        if matches!(source.kind(), NotFound | PermissionDenied | NotADirectory) {
+            RunnerError::WorkingDir {
+                path: cwd.clone(),
+                user: spec.user.name.clone(),
+                source,
+            }
+        } else {
+            RunnerError::Spawn {
+                interpreter: spec.interpreter.clone(),
+                source,
+            }
+        }
     })?;
     drop(script_fd);
     let pid = child.id().unwrap_or_default();
@@ -263,12 +294,4 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<(), nix::Error> {
         Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// Whether any process of the group is still alive.
-pub fn group_alive(pgid: u32) -> bool {
-    i32::try_from(pgid)
-        .ok()
-        .filter(|raw| *raw > 1)
-        .is_some_and(|raw| killpg(Pid::from_raw(raw), None).is_ok())
 }

@@ -82,10 +82,6 @@ impl Runs {
         self.running.load(Ordering::Relaxed)
     }
 
-    pub fn max_concurrent(&self) -> u32 {
-        self.max_concurrent
-    }
-
     /// Starts a run. `record` holds what the caller knows (label, user, client, script hash).
     pub fn start(
         &self,
@@ -122,6 +118,8 @@ impl Runs {
             .create(dir)
             .map_err(|e| StartError::Storage(anyhow::anyhow!("creating {}: {e}", dir.display())))?;
         let spool = Spool::create(&dir.join("output")).map_err(|e| StartError::Storage(e.into()))?;
+        // The record exists before the process does: nothing runs unrecorded.
+        run::write_record(dir, &record).map_err(StartError::Storage)?;
         let spawned = runner::spawn(spec)?;
         let run = run::start(
             dir.to_owned(),
@@ -186,7 +184,7 @@ impl Runs {
     /// Stops every run (agent shutdown) and waits up to `grace` for them to end.
     pub async fn stop_all(&self, grace: Duration) {
         for run in self.list() {
-            run.control(Control::Stop).await;
+            run.control(Control::Shutdown).await;
         }
         let deadline = tokio::time::Instant::now() + grace;
         while self.running() > 0 && tokio::time::Instant::now() < deadline {

@@ -59,10 +59,14 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(AgentServer::new(service).max_decoding_message_size(max_message))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+            shutdown.await;
+            // Stop the runs first: their attach streams then end with a result, and the
+            // connections can drain.
+            tracing::info!("shutting down: stopping the runs still going");
+            runs.stop_all(kill_grace + Duration::from_secs(1)).await;
+        })
         .await
         .context("serving")?;
-    tracing::info!("shutting down: stopping the runs still going");
-    runs.stop_all(kill_grace + Duration::from_secs(1)).await;
     Ok(())
 }

@@ -29,6 +29,10 @@ pub struct AgentService {
     hostname: String,
     policy: Policy,
     failures: FailureLimiter,
+    /// One password check at a time per client identity.
+    pam_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Password checks in flight overall.
+    pam_slots: tokio::sync::Semaphore,
     /// The identity of callers without a certificate (the daemon's private socket).
     local_identity: Option<String>,
 }
@@ -68,19 +72,26 @@ impl AgentService {
             hostname,
             policy,
             failures: FailureLimiter::default(),
+            pam_gates: std::sync::Mutex::new(std::collections::HashMap::new()),
+            pam_slots: tokio::sync::Semaphore::new(4),
             local_identity,
         }
     }
 
     /// The names the caller goes by: its certificate's CN and DNS SANs.
     fn identities<T>(&self, req: &Request<T>) -> Vec<String> {
-        match req.peer_certs() {
+        let names = match req.peer_certs() {
             Some(certs) => certs
                 .first()
                 .map(|c| auth::certificate_names(c.as_ref()))
                 .unwrap_or_default(),
             None => self.local_identity.iter().cloned().collect(),
+        };
+        if names.is_empty() {
+            // A certificate without a name is still someone: its fingerprint.
+            return vec![client_identity(req)];
         }
+        names
     }
 
     /// Decides who the run runs as, checking the password when the policy asks for one.
@@ -103,9 +114,13 @@ impl AgentService {
         let lookup = |name: &str| RunUser::lookup(name).ok().flatten();
         let grant = self
             .policy
-            .decide(identities, requested, !password.is_empty(), |user, group| {
-                lookup(user).is_some_and(|u| u.in_group(group))
-            })
+            .decide(
+                identities,
+                requested,
+                !password.is_empty(),
+                |user, group| lookup(user).is_some_and(|u| u.in_group(group)),
+                |user| lookup(user).is_some_and(|u| u.uid == 0),
+            )
             .map_err(|refusal| match refusal {
                 Refusal::PasswordRequired(_) | Refusal::NoDefault(_) => {
                     Status::invalid_argument(refusal.to_string())
@@ -120,6 +135,11 @@ impl AgentService {
         };
         let user = lookup(&grant.user);
         if grant.password_required {
+            // One password check at a time per client (so parallel guesses wait for each
+            // other's delays), and a few at a time overall.
+            let gate = self.pam_gate(&shown);
+            let _mine = gate.acquire_owned().await.map_err(|_| failed())?;
+            let _any = self.pam_slots.acquire().await.map_err(|_| failed())?;
             let service = self.config.pam_service.clone();
             let name = grant.user.clone();
             // PAM runs even for an unknown user, so both fail the same way.
@@ -133,7 +153,23 @@ impl AgentService {
             }
             self.failures.succeeded(&shown);
         }
-        user.ok_or_else(failed)
+        // The policy names this user without a password: say plainly that it is missing.
+        user.ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "no user {} on {}: check the name, or create the user",
+                grant.user, self.hostname
+            ))
+        })
+    }
+
+    fn pam_gate(&self, identity: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut gates = self.pam_gates.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget idle gates so the map does not grow with every identity ever seen.
+        gates.retain(|_, g| Arc::strong_count(g) > 1);
+        gates
+            .entry(identity.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
+            .clone()
     }
 
     fn validate(&self, req: &pb::StartRunRequest, user: RunUser) -> Result<(RunSpec, Duration), Status> {
@@ -276,6 +312,8 @@ impl Agent for AgentService {
             client: client.clone(),
             script_sha256: script_sha256.clone(),
             pid: 0,
+            boot_id: String::new(),
+            pid_start_time: 0,
             started_at_ms: crate::run::now_ms(),
             ended_at_ms: None,
             outcome: None,
@@ -306,8 +344,8 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::AttachRunRequest>,
     ) -> Result<Response<Self::AttachRunStream>, Status> {
+        let run = self.owned_run(&request, &request.get_ref().run_id)?;
         let req = request.into_inner();
-        let run = self.runs.get(&req.run_id).map_err(not_found)?;
         let mut status = run.subscribe();
         let mut cursor = run
             .spool
@@ -357,7 +395,7 @@ impl Agent for AgentService {
     }
 
     async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::RunInfo>, Status> {
-        let run = self.runs.get(&request.into_inner().run_id).map_err(not_found)?;
+        let run = self.owned_run(&request, &request.get_ref().run_id)?;
         Ok(Response::new(run.info()))
     }
 
@@ -386,6 +424,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::AckRunRequest>,
     ) -> Result<Response<pb::AckRunResponse>, Status> {
+        self.owned_run(&request, &request.get_ref().run_id)?;
         let req = request.into_inner();
         self.runs.ack(&req.run_id, req.seq).map_err(not_found)?;
         Ok(Response::new(pb::AckRunResponse {}))
@@ -393,9 +432,17 @@ impl Agent for AgentService {
 
     async fn list_runs(
         &self,
-        _request: Request<pb::ListRunsRequest>,
+        request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
-        let runs = self.runs.list().iter().map(|r| r.info()).collect();
+        // Each client sees only its own runs.
+        let identities = self.identities(&request);
+        let runs = self
+            .runs
+            .list()
+            .iter()
+            .filter(|r| identities.contains(&r.record.client))
+            .map(|r| r.info())
+            .collect();
         Ok(Response::new(pb::ListRunsResponse { runs }))
     }
 
@@ -418,13 +465,25 @@ impl Agent for AgentService {
 }
 
 impl AgentService {
+    /// A run, if it belongs to the caller: only the client that started a run may read,
+    /// control or acknowledge it.
+    fn owned_run<T>(&self, request: &Request<T>, id: &str) -> Result<Arc<crate::run::Run>, Status> {
+        let run = self.runs.get(id).map_err(not_found)?;
+        if !self.identities(request).contains(&run.record.client) {
+            return Err(Status::permission_denied(format!(
+                "run {id} belongs to another client"
+            )));
+        }
+        Ok(run)
+    }
+
     async fn control(
         &self,
         request: Request<pb::RunControlRequest>,
         c: Control,
     ) -> Result<Response<pb::RunInfo>, Status> {
-        let client = client_identity(&request);
-        let run = self.runs.get(&request.into_inner().run_id).map_err(not_found)?;
+        let run = self.owned_run(&request, &request.get_ref().run_id)?;
+        let client = run.record.client.clone();
         tracing::info!(target: "audit", client, run = run.id(), control = ?c, "run control");
         run.control(c).await;
         Ok(Response::new(run.info()))

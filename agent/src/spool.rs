@@ -111,6 +111,14 @@ impl Spool {
             extent.end_offset = next;
         }
         if extent.end_offset < len {
+            // Never drop what could not be read: keep a copy of the damaged tail beside the
+            // spool, then cut the spool back to its last complete record.
+            let aside = path.with_extension(format!("damaged-{}", extent.end_offset));
+            let mut tail = vec![0u8; usize::try_from(len - extent.end_offset).unwrap_or(0)];
+            file.read_exact_at(&mut tail, extent.end_offset)
+                .map_err(|source| io_err(path, source))?;
+            std::fs::write(&aside, &tail).map_err(|source| io_err(&aside, source))?;
+            tracing::warn!(spool = %path.display(), kept = %aside.display(), bytes = tail.len(), "the spool ended in a damaged record; cut it off and kept a copy");
             file.set_len(extent.end_offset)
                 .map_err(|source| io_err(path, source))?;
         }

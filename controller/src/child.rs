@@ -104,6 +104,8 @@ pub struct Desired {
 
 /// Where a child's progress goes: the terminal for `rjob invoke`, the job store for the daemon.
 pub trait ChildSink: Send + Sync {
+    /// The start request is about to be sent (after this, the run may exist on the agent).
+    fn starting(&self) -> impl Future<Output = ()> + Send;
     /// The run was started (or found again) on the agent.
     fn started(&self, run_id: &str) -> impl Future<Output = ()> + Send;
     /// Running, Suspended, Disconnected, Stopping.
@@ -131,8 +133,11 @@ pub struct ChildSettings {
 /// A run that already exists on the agent, to follow from where the store left off.
 #[derive(Debug, Clone, Default)]
 pub struct Resume {
-    /// Known run id; `None` with a label: look the run up by label before starting it.
+    /// Known run id.
     pub run_id: Option<String>,
+    /// The start request may have been sent without its answer being recorded: look the run
+    /// up by its label before starting it.
+    pub maybe_started: bool,
     pub last_seq: u64,
     /// Whether the run is already suspended on the agent.
     pub suspended: bool,
@@ -156,54 +161,44 @@ pub async fn drive(
     resume: Resume,
 ) -> ChildOutcome {
     let started = Instant::now();
-    let tls = settings.tls.as_ref();
     let mut last_seq = resume.last_seq;
     let mut applied = Desired {
         stop: false,
         suspend: resume.suspended,
     };
+    let mut link = Link::new(target, settings);
 
-    // Connect (retrying only when picking up an existing run: a new one fails fast).
-    let mut broken_since: Option<(Instant, String)> = None;
-    let mut attempt = 0u32;
-    let mut client = loop {
-        match target.connect(tls, settings.connect_timeout).await {
-            Ok(c) => break c,
-            // A run that never started fails at once; one that exists is worth waiting for.
-            Err(e) if resume.run_id.is_none() => {
-                return ChildOutcome::new(State::Failed, format!("cannot connect: {e}"), started)
-            }
-            Err(e) => {
-                let (since, _) = broken_since.get_or_insert_with(|| (Instant::now(), e.to_string()));
-                if since.elapsed() > settings.reconnect_window {
-                    return ChildOutcome::new(
-                        State::Failed,
-                        format!("cannot reach the agent again: {e}"),
-                        started,
-                    );
-                }
-                sink.state(State::Disconnected, Some(e.to_string())).await;
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-        }
+    // A run that never started fails at once when its agent can't be reached; one that exists
+    // (or may, after a controller restart) is worth waiting for.
+    let may_exist = resume.run_id.is_some() || resume.maybe_started;
+    let mut client = match link.connect(sink, may_exist).await {
+        Ok(c) => c,
+        Err(reason) => return ChildOutcome::new(State::Failed, reason, started),
     };
 
     let run_id = match resume.run_id {
         Some(id) => id,
         None => {
-            // A label identifies the run across controller restarts: find it before starting twice.
-            let existing = if request.label.is_empty() {
-                None
-            } else {
-                client.list_runs(pb::ListRunsRequest {}).await.ok().and_then(|r| {
-                    r.into_inner()
-                        .runs
-                        .into_iter()
-                        .find(|run| run.label == request.label)
-                        .map(|run| run.run_id)
-                })
-            };
+            // The start may have reached the agent before a controller restart: look the run
+            // up by its label, and never start it again on a failed look-up.
+            let mut existing = None;
+            while resume.maybe_started && !request.label.is_empty() {
+                match client.list_runs(pb::ListRunsRequest {}).await {
+                    Ok(r) => {
+                        existing = r
+                            .into_inner()
+                            .runs
+                            .into_iter()
+                            .find(|run| run.label == request.label)
+                            .map(|run| run.run_id);
+                        break;
+                    }
+                    Err(status) => match link.broken(sink, describe_status(&status)).await {
+                        Ok(c) => client = c,
+                        Err(reason) => return ChildOutcome::new(State::Failed, reason, started),
+                    },
+                }
+            }
             match existing {
                 Some(id) => id,
                 None => {
@@ -211,6 +206,7 @@ pub async fn drive(
                     if stop {
                         return ChildOutcome::new(State::Stopped, "stopped before it started", started);
                     }
+                    sink.starting().await;
                     match client.start_run(request).await {
                         Ok(r) => r.into_inner().run_id,
                         Err(status) => {
@@ -226,15 +222,15 @@ pub async fn drive(
         }
     };
     sink.started(&run_id).await;
-    if applied.suspend {
-        sink.state(State::Suspended, None).await;
+    let state = if applied.suspend {
+        State::Suspended
     } else {
-        sink.state(State::Running, None).await;
-    }
+        State::Running
+    };
+    sink.state(state, None).await;
 
-    let mut broken_since: Option<(Instant, String)> = None;
-    let mut attempt = 0u32;
     loop {
+        let mut progressed = false;
         let followed = follow(
             &mut client,
             &run_id,
@@ -242,55 +238,120 @@ pub async fn drive(
             sink,
             &mut desired,
             &mut applied,
+            &mut progressed,
         )
         .await;
-        match followed {
-            Ok(result) => {
-                if sink.flush().await {
-                    // Everything is kept: the agent may drop its copy.
-                    let _ = client
-                        .ack_run(pb::AckRunRequest {
-                            run_id: run_id.clone(),
-                            seq: result.last_seq,
-                        })
-                        .await;
-                }
-                return ChildOutcome::from_result(&result, started);
-            }
-            Err(Follow::Gone(reason)) => return ChildOutcome::new(State::Failed, reason, started),
-            Err(Follow::Broken(reason)) => {
-                if broken_since.is_none() {
-                    sink.state(State::Disconnected, Some(reason.clone())).await;
-                }
-                let (since, first_reason) = broken_since.get_or_insert_with(|| (Instant::now(), reason));
-                if since.elapsed() > settings.reconnect_window {
+        if progressed {
+            link.healthy();
+        }
+        let reason = match followed {
+            Ok(result) if last_seq >= result.last_seq => {
+                if !sink.flush().await {
                     return ChildOutcome::new(
                         State::Failed,
-                        format!(
-                            "connection lost ({first_reason}) and not back within {}",
-                            humantime::format_duration(settings.reconnect_window)
-                        ),
+                        format!("its output could not be stored; the agent keeps it (run {run_id})"),
                         started,
                     );
                 }
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-                match target.connect(tls, settings.connect_timeout).await {
-                    Ok(c) => {
-                        client = c;
-                        broken_since = None;
-                        attempt = 0;
-                        let state = if applied.suspend {
-                            State::Suspended
-                        } else {
-                            State::Running
-                        };
-                        sink.state(state, None).await;
-                    }
-                    Err(_) => continue,
+                // Everything is kept: the agent may drop its copy.
+                let _ = client
+                    .ack_run(pb::AckRunRequest {
+                        run_id: run_id.clone(),
+                        seq: last_seq,
+                    })
+                    .await;
+                return ChildOutcome::from_result(&result, started);
+            }
+            Ok(result) => format!(
+                "the result came before output {}..{}: attaching again",
+                last_seq + 1,
+                result.last_seq
+            ),
+            Err(Follow::Gone(reason)) => return ChildOutcome::new(State::Failed, reason, started),
+            Err(Follow::Broken(reason)) => reason,
+        };
+        match link.broken(sink, reason).await {
+            Ok(c) => {
+                client = c;
+                let state = if applied.suspend {
+                    State::Suspended
+                } else {
+                    State::Running
+                };
+                sink.state(state, None).await;
+            }
+            Err(reason) => return ChildOutcome::new(State::Failed, reason, started),
+        }
+    }
+}
+
+/// The connection to a child's agent, with the reconnect policy: capped backoff, and a
+/// failure once the agent has been out of reach for longer than the reconnect window.
+struct Link<'a> {
+    target: &'a Target,
+    settings: &'a ChildSettings,
+    /// Since when, and why first, the agent has been out of reach.
+    broken_since: Option<(Instant, String)>,
+    attempt: u32,
+}
+
+impl<'a> Link<'a> {
+    fn new(target: &'a Target, settings: &'a ChildSettings) -> Self {
+        Link {
+            target,
+            settings,
+            broken_since: None,
+            attempt: 0,
+        }
+    }
+
+    /// The agent answered a request: the next break starts a new reconnect window.
+    fn healthy(&mut self) {
+        self.broken_since = None;
+        self.attempt = 0;
+    }
+
+    /// Connects; with `retry`, keeps trying (showing Disconnected) within the window.
+    async fn connect(&mut self, sink: &impl ChildSink, retry: bool) -> Result<AgentClient<Channel>, String> {
+        loop {
+            match self
+                .target
+                .connect(self.settings.tls.as_ref(), self.settings.connect_timeout)
+                .await
+            {
+                Ok(c) => return Ok(c),
+                Err(e) if !retry => return Err(format!("cannot connect: {e}")),
+                Err(e) => {
+                    self.wait(sink, e.to_string()).await?;
                 }
             }
         }
+    }
+
+    /// The connection broke: waits, then connects again (within the window).
+    async fn broken(
+        &mut self,
+        sink: &impl ChildSink,
+        reason: String,
+    ) -> Result<AgentClient<Channel>, String> {
+        self.wait(sink, reason).await?;
+        self.connect(sink, true).await
+    }
+
+    async fn wait(&mut self, sink: &impl ChildSink, reason: String) -> Result<(), String> {
+        if self.broken_since.is_none() {
+            sink.state(State::Disconnected, Some(reason.clone())).await;
+        }
+        let (since, first_reason) = self.broken_since.get_or_insert_with(|| (Instant::now(), reason));
+        if since.elapsed() > self.settings.reconnect_window {
+            return Err(format!(
+                "connection lost ({first_reason}) and not back within {}",
+                humantime::format_duration(self.settings.reconnect_window)
+            ));
+        }
+        tokio::time::sleep(backoff(self.attempt)).await;
+        self.attempt += 1;
+        Ok(())
     }
 }
 
@@ -308,6 +369,7 @@ async fn follow(
     sink: &impl ChildSink,
     desired: &mut watch::Receiver<Desired>,
     applied: &mut Desired,
+    progressed: &mut bool,
 ) -> Result<pb::RunResult, Follow> {
     let request = pb::AttachRunRequest {
         run_id: run_id.to_string(),
@@ -332,7 +394,9 @@ async fn follow(
                 continue;
             }
         };
-        match message.map_err(classify)?.and_then(|e| e.event) {
+        let message = message.map_err(classify)?;
+        *progressed = true;
+        match message.and_then(|e| e.event) {
             Some(pb::run_event::Event::Chunk(chunk)) => {
                 if chunk.seq <= *last_seq {
                     continue; // already handed on
@@ -374,6 +438,7 @@ async fn apply(
         return Ok(());
     }
     if want.suspend && !applied.suspend {
+        sink.state(State::Suspending, None).await;
         client.suspend_run(control).await.map_err(classify)?;
         applied.suspend = true;
         sink.state(State::Suspended, None).await;
@@ -388,9 +453,11 @@ async fn apply(
 fn classify(status: tonic::Status) -> Follow {
     use tonic::Code;
     match status.code() {
-        Code::NotFound | Code::DataLoss | Code::InvalidArgument | Code::PermissionDenied => {
-            Follow::Gone(describe_status(&status))
-        }
+        Code::NotFound
+        | Code::DataLoss
+        | Code::InvalidArgument
+        | Code::PermissionDenied
+        | Code::Unauthenticated => Follow::Gone(describe_status(&status)),
         _ => Follow::Broken(describe_status(&status)),
     }
 }

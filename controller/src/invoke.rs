@@ -140,6 +140,8 @@ struct PrinterSink {
 }
 
 impl ChildSink for PrinterSink {
+    async fn starting(&self) {}
+
     async fn started(&self, _run_id: &str) {}
 
     async fn state(&self, _state: State, _reason: Option<String>) {}

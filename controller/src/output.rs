@@ -10,6 +10,9 @@ use crate::child::ChildOutcome;
 use crate::cli::OutputFormat;
 use crate::state::State;
 
+/// The longest line kept back waiting for its newline.
+pub const MAX_LINE: usize = 64 * 1024;
+
 /// Turns output chunks into whole lines per host and stream, so that two hosts' partial
 /// lines never mix, and writes them in the chosen format.
 pub struct Printer<W: Write> {
@@ -57,10 +60,15 @@ impl<W: Write> Printer<W> {
             }
         }
         if !rest.is_empty() {
-            self.partial
-                .entry((host, is_err))
-                .or_default()
-                .extend_from_slice(rest);
+            let pending = self.partial.entry((host, is_err)).or_default();
+            pending.extend_from_slice(rest);
+            // Output without newlines must not grow without bound: past the cap, it is
+            // printed as a line of its own.
+            if pending.len() >= MAX_LINE {
+                let long = std::mem::take(pending);
+                self.partial.remove(&(host, is_err));
+                self.line(host, is_err, seq, &long)?;
+            }
         }
         Ok(())
     }

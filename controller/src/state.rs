@@ -36,14 +36,6 @@ impl State {
         matches!(self, State::Completed | State::Failed | State::Stopped)
     }
 
-    pub fn can_stop(self) -> bool {
-        !self.is_finished()
-    }
-
-    pub fn can_suspend(self) -> bool {
-        matches!(self, State::NotStarted | State::Running | State::Disconnected)
-    }
-
     pub fn can_resume(self) -> bool {
         matches!(self, State::Suspended | State::Suspending)
     }

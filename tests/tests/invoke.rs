@@ -473,3 +473,91 @@ fn ctrl_c_stops_the_remote_runs_and_still_prints_the_summary() {
         "runs survived Ctrl-C"
     );
 }
+
+#[test]
+fn only_the_client_that_started_a_run_can_see_or_control_it() {
+    use rjob_proto::v1 as pb;
+    use rjob_proto::v1::agent_client::AgentClient;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+    let fleet = Fleet::start(1).expect("fleet");
+    let other_dir = fleet.tmp.path().join("other-client");
+    let out = ran(fleet
+        .rjob()
+        .args(["pki", "issue-client", "other-client", "--ca-dir"])
+        .arg(&fleet.pki.dir)
+        .arg("--out")
+        .arg(&other_dir));
+    assert_eq!(out.code, 0, "{out}");
+    let agent = &fleet.agents[0];
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = |dir: std::path::PathBuf| async move {
+            let read = |f: &str| std::fs::read(dir.join(f)).expect("identity file");
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read("ca.crt")))
+                .identity(Identity::from_pem(read("client.crt"), read("client.key")))
+                .domain_name(agent.addr.ip().to_string());
+            let channel: Channel = Endpoint::from_shared(format!("https://{}", agent.addr))
+                .expect("uri")
+                .tls_config(tls)
+                .expect("tls")
+                .connect()
+                .await
+                .expect("connect");
+            AgentClient::new(channel)
+        };
+        let mut owner = client(fleet.pki.dir.clone()).await;
+        let mut other = client(other_dir.clone()).await;
+        let run_id = owner
+            .start_run(pb::StartRunRequest {
+                script: "echo secret-output; sleep 30".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("the owner starts a run")
+            .into_inner()
+            .run_id;
+        let listed = other
+            .list_runs(pb::ListRunsRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .runs;
+        assert!(listed.is_empty(), "another client sees the run: {listed:?}");
+        let attach = other
+            .attach_run(pb::AttachRunRequest {
+                run_id: run_id.clone(),
+                after_seq: 0,
+            })
+            .await;
+        assert_eq!(
+            attach.err().map(|s| s.code()),
+            Some(tonic::Code::PermissionDenied)
+        );
+        let stop = other
+            .stop_run(pb::RunControlRequest {
+                run_id: run_id.clone(),
+            })
+            .await;
+        assert_eq!(stop.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+        let ack = other
+            .ack_run(pb::AckRunRequest {
+                run_id: run_id.clone(),
+                seq: u64::MAX,
+            })
+            .await;
+        assert_eq!(ack.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+        let mine = owner
+            .list_runs(pb::ListRunsRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .runs;
+        assert_eq!(mine.len(), 1);
+        owner
+            .stop_run(pb::RunControlRequest { run_id })
+            .await
+            .expect("the owner stops it");
+    });
+}

@@ -32,8 +32,12 @@ pub enum JobError {
 /// A request to the output writer thread.
 enum WriteOp {
     Chunk(Chunk),
-    /// Answered with whether everything before it was stored.
-    Flush(oneshot::Sender<bool>),
+    /// Answered with whether every chunk of that child so far was stored.
+    Flush {
+        job_id: i64,
+        idx: u32,
+        done: oneshot::Sender<bool>,
+    },
 }
 
 pub struct Manager {
@@ -134,7 +138,6 @@ impl Manager {
             name: req.name.clone(),
             command: req.command.clone(),
             location: if local { "local" } else { "remote" }.to_string(),
-            request: run,
             throttle_limit: req.throttle_limit,
             connect_timeout_ms: req.connect_timeout_ms.max(1),
             created_at_ms: now_ms(),
@@ -142,7 +145,7 @@ impl Manager {
             stop_requested: false,
             suspended: false,
         };
-        let id = self.store.create_job(&job, &hosts)?;
+        let id = self.store.create_job(&job, &run, &hosts)?;
         let job = self
             .store
             .job(id)?
@@ -200,6 +203,7 @@ impl Manager {
         job: JobRow,
         desired: watch::Receiver<Desired>,
     ) -> Result<(), StoreError> {
+        let request = self.store.job_request(job.id)?;
         let mut children = self.store.children(job.id)?;
         // Children that had started go first: they hold the throttle slots they had.
         children.sort_by_key(|c| (c.run_id.is_none(), c.idx));
@@ -224,10 +228,11 @@ impl Manager {
             };
             let manager = self.clone();
             let job = job.clone();
+            let request = request.clone();
             let settings = settings.clone();
             let desired = desired.clone();
             running.spawn(async move {
-                manager.run_child(&job, child, &settings, desired).await;
+                manager.run_child(&job, request, child, &settings, desired).await;
                 drop(permit);
             });
         }
@@ -269,6 +274,7 @@ impl Manager {
     async fn run_child(
         &self,
         job: &JobRow,
+        mut request: pb::StartRunRequest,
         child: ChildRow,
         settings: &ChildSettings,
         desired: watch::Receiver<Desired>,
@@ -281,7 +287,6 @@ impl Manager {
                 port: child.port,
             })
         };
-        let mut request = job.request.clone();
         request.label = format!("{}/{}", job.instance_id, child.idx);
         if let Some(password) = self
             .passwords
@@ -293,6 +298,8 @@ impl Manager {
         }
         let resume = Resume {
             run_id: child.run_id.clone(),
+            // Marked just before the start request goes out.
+            maybe_started: child.started_at_ms != 0,
             last_seq: child.last_seq,
             suspended: child.state == State::Suspended,
         };
@@ -301,7 +308,15 @@ impl Manager {
             job_id: job.id,
             idx: child.idx,
         };
-        let outcome = child::drive(&target, request, settings, &sink, desired, resume).await;
+        let mut outcome = child::drive(&target, request, settings, &sink, desired, resume).await;
+        // Whatever ended the child, its output is committed before its end is.
+        if !sink.flush().await && outcome.state == State::Completed {
+            outcome = ChildOutcome::new(
+                State::Failed,
+                "its output could not be stored",
+                std::time::Instant::now(),
+            );
+        }
         if let Err(e) = self.store.finish_child(job.id, child.idx, &outcome, now_ms()) {
             tracing::error!(job = job.id, child = child.idx, error = %e, "cannot record a child's end");
         }
@@ -390,6 +405,13 @@ impl Manager {
 
     pub fn resume(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
         let job = self.resolve(reference)?;
+        let state = State::from_pb(self.info(&job)?.state);
+        if !job.suspended && !state.can_resume() {
+            return Err(JobError::Invalid(format!(
+                "job {} is {state}: nothing to resume",
+                job.name
+            )));
+        }
         self.set_desired(&job, |d| d.suspend = false)?;
         self.info(&job)
     }
@@ -442,6 +464,12 @@ struct StoreSink<'a> {
 }
 
 impl ChildSink for StoreSink<'_> {
+    async fn starting(&self) {
+        if let Err(e) = self.manager.store.mark_starting(self.job_id, self.idx, now_ms()) {
+            tracing::error!(job = self.job_id, error = %e, "cannot record a child's start");
+        }
+    }
+
     async fn started(&self, run_id: &str) {
         if let Err(e) = self
             .manager
@@ -482,7 +510,12 @@ impl ChildSink for StoreSink<'_> {
 
     async fn flush(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.manager.writer.send(WriteOp::Flush(tx)).await.is_err() {
+        let flush = WriteOp::Flush {
+            job_id: self.job_id,
+            idx: self.idx,
+            done: tx,
+        };
+        if self.manager.writer.send(flush).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -493,7 +526,9 @@ impl ChildSink for StoreSink<'_> {
 /// output costs few commits.
 fn write_output(store: &Store, mut rx: mpsc::Receiver<WriteOp>, changes: &watch::Sender<u64>) {
     const BATCH: usize = 512;
-    let mut ok = true;
+    // Children some of whose output could not be stored: their flushes answer false, so
+    // their agents keep the output.
+    let mut failed: std::collections::HashSet<(i64, u32)> = std::collections::HashSet::new();
     while let Some(first) = rx.blocking_recv() {
         let mut chunks = Vec::new();
         let mut flushes = Vec::new();
@@ -501,24 +536,21 @@ fn write_output(store: &Store, mut rx: mpsc::Receiver<WriteOp>, changes: &watch:
         while let Some(op) = next.take() {
             match op {
                 WriteOp::Chunk(c) => chunks.push(c),
-                WriteOp::Flush(tx) => flushes.push(tx),
+                WriteOp::Flush { job_id, idx, done } => flushes.push((job_id, idx, done)),
             }
             if chunks.len() < BATCH {
                 next = rx.try_recv().ok();
             }
         }
         if !chunks.is_empty() {
-            match store.append_output(&chunks) {
-                Ok(()) => ok = true,
-                Err(e) => {
-                    ok = false;
-                    tracing::error!(error = %e, chunks = chunks.len(), "cannot store output; the agents keep it until it can be stored");
-                }
+            if let Err(e) = store.append_output(&chunks) {
+                tracing::error!(error = %e, chunks = chunks.len(), "cannot store output; the agents keep it");
+                failed.extend(chunks.iter().map(|c| (c.job_id, c.idx)));
             }
             changes.send_modify(|v| *v += 1);
         }
-        for f in flushes {
-            let _ = f.send(ok);
+        for (job_id, idx, done) in flushes {
+            let _ = done.send(!failed.contains(&(job_id, idx)));
         }
     }
 }

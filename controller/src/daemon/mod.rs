@@ -41,6 +41,9 @@ pub fn state_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
         .context("no state directory: pass --state-dir DIR, set RJOB_STATE_DIR, or set HOME")
 }
 
+/// Largest request on the daemon's sockets: a script (1 MiB) and stdin (4 MiB) with room.
+const MAX_MESSAGE: usize = 6 << 20;
+
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("rjob.sock")
 }
@@ -93,10 +96,22 @@ pub async fn serve(
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating state directory {}", dir.display()))?;
+    // One daemon per state directory, for its whole life: two would run jobs twice.
+    let lock_path = dir.join("daemon.lock");
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let _lock =
+        nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+            anyhow::anyhow!(
+                "a daemon already runs for {}: stop it first (rjob serve)",
+                dir.display()
+            )
+        })?;
     let socket = socket_path(dir);
-    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-        anyhow::bail!("a daemon already serves {}: stop it first", socket.display());
-    }
     let _ = std::fs::remove_file(&socket);
 
     let store = Arc::new(store::Store::open(&dir.join("jobs.db"))?);
@@ -121,7 +136,7 @@ pub async fn serve(
     std::fs::set_permissions(&local_socket, std::fs::Permissions::from_mode(0o600))?;
     tokio::spawn(async move {
         let served = Server::builder()
-            .add_service(AgentServer::new(local_service))
+            .add_service(AgentServer::new(local_service).max_decoding_message_size(MAX_MESSAGE))
             .serve_with_incoming(UnixListenerStream::new(local_listener))
             .await;
         if let Err(e) = served {
@@ -136,11 +151,25 @@ pub async fn serve(
         UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(socket = %socket.display(), resumed, "rjob daemon ready");
-    Server::builder()
-        .add_service(ControllerServer::new(service::ControllerService::new(manager)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .context("serving")?;
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    let serving = Server::builder()
+        .add_service(
+            ControllerServer::new(service::ControllerService::new(manager))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
+    // `rjob wait` and `receive --follow` streams would hold a graceful shutdown open: give
+    // them a moment, then go. Remote runs go on and are picked up by the next daemon.
+    tokio::select! {
+        served = serving => served.context("serving")?,
+        () = async {
+            let _ = stopping.await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        } => {}
+    }
     let _ = std::fs::remove_file(&socket);
     local_runs.stop_all(Duration::from_secs(6)).await;
     Ok(())

@@ -107,7 +107,7 @@ impl Controller for ControllerService {
         let selected: Vec<u32> = children
             .iter()
             .zip(&labels)
-            .filter(|(_, label)| req.host.is_empty() || **label == req.host || req.host == "localhost")
+            .filter(|(_, label)| req.host.is_empty() || **label == req.host)
             .map(|(c, _)| c.idx)
             .collect();
         if selected.is_empty() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rjob_proto::v1 as pb;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::state::{parent_state, State};
 
@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS children (
     PRIMARY KEY (job_id, idx)
 );
 CREATE TABLE IF NOT EXISTS output (
-    job_id INTEGER NOT NULL,
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
     idx INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     stream INTEGER NOT NULL,
@@ -74,7 +74,6 @@ pub struct JobRow {
     pub command: String,
     /// "remote" or "local".
     pub location: String,
-    pub request: pb::StartRunRequest,
     pub throttle_limit: u32,
     pub connect_timeout_ms: u64,
     pub created_at_ms: i64,
@@ -157,10 +156,15 @@ impl Store {
     }
 
     /// Creates a job with its children (all NotStarted); returns its id.
-    pub fn create_job(&self, job: &JobRow, hosts: &[(String, u16)]) -> Result<i64, StoreError> {
+    pub fn create_job(
+        &self,
+        job: &JobRow,
+        request: &pb::StartRunRequest,
+        hosts: &[(String, u16)],
+    ) -> Result<i64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let mut request = job.request.clone();
+        let mut request = request.clone();
         request.password.clear(); // never stored
         tx.execute(
             "INSERT INTO jobs (instance_id, name, command, location, request, throttle_limit, connect_timeout_ms, created_at_ms)
@@ -193,39 +197,37 @@ impl Store {
         Ok(id)
     }
 
-    /// The next free job id (ids are never reused).
+    /// What a job's children run (the password was never stored).
+    pub fn job_request(&self, id: i64) -> Result<pb::StartRunRequest, StoreError> {
+        let blob: Vec<u8> = self
+            .lock()
+            .query_row("SELECT request FROM jobs WHERE id = ?1", [id], |r| r.get(0))?;
+        prost::Message::decode(blob.as_slice()).map_err(|_| StoreError::Corrupt(id))
+    }
+
+    /// Every job's metadata, by Id (ids are never reused).
     pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT id, instance_id, name, command, location, request, throttle_limit, connect_timeout_ms,
+            "SELECT id, instance_id, name, command, location, 0, throttle_limit, connect_timeout_ms,
                     created_at_ms, ended_at_ms, stop_requested, suspended FROM jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
-            let blob: Vec<u8> = r.get(5)?;
-            Ok((
-                blob,
-                JobRow {
-                    id: r.get(0)?,
-                    instance_id: r.get(1)?,
-                    name: r.get(2)?,
-                    command: r.get(3)?,
-                    location: r.get(4)?,
-                    request: pb::StartRunRequest::default(),
-                    throttle_limit: r.get(6)?,
-                    connect_timeout_ms: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
-                    created_at_ms: r.get(8)?,
-                    ended_at_ms: r.get(9)?,
-                    stop_requested: r.get(10)?,
-                    suspended: r.get(11)?,
-                },
-            ))
+            Ok(JobRow {
+                id: r.get(0)?,
+                instance_id: r.get(1)?,
+                name: r.get(2)?,
+                command: r.get(3)?,
+                location: r.get(4)?,
+                throttle_limit: r.get(6)?,
+                connect_timeout_ms: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+                created_at_ms: r.get(8)?,
+                ended_at_ms: r.get(9)?,
+                stop_requested: r.get(10)?,
+                suspended: r.get(11)?,
+            })
         })?;
-        let mut jobs = Vec::new();
-        for row in rows {
-            let (blob, mut job) = row?;
-            job.request = prost::Message::decode(blob.as_slice()).map_err(|_| StoreError::Corrupt(job.id))?;
-            jobs.push(job);
-        }
+        let jobs = rows.collect::<Result<Vec<_>, _>>()?;
         Ok(jobs)
     }
 
@@ -256,6 +258,15 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks a child whose start request is about to go out (its `started_at_ms`).
+    pub fn mark_starting(&self, job_id: i64, idx: u32, now_ms: i64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE children SET started_at_ms = ?3 WHERE job_id = ?1 AND idx = ?2 AND started_at_ms = 0",
+            params![job_id, idx, now_ms],
+        )?;
+        Ok(())
     }
 
     pub fn set_child_run(&self, job_id: i64, idx: u32, run_id: &str, now_ms: i64) -> Result<(), StoreError> {
@@ -422,15 +433,6 @@ impl Store {
         tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
         tx.commit()?;
         Ok(())
-    }
-
-    pub fn job_by_instance(&self, instance_id: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .lock()
-            .query_row("SELECT id FROM jobs WHERE instance_id = ?1", [instance_id], |r| {
-                r.get(0)
-            })
-            .optional()?)
     }
 }
 
