@@ -16,6 +16,7 @@ async fn main() -> std::process::ExitCode {
     } else {
         logs.init();
     }
+    raise_open_file_limit();
     let config = match AgentConfig::load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -28,6 +29,19 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("rjob-agent: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every run holds pipes and its spool file open, and every controller a connection: take
+/// the hard limit on open files rather than the (often 1024) soft one.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+            }
         }
     }
 }
