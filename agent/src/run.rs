@@ -255,7 +255,7 @@ pub fn start(
     record.pid_start_time = process_start_time(spawned.pid);
     // The record was written before the spawn; this adds the pid. The process is supervised
     // whether or not this write works, so a failure is only logged.
-    if let Err(e) = write_record(&dir, &record) {
+    if let Err(e) = write_record_with(&dir, &record, false) {
         tracing::error!(run = %record.id, error = %format!("{e:#}"), "cannot record the run's pid");
     }
     let (status, _) = watch::channel(Status {
@@ -465,13 +465,21 @@ fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
 
 /// Writes `run.json` atomically: a temporary file, fsync, rename.
 pub fn write_record(dir: &Path, record: &RunRecord) -> anyhow::Result<()> {
+    write_record_with(dir, record, true)
+}
+
+/// Like [`write_record`]; without `sync` the rename is still atomic, but a crash may lose
+/// the update (used where the earlier record is good enough to recover from).
+pub fn write_record_with(dir: &Path, record: &RunRecord, sync: bool) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use std::io::Write as _;
     let tmp = dir.join("run.json.tmp");
     let text = serde_json::to_vec_pretty(record)?;
     let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(&text)?;
-    f.sync_data()?;
+    if sync {
+        f.sync_data()?;
+    }
     std::fs::rename(&tmp, dir.join("run.json")).with_context(|| format!("renaming {}", tmp.display()))?;
     Ok(())
 }

@@ -119,7 +119,7 @@ impl Runs {
             .map_err(|e| StartError::Storage(anyhow::anyhow!("creating {}: {e}", dir.display())))?;
         let spool = Spool::create(&dir.join("output")).map_err(|e| StartError::Storage(e.into()))?;
         // The record exists before the process does: nothing runs unrecorded.
-        run::write_record(dir, &record).map_err(StartError::Storage)?;
+        run::write_record_with(dir, &record, false).map_err(StartError::Storage)?;
         let spawned = runner::spawn(spec)?;
         let run = run::start(
             dir.to_owned(),

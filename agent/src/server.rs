@@ -59,13 +59,19 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(AgentServer::new(service).max_decoding_message_size(max_message))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-            shutdown.await;
-            // Stop the runs first: their attach streams then end with a result, and the
-            // connections can drain.
-            tracing::info!("shutting down: stopping the runs still going");
-            runs.stop_all(kill_grace + Duration::from_secs(1)).await;
-        })
+        // TCP_NODELAY on the accepted sockets themselves (the builder's setting does not reach
+        // connections from an incoming stream): without it, small answers wait ~40ms for the
+        // peer's delayed ACK.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                shutdown.await;
+                // Stop the runs first: their attach streams then end with a result, and the
+                // connections can drain.
+                tracing::info!("shutting down: stopping the runs still going");
+                runs.stop_all(kill_grace + Duration::from_secs(1)).await;
+            },
+        )
         .await
         .context("serving")?;
     Ok(())

@@ -8,6 +8,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::hosts::Host;
 
+/// HTTP/2 flow-control window per host.
+const STREAM_WINDOW: u32 = 256 * 1024;
+
 /// Environment variable naming the identity directory.
 pub const IDENTITY_ENV: &str = "RJOB_IDENTITY";
 
@@ -93,6 +96,10 @@ pub async fn connect(
         .map_err(|e| ConnectError::Transport(describe(&e)))?
         .connect_timeout(timeout)
         .tcp_nodelay(true)
+        // Small HTTP/2 windows: what an agent may send ahead of the reader stays bounded per
+        // host (the default lets each send megabytes), so memory does not grow with the fleet.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(STREAM_WINDOW)
         // A silent partition (no RST) is noticed within about 15s: the child shows
         // Disconnected and the daemon starts attaching again.
         .http2_keep_alive_interval(Duration::from_secs(5))
