@@ -86,11 +86,11 @@ pub fn raise_nofile() -> (u64, u64) {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return (0, 0);
         }
-        let before = lim.rlim_cur as u64;
+        let before = lim.rlim_cur;
         lim.rlim_cur = lim.rlim_max;
         let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        (before, lim.rlim_cur as u64)
+        (before, lim.rlim_cur)
     }
 }
 
