@@ -86,6 +86,13 @@ impl Agents {
             addrs: Vec::new(),
             daemons: Vec::new(),
         };
+        // Written once, before any agent starts (an agent reading it mid-write would deny all).
+        std::fs::write(dir.join("agent.toml"), "")?;
+        let me = nix_user();
+        std::fs::write(
+            dir.join("policy.toml"),
+            format!("[[allow]]\nidentity = \"rjob-controller\"\nusers = [\"{me}\"]\ndefault = \"{me}\"\n"),
+        )?;
         for ip in ips {
             let d = dir.join(format!("agent-{ip}"));
             let addr = SocketAddr::from((*ip, port));
@@ -103,8 +110,11 @@ impl Agents {
                 // A config file of its own (empty), so /etc/rjob/agent.toml never leaks in.
                 .arg("--config")
                 .arg(dir.join("agent.toml"))
+                // Deny by default: the benchmark's controller may run as the benchmark's user.
+                .arg("--policy")
+                .arg(dir.join("policy.toml"))
                 .env("RJOB_LOG", "warn");
-            std::fs::write(dir.join("agent.toml"), "")?;
+
             agents.daemons.push(Daemon::spawn(&mut cmd, d.join("agent.log"))?);
             agents.addrs.push(addr);
         }
@@ -254,4 +264,15 @@ impl Sshds {
         std::fs::write(&path, text)?;
         Ok(path)
     }
+}
+
+/// The user the benchmark runs as (its effective user, which the agents run as too).
+fn nix_user() -> String {
+    std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "root".to_string())
 }

@@ -9,7 +9,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::hosts::Host;
 
 /// HTTP/2 flow-control window per host.
-const STREAM_WINDOW: u32 = 256 * 1024;
+const STREAM_WINDOW: u32 = 64 * 1024;
 
 /// Environment variable naming the identity directory.
 pub const IDENTITY_ENV: &str = "RJOB_IDENTITY";
