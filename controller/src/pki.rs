@@ -53,8 +53,6 @@ pub enum PkiError {
     BadCert { path: PathBuf, reason: String },
     #[error("{cert} and {key} do not belong together: the CA certificate was not made for this key")]
     CaMismatch { cert: PathBuf, key: PathBuf },
-    #[error("{path} is not a CA made by `rjob pki init` (its subject is not CN={CA_COMMON_NAME}): cannot sign with it")]
-    ForeignCa { path: PathBuf },
     #[error("give at least one --san HOST_OR_IP: the name or address the controller dials")]
     NoSan,
     #[error(
@@ -129,7 +127,7 @@ pub fn issue_agent(ca_dir: &Path, name: &str, sans: &[String], out: &Path) -> Re
     check_name(name)?;
     let sans = parse_sans(sans)?;
     let ca = LoadedCa::load(ca_dir)?;
-    let (cert, key) = leaf(name, ExtendedKeyUsagePurpose::ServerAuth, sans, &ca.issuer())?;
+    let (cert, key) = leaf(name, ExtendedKeyUsagePurpose::ServerAuth, sans, &ca.issuer()?)?;
     write_identity(out, &ca.cert_pem, AGENT_CERT, &cert, AGENT_KEY, &key)
 }
 
@@ -143,7 +141,7 @@ pub fn issue_client(ca_dir: &Path, name: &str, out: &Path) -> Result<(), PkiErro
     } else {
         Vec::new()
     };
-    let (cert, key) = leaf(name, ExtendedKeyUsagePurpose::ClientAuth, sans, &ca.issuer())?;
+    let (cert, key) = leaf(name, ExtendedKeyUsagePurpose::ClientAuth, sans, &ca.issuer()?)?;
     write_identity(out, &ca.cert_pem, CLIENT_CERT, &cert, CLIENT_KEY, &key)
 }
 
@@ -179,33 +177,26 @@ impl LoadedCa {
             path: cert_path.clone(),
             reason: reason.to_string(),
         };
-        let der = pem_decode(&cert_pem, "CERTIFICATE").map_err(bad_cert)?;
-        let parts =
-            der::cert_parts(&der).ok_or_else(|| bad_cert("the DER inside is not an X.509 certificate"))?;
-        if parts.spki != key.subject_public_key_info().as_slice() {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+            .map_err(|_| bad_cert("it holds no PEM certificate"))?;
+        let cert = pem
+            .parse_x509()
+            .map_err(|_| bad_cert("the DER inside is not an X.509 certificate"))?;
+        if cert.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(PkiError::CaMismatch {
                 cert: cert_path,
                 key: key_path,
             });
         }
-        // Signing reuses the rebuilt subject, so it must match the stored one byte for byte.
-        let probe = ca_params()
-            .self_signed(&key)
-            .map_err(|source| PkiError::Generate {
-                what: "CA subject check",
-                source,
-            })?;
-        let expected = der::cert_parts(probe.der())
-            .map(|p| p.subject.to_vec())
-            .unwrap_or_default();
-        if parts.subject != expected.as_slice() {
-            return Err(PkiError::ForeignCa { path: cert_path });
-        }
         Ok(Self { cert_pem, key })
     }
 
-    fn issuer(&self) -> Issuer<'static, &KeyPair> {
-        Issuer::new(ca_params(), &self.key)
+    /// Signs with the stored CA certificate's own subject and key identifier.
+    fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, PkiError> {
+        Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(|source| PkiError::Generate {
+            what: "CA issuer",
+            source,
+        })
     }
 }
 
@@ -422,130 +413,6 @@ fn write_file(path: &Path, contents: &[u8], mode: u32, replace: bool) -> Result<
     }
 }
 
-/// Decodes the first PEM block labelled `label`.
-fn pem_decode(text: &str, label: &str) -> Result<Vec<u8>, &'static str> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = text.find(&begin).ok_or("no BEGIN line found")? + begin.len();
-    let stop = text[start..].find(&end).ok_or("no END line found")? + start;
-    base64_decode(&text[start..stop]).ok_or("the base64 text is damaged")
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    let mut padding = false;
-    for b in text.bytes() {
-        let value = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                padding = true;
-                continue;
-            }
-            b' ' | b'\t' | b'\r' | b'\n' => continue,
-            _ => return None,
-        };
-        if padding {
-            return None; // data after '='
-        }
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// Just enough DER reading to pull the subject and public key out of a certificate.
-mod der {
-    /// One TLV: (tag, contents, rest of the input after it).
-    pub(super) fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = if first < 0x80 {
-            (usize::from(first), rest)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-            (len, &rest[n..])
-        };
-        if rest.len() < len {
-            return None;
-        }
-        Some((tag, &rest[..len], &rest[len..]))
-    }
-
-    /// Full encodings (tag and length included) of parts of a certificate.
-    pub(super) struct CertParts<'a> {
-        pub subject: &'a [u8],
-        pub spki: &'a [u8],
-        /// Contents of the `[3]` extensions field, if any.
-        #[cfg_attr(not(test), allow(dead_code))]
-        pub extensions: Option<&'a [u8]>,
-        #[cfg_attr(not(test), allow(dead_code))]
-        pub issuer: &'a [u8],
-    }
-
-    /// Splits off the next TLV, returning its tag, its full encoding and the rest.
-    fn next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (tag, _, rest) = tlv(input)?;
-        Some((tag, &input[..input.len() - rest.len()], rest))
-    }
-
-    pub(super) fn cert_parts(der: &[u8]) -> Option<CertParts<'_>> {
-        let (0x30, cert, _) = tlv(der)? else {
-            return None;
-        };
-        let (0x30, tbs, _) = tlv(cert)? else {
-            return None;
-        };
-        let mut rest = tbs;
-        let (tag, _, after) = next(rest)?;
-        if tag == 0xa0 {
-            rest = after; // version
-        }
-        let (_, _, rest) = next(rest)?; // serial
-        let (_, _, rest) = next(rest)?; // signature algorithm
-        let (0x30, issuer, rest) = next(rest)? else {
-            return None;
-        };
-        let (_, _, rest) = next(rest)?; // validity
-        let (0x30, subject, rest) = next(rest)? else {
-            return None;
-        };
-        let (0x30, spki, mut rest) = next(rest)? else {
-            return None;
-        };
-        let mut extensions = None;
-        while !rest.is_empty() {
-            let (tag, contents, after) = tlv(rest)?;
-            if tag == 0xa3 {
-                extensions = Some(contents);
-            }
-            rest = after;
-        }
-        Some(CertParts {
-            subject,
-            spki,
-            extensions,
-            issuer,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,33 +432,30 @@ mod tests {
     }
 
     fn cert_der(path: &Path) -> Vec<u8> {
-        let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        pem_decode(&text, "CERTIFICATE").unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        let text = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        pem.contents
     }
 
-    /// Extension contents (the OCTET STRING's inside) for the OID given as DER bytes.
-    fn extension<'a>(der: &'a [u8], oid: &[u8]) -> Option<&'a [u8]> {
-        let parts = der::cert_parts(der)?;
-        let (0x30, mut list, _) = der::tlv(parts.extensions?)? else {
-            return None;
-        };
-        while !list.is_empty() {
-            let (_, ext, rest) = der::tlv(list)?;
-            let (0x06, id, mut fields) = der::tlv(ext)? else {
-                return None;
-            };
-            if id == oid {
-                loop {
-                    let (tag, value, after) = der::tlv(fields)?;
-                    if tag == 0x04 {
-                        return Some(value);
-                    }
-                    fields = after; // skip the `critical` flag
-                }
-            }
-            list = rest;
-        }
-        None
+    fn parse(der: &[u8]) -> x509_parser::certificate::X509Certificate<'_> {
+        x509_parser::parse_x509_certificate(der)
+            .unwrap_or_else(|e| panic!("not a certificate: {e}"))
+            .1
+    }
+
+    /// Raw subject, issuer and public key of a certificate.
+    struct Parts {
+        subject: Vec<u8>,
+        issuer: Vec<u8>,
+    }
+
+    fn cert_parts(der: &[u8]) -> Option<Parts> {
+        let cert = parse(der);
+        Some(Parts {
+            subject: cert.subject().as_raw().to_vec(),
+            issuer: cert.issuer().as_raw().to_vec(),
+        })
     }
 
     #[derive(Debug, PartialEq)]
@@ -600,33 +464,43 @@ mod tests {
         Ip(Vec<u8>),
     }
 
-    fn sans(der: &[u8]) -> Vec<Name> {
-        let ext = extension(der, &[0x55, 0x1d, 0x11]).unwrap_or_else(|| panic!("no SAN extension"));
-        let Some((0x30, mut list, _)) = der::tlv(ext) else {
-            panic!("SAN is not a sequence")
-        };
-        let mut out = Vec::new();
-        while let Some((tag, value, rest)) = der::tlv(list) {
-            match tag {
-                0x82 => out.push(Name::Dns(String::from_utf8_lossy(value).into_owned())),
-                0x87 => out.push(Name::Ip(value.to_vec())),
-                other => panic!("unexpected SAN tag {other:#x}"),
-            }
-            list = rest;
-        }
-        out
+    fn has_san(der: &[u8]) -> bool {
+        matches!(parse(der).subject_alternative_name(), Ok(Some(_)))
     }
 
-    /// OIDs listed in the extended key usage extension.
+    fn sans(der: &[u8]) -> Vec<Name> {
+        use x509_parser::extensions::GeneralName;
+        let cert = parse(der);
+        let san = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no SAN extension"));
+        san.value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => Name::Dns((*d).to_string()),
+                GeneralName::IPAddress(ip) => Name::Ip(ip.to_vec()),
+                other => panic!("unexpected SAN {other:?}"),
+            })
+            .collect()
+    }
+
+    /// The extended key usages, as OIDs in DER.
     fn ekus(der: &[u8]) -> Vec<Vec<u8>> {
-        let ext = extension(der, &[0x55, 0x1d, 0x25]).unwrap_or_else(|| panic!("no EKU"));
-        let Some((0x30, mut list, _)) = der::tlv(ext) else {
-            panic!("EKU is not a sequence")
-        };
+        let cert = parse(der);
+        let eku = cert
+            .extended_key_usage()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no EKU"));
         let mut out = Vec::new();
-        while let Some((_, oid, rest)) = der::tlv(list) {
-            out.push(oid.to_vec());
-            list = rest;
+        if eku.value.server_auth {
+            out.push(SERVER_AUTH.to_vec());
+        }
+        if eku.value.client_auth {
+            out.push(CLIENT_AUTH.to_vec());
         }
         out
     }
@@ -676,11 +550,11 @@ mod tests {
 
         let ca = cert_der(&dir.join(CA_CERT));
         let client = cert_der(&dir.join(CLIENT_CERT));
-        let ca_parts = der::cert_parts(&ca).unwrap_or_else(|| panic!("ca.crt unparsable"));
-        let client_parts = der::cert_parts(&client).unwrap_or_else(|| panic!("client unparsable"));
+        let ca_parts = cert_parts(&ca).unwrap_or_else(|| panic!("ca.crt unparsable"));
+        let client_parts = cert_parts(&client).unwrap_or_else(|| panic!("client unparsable"));
         assert_eq!(client_parts.issuer, ca_parts.subject);
-        assert!(contains(ca_parts.subject, CA_COMMON_NAME.as_bytes()));
-        assert!(contains(client_parts.subject, b"controller.example.com"));
+        assert!(contains(&ca_parts.subject, CA_COMMON_NAME.as_bytes()));
+        assert!(contains(&client_parts.subject, b"controller.example.com"));
         assert_eq!(sans(&client), [Name::Dns("controller.example.com".into())]);
         assert_eq!(ekus(&client), [CLIENT_AUTH.to_vec()]);
         openssl_verify(&dir.join(CA_CERT), &dir.join(CLIENT_CERT), "sslclient");
@@ -695,7 +569,7 @@ mod tests {
         let tmp = tempdir();
         init(tmp.path(), "ops team").unwrap_or_else(|e| panic!("{e}"));
         let client = cert_der(&tmp.path().join(CLIENT_CERT));
-        assert!(extension(&client, &[0x55, 0x1d, 0x11]).is_none());
+        assert!(!has_san(&client));
     }
 
     #[test]
@@ -760,8 +634,8 @@ mod tests {
         assert_eq!(ekus(&agent), [SERVER_AUTH.to_vec()]);
         let ca = cert_der(&ca_dir.join(CA_CERT));
         assert_eq!(
-            der::cert_parts(&agent).map(|p| p.issuer.to_vec()),
-            der::cert_parts(&ca).map(|p| p.subject.to_vec())
+            cert_parts(&agent).map(|p| p.issuer),
+            cert_parts(&ca).map(|p| p.subject)
         );
         openssl_verify(&out.join(CA_CERT), &out.join(AGENT_CERT), "sslserver");
     }
@@ -795,8 +669,8 @@ mod tests {
         assert!(out.join(CA_CERT).is_file());
         let client = cert_der(&out.join(CLIENT_CERT));
         assert_eq!(ekus(&client), [CLIENT_AUTH.to_vec()]);
-        let parts = der::cert_parts(&client).unwrap_or_else(|| panic!("unparsable"));
-        assert!(contains(parts.subject, b"alice"));
+        let parts = cert_parts(&client).unwrap_or_else(|| panic!("unparsable"));
+        assert!(contains(&parts.subject, b"alice"));
         openssl_verify(&out.join(CA_CERT), &out.join(CLIENT_CERT), "sslclient");
     }
 
@@ -840,7 +714,7 @@ mod tests {
     }
 
     #[test]
-    fn foreign_ca_is_refused() {
+    fn a_ca_made_elsewhere_signs_with_its_own_subject() {
         let tmp = tempdir();
         let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
         let mut params = ca_params();
@@ -849,8 +723,14 @@ mod tests {
         let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
         fs::write(tmp.path().join(CA_CERT), cert.pem()).unwrap_or_else(|e| panic!("{e}"));
         fs::write(tmp.path().join(CA_KEY), key.serialize_pem()).unwrap_or_else(|e| panic!("{e}"));
-        let e = issue_client(tmp.path(), "x", &tmp.path().join("out"));
-        assert!(matches!(e, Err(PkiError::ForeignCa { .. })), "{e:?}");
+        let out = tmp.path().join("out");
+        issue_client(tmp.path(), "x", &out).unwrap_or_else(|e| panic!("{e}"));
+        let client = cert_der(&out.join(CLIENT_CERT));
+        let ca = cert_der(&tmp.path().join(CA_CERT));
+        assert_eq!(
+            cert_parts(&client).map(|p| p.issuer),
+            cert_parts(&ca).map(|p| p.subject)
+        );
     }
 
     #[test]
@@ -900,15 +780,5 @@ mod tests {
         for bad in ["", "-a", "a-", "a..b", "a b", "ü.example", "*", "a.*.b"] {
             assert!(!is_dns_name(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn base64_round_trip_of_known_text() {
-        assert_eq!(
-            base64_decode("aGVsbG8gd29ybGQ=").as_deref(),
-            Some(&b"hello world"[..])
-        );
-        assert_eq!(base64_decode("YQ==").as_deref(), Some(&b"a"[..]));
-        assert!(base64_decode("a$b").is_none());
     }
 }
