@@ -10,6 +10,17 @@ n=${1:-4}
 port=${RJOB_DEMO_PORT:-17443}
 demo=$PWD/demo
 
+# The agent links libpam (password checks): its development files must be there to build.
+if ! ls /usr/lib/*/libpam.so /usr/lib/libpam.so >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing libpam0g-dev (the agent links libpam)"
+    apt-get update -qq && apt-get install -y -qq libpam0g-dev >/dev/null
+  else
+    echo "local-demo: libpam's development files are missing: install libpam0g-dev (Debian/Ubuntu) or pam-devel, then run again" >&2
+    exit 2
+  fi
+fi
+
 echo "==> building (cargo build --release)"
 cargo build --release --quiet -p rjob -p rjob-agent
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
