@@ -24,7 +24,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match rjob_agent::server::serve(config, shutdown_signal()).await {
+    match rjob_agent::server::serve(config, rjob_agent::server::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rjob-agent: {e:#}");
@@ -43,19 +43,5 @@ fn raise_open_file_limit() {
                 tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
             }
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        // Without signal handlers the agent can still be killed; it just won't stop runs first.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }

@@ -79,7 +79,7 @@ impl Policy {
         })?;
         let policy: Policy = toml::from_str(&text).map_err(|e| PolicyError::Parse {
             path: path.to_owned(),
-            message: e.to_string().replace('\n', " "),
+            message: crate::config::toml_error(&text, &e),
         })?;
         for rule in &policy.allow {
             if rule.identity.is_empty() {

@@ -77,23 +77,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 tls,
                 reconnect_window: args.reconnect_window,
             };
-            runtime()?.block_on(daemon::serve(config, shutdown_signal()))?;
+            runtime()?.block_on(daemon::serve(config, rjob_agent::server::shutdown_signal()))?;
             Ok(0)
         }
         Command::Pki(command) => pki(command, cli.identity.as_deref()).map(|()| 0),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }
 

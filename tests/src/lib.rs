@@ -390,6 +390,23 @@ impl Daemon {
         cmd
     }
 
+    /// `rjob invoke -H HOSTS --as-job --job-name NAME --script SCRIPT [EXTRA…]`.
+    pub fn invoke_job(&self, hosts: &str, name: &str, script: &str, extra: &[&str]) -> Ran {
+        ran(self
+            .rjob()
+            .args([
+                "invoke",
+                "-H",
+                hosts,
+                "--as-job",
+                "--job-name",
+                name,
+                "--script",
+                script,
+            ])
+            .args(extra))
+    }
+
     /// `rjob jobs --output json` for one job.
     pub fn job(&self, job: &str) -> serde_json::Value {
         let out = ran(self.rjob().args(["jobs", job, "--output", "json"]));

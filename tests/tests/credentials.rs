@@ -244,20 +244,12 @@ fn the_password_appears_nowhere() {
     let daemon = Daemon::start(&fleet).expect("daemon");
     let good = password_file(&fleet, PASSWORD);
     // While the runs go on, no process shows the password in its environment or command line.
-    let out = ran(daemon.rjob().args([
-        "invoke",
-        "-H",
+    let out = daemon.invoke_job(
         &fleet.hosts(),
-        "--as-job",
-        "--job-name",
         "secret",
-        "--user",
-        ALICE,
-        "--password-file",
-        &good,
-        "--script",
         "sleep 2; id -un",
-    ]));
+        &["--user", ALICE, "--password-file", &good],
+    );
     assert_eq!(out.code, 0, "{out}");
     let local = ran(daemon.rjob().args([
         "start",

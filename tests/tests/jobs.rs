@@ -25,16 +25,7 @@ fn a_named_job_runs_completes_and_its_output_is_received_once_or_kept() {
     let fleet = Fleet::start(5).expect("fleet");
     let daemon = Daemon::start(&fleet).expect("daemon");
     let script = "for i in $(seq 1 5); do echo line$i; sleep 0.2; done";
-    let out = ran(daemon.rjob().args([
-        "invoke",
-        "-H",
-        &fleet.hosts(),
-        "--as-job",
-        "--job-name",
-        "patch-check",
-        "--script",
-        script,
-    ]));
+    let out = daemon.invoke_job(&fleet.hosts(), "patch-check", script, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("Name patch-check"), "{out}");
     assert!(
@@ -64,16 +55,7 @@ fn a_named_job_runs_completes_and_its_output_is_received_once_or_kept() {
     assert_eq!(daemon.job("patch-check")["has_more_data"], false);
 
     // With --keep, the same output twice.
-    let out = ran(daemon.rjob().args([
-        "invoke",
-        "-H",
-        &fleet.hosts(),
-        "--as-job",
-        "--job-name",
-        "kept",
-        "--script",
-        script,
-    ]));
+    let out = daemon.invoke_job(&fleet.hosts(), "kept", script, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(ran(daemon.rjob().args(["wait", "kept"])).code, 0);
     let a = ran(daemon.rjob().args(["receive", "kept", "--keep"]));
@@ -88,16 +70,7 @@ fn wait_any_returns_with_the_first_job_and_wait_timeout_leaves_the_job_running()
     let fleet = Fleet::start(2).expect("fleet");
     let daemon = Daemon::start(&fleet).expect("daemon");
     let start = |name: &str, script: &str| {
-        let out = ran(daemon.rjob().args([
-            "invoke",
-            "-H",
-            &fleet.hosts(),
-            "--as-job",
-            "--job-name",
-            name,
-            "--script",
-            script,
-        ]));
+        let out = daemon.invoke_job(&fleet.hosts(), name, script, &[]);
         assert_eq!(out.code, 0, "{out}");
     };
     start("short", "sleep 1");
@@ -133,36 +106,18 @@ fn stop_ends_every_run_and_leaves_no_process_behind() {
     let script = format!("echo $$ > {}/$1.pid; sleep 600 & sleep 600", pids.display());
     for agent in &fleet.agents {
         let name = format!("sleeper-{}", agent.addr.ip());
-        let out = ran(daemon.rjob().args([
-            "invoke",
-            "-H",
-            &agent.host(),
-            "--as-job",
-            "--job-name",
-            &name,
-            "--script",
-            &script,
-            "--",
-            &agent.addr.ip().to_string(),
-        ]));
+        let ip = agent.addr.ip().to_string();
+        let out = daemon.invoke_job(&agent.host(), &name, &script, &["--", &ip]);
         assert_eq!(out.code, 0, "{out}");
     }
     // One job over all three as well.
     let all = format!("echo $$ > {}/all-$(hostname)-$1.pid; sleep 600", pids.display());
-    let mut cmd = daemon.rjob();
-    cmd.args([
-        "invoke",
-        "-H",
-        &fleet.hosts(),
-        "--as-job",
-        "--job-name",
-        "fleet-sleep",
-        "--script",
-        &all,
-        "--",
-        "x",
-    ]);
-    assert_eq!(ran(&mut cmd).code, 0);
+    assert_eq!(
+        daemon
+            .invoke_job(&fleet.hosts(), "fleet-sleep", &all, &["--", "x"])
+            .code,
+        0
+    );
     assert!(daemon.wait_state("fleet-sleep", "Running"));
     assert!(wait_for(WAIT, || std::fs::read_dir(&pids)
         .map(|d| d.count())
@@ -226,20 +181,12 @@ fn suspend_freezes_a_job_and_resume_lets_it_go_on() {
         dir.display(),
         d = dir.display()
     );
-    let mut cmd = daemon.rjob();
-    cmd.args([
-        "invoke",
-        "-H",
-        &fleet.hosts(),
-        "--as-job",
-        "--job-name",
-        "counter",
-        "--script",
-        &script,
-        "--",
-        "c",
-    ]);
-    assert_eq!(ran(&mut cmd).code, 0);
+    assert_eq!(
+        daemon
+            .invoke_job(&fleet.hosts(), "counter", &script, &["--", "c"])
+            .code,
+        0
+    );
     let counter = dir.join("count-c");
     let read = || {
         std::fs::read_to_string(&counter)
@@ -280,16 +227,7 @@ fn a_daemon_killed_mid_job_picks_it_up_again_and_loses_nothing() {
     let fleet = Fleet::start(3).expect("fleet");
     let mut daemon = Daemon::start(&fleet).expect("daemon");
     let script = "for i in $(seq 1 40); do echo line$i; sleep 0.05; done";
-    let out = ran(daemon.rjob().args([
-        "invoke",
-        "-H",
-        &fleet.hosts(),
-        "--as-job",
-        "--job-name",
-        "crash",
-        "--script",
-        script,
-    ]));
+    let out = daemon.invoke_job(&fleet.hosts(), "crash", script, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert!(daemon.wait_state("crash", "Running"));
     std::thread::sleep(Duration::from_millis(700));
@@ -320,16 +258,7 @@ fn a_connection_cut_mid_run_shows_disconnected_then_completes_without_loss_or_du
     };
     let proxy = Proxy::start(ip, agent.addr).expect("proxy");
     let script = "for i in $(seq 1 60); do echo line$i; sleep 0.1; done";
-    let out = ran(daemon.rjob().args([
-        "invoke",
-        "-H",
-        &proxy.addr.to_string(),
-        "--as-job",
-        "--job-name",
-        "cut",
-        "--script",
-        script,
-    ]));
+    let out = daemon.invoke_job(&proxy.addr.to_string(), "cut", script, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert!(daemon.wait_state("cut", "Running"));
     std::thread::sleep(Duration::from_millis(1500));
@@ -401,16 +330,7 @@ fn bad_job_references_and_operations_get_one_line_errors() {
     expect_error(&["receive", "nosuchjob"], "no job \"nosuchjob\"");
     expect_error(&["wait", "42"], "no job \"42\"");
     for _ in 0..2 {
-        let out = ran(daemon.rjob().args([
-            "invoke",
-            "-H",
-            &fleet.hosts(),
-            "--as-job",
-            "--job-name",
-            "twin",
-            "--script",
-            "sleep 60",
-        ]));
+        let out = daemon.invoke_job(&fleet.hosts(), "twin", "sleep 60", &[]);
         assert_eq!(out.code, 0, "{out}");
     }
     expect_error(&["stop", "twin"], "ambiguous");
@@ -442,16 +362,7 @@ fn an_agent_restart_mid_run_is_reported_with_a_reason_not_left_running() {
     let mut fleet = Fleet::start(2).expect("fleet");
     let daemon = Daemon::start(&fleet).expect("daemon");
     let script = "for i in $(seq 1 100); do echo line$i; sleep 0.1; done";
-    let out = ran(daemon.rjob().args([
-        "invoke",
-        "-H",
-        &fleet.hosts(),
-        "--as-job",
-        "--job-name",
-        "restarted",
-        "--script",
-        script,
-    ]));
+    let out = daemon.invoke_job(&fleet.hosts(), "restarted", script, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert!(daemon.wait_state("restarted", "Running"));
     std::thread::sleep(Duration::from_millis(1000));
