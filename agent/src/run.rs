@@ -1,6 +1,7 @@
-//! One run: its typed state, its on-disk record, and the task that supervises its process.
+//! One run: its typed state, its record (kept in its spool file), and the task that supervises
+//! its process.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -110,7 +111,7 @@ pub enum Control {
     Resume,
 }
 
-/// What the agent stores about a run beside its output (`run.json`).
+/// What the agent stores about a run beside its output (meta records of its spool file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunRecord {
@@ -133,7 +134,6 @@ pub struct RunRecord {
 
 pub struct Run {
     pub record: RunRecord,
-    pub dir: PathBuf,
     pub spool: Arc<Spool>,
     status: watch::Sender<Status>,
     control: Option<mpsc::Sender<Control>>,
@@ -186,13 +186,13 @@ impl Run {
 
     /// Loads a run left on disk by an earlier agent process. A run that had not ended is
     /// recorded as lost: its process is no longer supervised, so it can't be trusted to end.
-    pub fn load(dir: &Path) -> anyhow::Result<Arc<Run>> {
+    pub fn load(path: &Path) -> anyhow::Result<Arc<Run>> {
         use anyhow::Context as _;
-        let path = dir.join("run.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mut record: RunRecord =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let spool = Arc::new(Spool::open(&dir.join("output"))?);
+        let (spool, meta) = Spool::open(path)?;
+        let meta = meta.with_context(|| format!("{} holds no run record", path.display()))?;
+        let mut record: RunRecord = serde_json::from_slice(&meta)
+            .with_context(|| format!("parsing the run record in {}", path.display()))?;
+        let spool = Arc::new(spool);
         let ended_at_ms = match (&record.outcome, record.ended_at_ms) {
             (Some(_), Some(t)) => t,
             _ => {
@@ -211,7 +211,8 @@ impl Run {
                         .to_string(),
                 });
                 record.ended_at_ms = Some(now);
-                write_record(dir, &record)?;
+                write_record(&spool, &record)?;
+                spool.sync()?;
                 now
             }
         };
@@ -224,13 +225,15 @@ impl Run {
         });
         Ok(Arc::new(Run {
             record,
-            dir: dir.to_owned(),
             spool,
             status,
             control: None,
         }))
     }
 }
+
+/// How long after its end an unacknowledged run's file is flushed to stable storage.
+pub const SYNC_AFTER: Duration = Duration::from_secs(1);
 
 /// Limits a supervisor enforces.
 #[derive(Debug, Clone, Copy)]
@@ -241,9 +244,8 @@ pub struct RunLimits {
     pub kill_grace: Duration,
 }
 
-/// Creates the run's directory and record, and starts supervising its process.
+/// Records the run's pid and starts supervising its process.
 pub fn start(
-    dir: PathBuf,
     mut record: RunRecord,
     spawned: Spawned,
     spool: Arc<Spool>,
@@ -255,7 +257,7 @@ pub fn start(
     record.pid_start_time = process_start_time(spawned.pid);
     // The record was written before the spawn; this adds the pid. The process is supervised
     // whether or not this write works, so a failure is only logged.
-    if let Err(e) = write_record_with(&dir, &record, false) {
+    if let Err(e) = write_record(&spool, &record) {
         tracing::error!(run = %record.id, error = %format!("{e:#}"), "cannot record the run's pid");
     }
     let (status, _) = watch::channel(Status {
@@ -265,7 +267,6 @@ pub fn start(
     let (control_tx, control_rx) = mpsc::channel(8);
     let run = Arc::new(Run {
         record,
-        dir,
         spool,
         status,
         control: Some(control_tx),
@@ -274,6 +275,16 @@ pub fn start(
     tokio::spawn(async move {
         supervise(&supervised, spawned, limits, control_rx).await;
         on_end(&supervised);
+        // Most runs are taken and acknowledged within milliseconds of their end, and then
+        // there is nothing left to flush: what is still unacknowledged after SYNC_AFTER is
+        // made durable then (the page cache already keeps it safe from an agent crash).
+        tokio::time::sleep(SYNC_AFTER).await;
+        let spool = supervised.spool.clone();
+        match tokio::task::spawn_blocking(move || spool.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(run = supervised.id(), error = %e, "cannot flush the run's file"),
+            Err(e) => tracing::error!(run = supervised.id(), error = %e, "cannot flush the run's file"),
+        }
     });
     Ok(run)
 }
@@ -383,15 +394,13 @@ async fn supervise(run: &Run, spawned: Spawned, limits: RunLimits, mut control: 
             reason: format!("cannot wait for the process: {e}"),
         },
     });
-    if let Err(e) = run.spool.sync() {
-        tracing::error!(run = run.id(), error = %e, "cannot flush the output spool");
-    }
     let ended_at_ms = now_ms();
     let mut record = run.record.clone();
     record.outcome = Some(outcome.clone());
     record.ended_at_ms = Some(ended_at_ms);
-    if let Err(e) = write_record(&run.dir, &record) {
-        tracing::error!(run = run.id(), error = %e, "cannot store the run's result");
+    // Flushed to disk later (see SYNC_AFTER), unless acknowledged by then.
+    if let Err(e) = write_record(&run.spool, &record) {
+        tracing::error!(run = run.id(), error = %format!("{e:#}"), "cannot store the run's result");
     }
     run.status.send_modify(|s| {
         s.extent = run.spool.extent();
@@ -463,32 +472,22 @@ fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
     }
 }
 
-/// Writes `run.json` atomically: a temporary file, fsync, rename.
-pub fn write_record(dir: &Path, record: &RunRecord) -> anyhow::Result<()> {
-    write_record_with(dir, record, true)
-}
-
-/// Like [`write_record`]; without `sync` the rename is still atomic, but a crash may lose
-/// the update (used where the earlier record is good enough to recover from).
-pub fn write_record_with(dir: &Path, record: &RunRecord, sync: bool) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    use std::io::Write as _;
-    let tmp = dir.join("run.json.tmp");
-    let text = serde_json::to_vec_pretty(record)?;
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(&text)?;
-    if sync {
-        f.sync_data()?;
-    }
-    std::fs::rename(&tmp, dir.join("run.json")).with_context(|| format!("renaming {}", tmp.display()))?;
+/// Appends the run's record to its spool file (not synced: the caller decides).
+pub fn write_record(spool: &Spool, record: &RunRecord) -> anyhow::Result<()> {
+    spool.append_meta(&serde_json::to_vec(record)?)?;
     Ok(())
 }
 
 /// This boot's id (empty where the kernel does not say).
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        })
+        .clone()
 }
 
 /// When a process started, in clock ticks after boot (0: no such process).

@@ -1,5 +1,5 @@
 //! The agent's table of runs: it owns them, enforces the concurrency limit, and keeps their
-//! directories under the spool directory until the caller acknowledged their output.
+//! files (`<run id>.run`) in the spool directory until the caller acknowledged their output.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::run::{self, Control, Phase, Run, RunLimits, RunRecord};
 use crate::runner::{self, RunSpec, RunnerError};
-use crate::spool::Spool;
+use crate::spool::{FilePool, Spool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -29,8 +29,12 @@ pub struct NotFound {
     pub id: String,
 }
 
+/// The extension of a run's file in the spool directory.
+const RUN_EXTENSION: &str = "run";
+
 pub struct Runs {
     dir: PathBuf,
+    pool: FilePool,
     max_concurrent: u32,
     running: Arc<AtomicU32>,
     map: Arc<Mutex<HashMap<String, Arc<Run>>>>,
@@ -51,7 +55,11 @@ impl Runs {
             std::fs::read_dir(dir).with_context(|| format!("reading spool directory {}", dir.display()))?;
         for entry in entries {
             let path = entry?.path();
-            if !path.join("run.json").is_file() {
+            if path.join("run.json").is_file() {
+                tracing::warn!(path = %path.display(), "a run left by an older agent version, whose spool format this agent does not read; leaving it as it is");
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != RUN_EXTENSION) {
                 continue;
             }
             match Run::load(&path) {
@@ -66,8 +74,14 @@ impl Runs {
                 }
             }
         }
+        // Room for a burst of runs as large as the concurrency limit, within reason.
+        let pool = FilePool::open(
+            &dir.join("free"),
+            usize::try_from(max_concurrent.min(256)).unwrap_or(256),
+        )?;
         Ok(Runs {
             dir: dir.to_owned(),
+            pool,
             max_concurrent,
             running: Arc::new(AtomicU32::new(0)),
             map: Arc::new(Mutex::new(map)),
@@ -96,42 +110,30 @@ impl Runs {
             })
             .map_err(|_| StartError::Busy { limit })?;
         let release = SlotGuard(self.running.clone());
-        let dir = self.dir.join(&record.id);
-        let result = self.start_in(&dir, spec, record, limits, release);
+        let path = self.dir.join(format!("{}.{RUN_EXTENSION}", record.id));
+        let spool = Spool::create_from(&path, &self.pool).map_err(|e| StartError::Storage(e.into()))?;
+        let result = self.start_in(spool, spec, record, limits, release);
         if result.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_file(&path);
         }
         result
     }
 
     fn start_in(
         &self,
-        dir: &Path,
+        spool: Spool,
         spec: &RunSpec,
         record: RunRecord,
         limits: RunLimits,
         slot: SlotGuard,
     ) -> Result<Arc<Run>, StartError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| StartError::Storage(anyhow::anyhow!("creating {}: {e}", dir.display())))?;
-        let spool = Spool::create(&dir.join("output")).map_err(|e| StartError::Storage(e.into()))?;
         // The record exists before the process does: nothing runs unrecorded.
-        run::write_record_with(dir, &record, false).map_err(StartError::Storage)?;
+        run::write_record(&spool, &record).map_err(StartError::Storage)?;
         let spawned = runner::spawn(spec)?;
-        let run = run::start(
-            dir.to_owned(),
-            record,
-            spawned,
-            Arc::new(spool),
-            limits,
-            move |run| {
-                drop(slot);
-                audit_end(run);
-            },
-        )
+        let run = run::start(record, spawned, Arc::new(spool), limits, move |run| {
+            drop(slot);
+            audit_end(run);
+        })
         .map_err(StartError::Storage)?;
         self.lock().insert(run.id().to_string(), run.clone());
         Ok(run)
@@ -163,7 +165,7 @@ impl Runs {
 
     fn remove(&self, run: &Run) {
         self.lock().remove(run.id());
-        if let Err(e) = std::fs::remove_dir_all(&run.dir) {
+        if let Err(e) = run.spool.remove(&self.pool) {
             tracing::warn!(run = run.id(), error = %e, "cannot remove the run's spool");
         }
     }
@@ -189,6 +191,12 @@ impl Runs {
         let deadline = tokio::time::Instant::now() + grace;
         while self.running() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // What is not yet acknowledged is made durable before the agent exits.
+        for run in self.list() {
+            if let Err(e) = run.spool.sync() {
+                tracing::error!(run = run.id(), error = %e, "cannot flush the run's file");
+            }
         }
     }
 }

@@ -1,7 +1,11 @@
-//! A run's output on disk: an append-only log of numbered chunks.
+//! A run on disk: one append-only file holding its numbered output chunks and its record.
 //!
-//! Record layout: `seq: u64 LE | stream: u8 | len: u32 LE | data[len]`. Sequence numbers
-//! start at 1 and have no gaps. A sparse in-memory index (one entry every
+//! Record layout: `seq: u64 LE | kind: u8 | len: u32 LE | data[len]`. Output chunks have
+//! the stream as their kind and sequence numbers that start at 1 and have no gaps. Meta
+//! records (kind [`KIND_META`], seq 0) hold the run's record as the agent last wrote it
+//! (before the spawn, with the pid, with the outcome); the last one wins. One file a run
+//! keeps the file-system work of a short run to one create, one fdatasync and one unlink.
+//! A sparse in-memory index (one entry every
 //! [`INDEX_EVERY`] records) lets a reader start from any sequence number without
 //! scanning the whole file, while memory stays small however large the output grows.
 //!
@@ -12,12 +16,15 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rjob_proto::v1::Stream;
 
 const HEADER_LEN: usize = 13;
 const INDEX_EVERY: u64 = 256;
+/// The kind byte of a meta record.
+const KIND_META: u8 = 0x80;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -29,6 +36,8 @@ pub enum SpoolError {
     },
     #[error("spool file {path} is damaged at byte {offset}")]
     Corrupt { path: PathBuf, offset: u64 },
+    #[error("the output in {path} was acknowledged and removed")]
+    Removed { path: PathBuf },
 }
 
 /// How much of the spool is complete.
@@ -49,10 +58,52 @@ struct Inner {
     index: Vec<(u64, u64)>,
 }
 
-/// One run's output log.
+/// One run's file.
 pub struct Spool {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// The file was removed or recycled (its output acknowledged): nothing is left to make
+    /// durable, and readers must stop (a recycled file may hold another run's output).
+    removed: Arc<AtomicBool>,
+}
+
+/// Emptied run files kept for reuse (`<spool dir>/free/`). Creating a file costs an inode
+/// allocation, and on a busy ext4 that search is the most expensive step of a short run;
+/// renaming an emptied file back into place costs a directory entry.
+pub struct FilePool {
+    dir: PathBuf,
+    cap: usize,
+    free: Mutex<Vec<PathBuf>>,
+}
+
+impl FilePool {
+    /// Opens (or creates, mode 0700) the pool directory, keeping at most `cap` files.
+    pub fn open(dir: &Path, cap: usize) -> Result<FilePool, SpoolError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| io_err(dir, source))?;
+        let mut free = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|source| io_err(dir, source))? {
+            let path = entry.map_err(|source| io_err(dir, source))?.path();
+            if free.len() < cap && path.is_file() {
+                free.push(path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(FilePool {
+            dir: dir.to_owned(),
+            cap,
+            free: Mutex::new(free),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A chunk read back from the spool.
@@ -73,19 +124,48 @@ impl Spool {
             .mode(0o600)
             .open(path)
             .map_err(|source| io_err(path, source))?;
-        Ok(Spool {
+        Ok(Spool::new(path, file))
+    }
+
+    /// Like [`Spool::create`], reusing an emptied file from `pool` where there is one.
+    pub fn create_from(path: &Path, pool: &FilePool) -> Result<Spool, SpoolError> {
+        let Some(free) = pool.lock().pop() else {
+            return Spool::create(path);
+        };
+        let reused = std::fs::rename(&free, path).and_then(|()| {
+            let file = OpenOptions::new().read(true).append(true).open(path)?;
+            // Emptied when it was put in the pool; a crash may have come in between.
+            if file.metadata()?.len() > 0 {
+                file.set_len(0)?;
+            }
+            Ok(file)
+        });
+        match reused {
+            Ok(file) => Ok(Spool::new(path, file)),
+            Err(e) => {
+                tracing::warn!(file = %free.display(), error = %e, "cannot reuse a spool file; creating a new one");
+                let _ = std::fs::remove_file(&free);
+                let _ = std::fs::remove_file(path);
+                Spool::create(path)
+            }
+        }
+    }
+
+    fn new(path: &Path, file: File) -> Spool {
+        Spool {
             path: path.to_owned(),
             inner: Mutex::new(Inner {
                 file,
                 extent: Extent::default(),
                 index: Vec::new(),
             }),
-        })
+            removed: Arc::new(AtomicBool::new(false)),
+        }
     }
 
-    /// Opens an existing spool, rebuilding the index; a torn record at the end (from a
-    /// crash mid-write) is cut off.
-    pub fn open(path: &Path) -> Result<Spool, SpoolError> {
+    /// Opens an existing spool, rebuilding the index, and returns it with the data of its
+    /// last meta record; a torn record at the end (from a crash mid-write) is cut off.
+    pub fn open(path: &Path) -> Result<(Spool, Option<Vec<u8>>), SpoolError> {
         let file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -94,13 +174,25 @@ impl Spool {
         let len = file.metadata().map_err(|source| io_err(path, source))?.len();
         let mut extent = Extent::default();
         let mut index = Vec::new();
+        let mut meta = None;
         let mut header = [0u8; HEADER_LEN];
         while extent.end_offset + HEADER_LEN as u64 <= len {
             file.read_exact_at(&mut header, extent.end_offset)
                 .map_err(|source| io_err(path, source))?;
-            let (seq, _, data_len) = parse_header(&header);
+            let (seq, kind, data_len) = parse_header(&header);
             let next = extent.end_offset + HEADER_LEN as u64 + u64::from(data_len);
-            if seq != extent.last_seq + 1 || next > len {
+            if next > len {
+                break;
+            }
+            if kind == KIND_META && seq == 0 {
+                let mut data = vec![0u8; data_len as usize];
+                file.read_exact_at(&mut data, extent.end_offset + HEADER_LEN as u64)
+                    .map_err(|source| io_err(path, source))?;
+                meta = Some(data);
+                extent.end_offset = next;
+                continue;
+            }
+            if seq != extent.last_seq + 1 {
                 break;
             }
             if (seq - 1).is_multiple_of(INDEX_EVERY) {
@@ -122,10 +214,12 @@ impl Spool {
             file.set_len(extent.end_offset)
                 .map_err(|source| io_err(path, source))?;
         }
-        Ok(Spool {
+        let spool = Spool {
             path: path.to_owned(),
             inner: Mutex::new(Inner { file, extent, index }),
-        })
+            removed: Arc::new(AtomicBool::new(false)),
+        };
+        Ok((spool, meta))
     }
 
     pub fn path(&self) -> &Path {
@@ -144,13 +238,32 @@ impl Spool {
 
     /// Appends one chunk and returns the new extent.
     pub fn append(&self, stream: Stream, data: &[u8]) -> Result<Extent, SpoolError> {
-        let len = u32::try_from(data.len())
-            .map_err(|_| io_err(&self.path, std::io::Error::other("chunk larger than 4 GiB")))?;
         let mut inner = self.lock();
         let seq = inner.extent.last_seq + 1;
+        let offset = self.write_record(&mut inner, seq, stream as u8, data)?;
+        if (seq - 1).is_multiple_of(INDEX_EVERY) {
+            inner.index.push((seq, offset));
+        }
+        inner.extent.last_seq = seq;
+        inner.extent.data_bytes += data.len() as u64;
+        Ok(inner.extent)
+    }
+
+    /// Appends a meta record (the run's record); readers of the output skip it.
+    pub fn append_meta(&self, data: &[u8]) -> Result<(), SpoolError> {
+        let mut inner = self.lock();
+        self.write_record(&mut inner, 0, KIND_META, data)?;
+        Ok(())
+    }
+
+    /// Writes one record at the end of the file, advances `end_offset` past it and returns
+    /// the offset it starts at.
+    fn write_record(&self, inner: &mut Inner, seq: u64, kind: u8, data: &[u8]) -> Result<u64, SpoolError> {
+        let len = u32::try_from(data.len())
+            .map_err(|_| io_err(&self.path, std::io::Error::other("record larger than 4 GiB")))?;
         let mut record = Vec::with_capacity(HEADER_LEN + data.len());
         record.extend_from_slice(&seq.to_le_bytes());
-        record.push(stream as u8);
+        record.push(kind);
         record.extend_from_slice(&len.to_le_bytes());
         record.extend_from_slice(data);
         let offset = inner.extent.end_offset;
@@ -159,21 +272,45 @@ impl Spool {
             let _ = inner.file.set_len(offset);
             return Err(io_err(&self.path, source));
         }
-        if (seq - 1).is_multiple_of(INDEX_EVERY) {
-            inner.index.push((seq, offset));
-        }
-        inner.extent.last_seq = seq;
-        inner.extent.data_bytes += u64::from(len);
         inner.extent.end_offset = offset + record.len() as u64;
-        Ok(inner.extent)
+        Ok(offset)
     }
 
-    /// Flushes the file to stable storage.
+    /// Flushes the file to stable storage, unless it was removed.
     pub fn sync(&self) -> Result<(), SpoolError> {
-        self.lock()
+        let inner = self.lock();
+        if self.removed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        inner
             .file
             .sync_data()
             .map_err(|source| io_err(&self.path, source))
+    }
+
+    /// Removes the file: emptied into `pool` while it has room, else deleted. Readers stop
+    /// at their next chunk.
+    pub fn remove(&self, pool: &FilePool) -> Result<(), SpoolError> {
+        let inner = self.lock();
+        if self.removed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut free = pool.lock();
+        if free.len() < pool.cap {
+            if let Some(name) = self.path.file_name() {
+                let dest = pool.dir.join(name);
+                if std::fs::rename(&self.path, &dest).is_ok() {
+                    if inner.file.set_len(0).is_ok() {
+                        free.push(dest);
+                    } else {
+                        let _ = std::fs::remove_file(&dest);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        drop(free);
+        std::fs::remove_file(&self.path).map_err(|source| io_err(&self.path, source))
     }
 
     /// A cursor positioned at the first record after `after_seq`.
@@ -192,18 +329,22 @@ impl Spool {
         let mut cursor = Cursor {
             file,
             path: self.path.clone(),
+            removed: self.removed.clone(),
             next_seq: seq,
             offset,
         };
-        // Skip forward to the requested record (at most INDEX_EVERY - 1 headers).
+        // Skip forward to the requested record (at most INDEX_EVERY - 1 chunks, and the meta
+        // records among them).
         while cursor.next_seq < target {
             let end = self.extent().end_offset;
             if cursor.offset >= end {
                 break;
             }
-            let (_, _, len) = cursor.read_header()?;
+            let (_, kind, len) = cursor.read_header()?;
             cursor.offset += HEADER_LEN as u64 + u64::from(len);
-            cursor.next_seq += 1;
+            if kind != KIND_META {
+                cursor.next_seq += 1;
+            }
         }
         Ok(cursor)
     }
@@ -213,6 +354,7 @@ impl Spool {
 pub struct Cursor {
     file: File,
     path: PathBuf,
+    removed: Arc<AtomicBool>,
     next_seq: u64,
     offset: u64,
 }
@@ -224,7 +366,8 @@ impl Cursor {
             .read_exact_at(&mut header, self.offset)
             .map_err(|source| io_err(&self.path, source))?;
         let parsed = parse_header(&header);
-        if parsed.0 != self.next_seq {
+        let expected = if parsed.1 == KIND_META { 0 } else { self.next_seq };
+        if parsed.0 != expected {
             return Err(SpoolError::Corrupt {
                 path: self.path.clone(),
                 offset: self.offset,
@@ -235,14 +378,27 @@ impl Cursor {
 
     /// The next chunk, if the complete part of the file (`extent`) holds one.
     pub fn next_chunk(&mut self, extent: Extent) -> Result<Option<Chunk>, SpoolError> {
-        if self.offset >= extent.end_offset {
-            return Ok(None);
-        }
-        let (seq, stream, len) = self.read_header()?;
+        let (seq, stream, len) = loop {
+            if self.offset >= extent.end_offset {
+                return Ok(None);
+            }
+            let header = self.read_header()?;
+            if header.1 != KIND_META {
+                break header;
+            }
+            self.offset += HEADER_LEN as u64 + u64::from(header.2);
+        };
         let mut data = vec![0u8; len as usize];
         self.file
             .read_exact_at(&mut data, self.offset + HEADER_LEN as u64)
             .map_err(|source| io_err(&self.path, source))?;
+        // Checked after the read: a file is recycled only after the flag is set, so what was
+        // read before the flag shows belongs to this run.
+        if self.removed.load(Ordering::Acquire) {
+            return Err(SpoolError::Removed {
+                path: self.path.clone(),
+            });
+        }
         self.offset += HEADER_LEN as u64 + u64::from(len);
         self.next_seq += 1;
         let stream = Stream::try_from(i32::from(stream)).unwrap_or(Stream::Unspecified);
@@ -318,12 +474,77 @@ mod tests {
         f.write_all(&[601u64.to_le_bytes().as_slice(), &[1, 100, 0, 0, 0, 1, 2]].concat())
             .unwrap();
         drop(f);
-        let spool = Spool::open(&path).unwrap();
+        let (spool, meta) = Spool::open(&path).unwrap();
+        assert_eq!(meta, None);
         assert_eq!(spool.extent().last_seq, 600);
         let chunks = read_all(&spool, 300);
         assert_eq!(chunks.first().map(|c| c.seq), Some(301));
         assert_eq!(chunks.len(), 300);
         spool.append(Stream::Stderr, b"after").unwrap();
         assert_eq!(read_all(&spool, 600)[0].data, b"after");
+    }
+
+    #[test]
+    fn a_recycled_file_starts_empty_and_old_readers_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::open(&dir.path().join("free"), 1).unwrap();
+        let first = Spool::create_from(&dir.path().join("a.run"), &pool).unwrap();
+        first.append(Stream::Stdout, b"secret of a").unwrap();
+        let mut reader = first.cursor(0).unwrap();
+        first.remove(&pool).unwrap();
+        assert!(!dir.path().join("a.run").exists());
+        assert_eq!(pool.lock().len(), 1);
+
+        let second = Spool::create_from(&dir.path().join("b.run"), &pool).unwrap();
+        assert_eq!(pool.lock().len(), 0);
+        assert_eq!(std::fs::metadata(dir.path().join("b.run")).unwrap().len(), 0);
+        second.append(Stream::Stdout, b"output of b").unwrap();
+        assert_eq!(read_all(&second, 0)[0].data, b"output of b");
+        // The first run's reader must not see the second run's output through the same file.
+        assert!(matches!(
+            reader.next_chunk(first.extent()),
+            Err(SpoolError::Removed { .. })
+        ));
+
+        // A full pool deletes instead.
+        let third = Spool::create_from(&dir.path().join("c.run"), &pool).unwrap();
+        second.remove(&pool).unwrap();
+        third.remove(&pool).unwrap();
+        assert_eq!(pool.lock().len(), 1);
+        assert_eq!(std::fs::read_dir(dir.path().join("free")).unwrap().count(), 1);
+        assert!(!dir.path().join("c.run").exists());
+    }
+
+    #[test]
+    fn meta_records_are_kept_apart_from_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run");
+        let spool = Spool::create(&path).unwrap();
+        spool.append_meta(b"first").unwrap();
+        for i in 0..700u32 {
+            spool.append(Stream::Stdout, &i.to_le_bytes()).unwrap();
+            if i % 100 == 0 {
+                spool.append_meta(format!("meta {i}").as_bytes()).unwrap();
+            }
+        }
+        spool.append_meta(b"last").unwrap();
+        let extent = spool.extent();
+        assert_eq!((extent.last_seq, extent.data_bytes), (700, 2800));
+        for after in [0u64, 1, 100, 255, 256, 257, 699, 700] {
+            let chunks = read_all(&spool, after);
+            assert_eq!(chunks.len() as u64, 700 - after, "after {after}");
+            for (i, c) in chunks.iter().enumerate() {
+                let seq = after + 1 + i as u64;
+                assert_eq!(
+                    (c.seq, c.data.as_slice()),
+                    (seq, (seq as u32 - 1).to_le_bytes().as_slice())
+                );
+            }
+        }
+        drop(spool);
+        let (spool, meta) = Spool::open(&path).unwrap();
+        assert_eq!(meta.as_deref(), Some(b"last".as_slice()));
+        assert_eq!(spool.extent(), extent);
+        assert_eq!(read_all(&spool, 650).len(), 50);
     }
 }
