@@ -17,6 +17,7 @@ async fn main() -> std::process::ExitCode {
         logs.init();
     }
     raise_open_file_limit();
+    no_inherited_descriptors();
     let config = match AgentConfig::load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -30,6 +31,16 @@ async fn main() -> std::process::ExitCode {
             eprintln!("rjob-agent: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Whatever descriptors the agent was started with (beyond stdin, stdout and stderr) must not
+/// reach the runs' processes: they are marked close-on-exec.
+fn no_inherited_descriptors() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot mark inherited descriptors close-on-exec");
     }
 }
 

@@ -4,10 +4,14 @@
 //! controller for local background jobs (`rjob start`), so both behave the same:
 //! - the environment is cleared and rebuilt from a documented minimal set
 //!   ([`BASE_ENV_VARS`]) plus the caller's additions;
-//! - the process gets its own session and process group, so a signal to the group reaches
-//!   every process of the run, background grandchildren included;
-//! - the script text is handed to the interpreter as a file descriptor (`/dev/fd/3`, a memfd),
+//! - the process gets its own process group (and, when the user changes, its own session), so
+//!   a signal to the group reaches every process of the run, background grandchildren
+//!   included;
+//! - the script text is handed to the interpreter as a file descriptor (`/dev/fd/N`, a memfd),
 //!   never pasted into a command line, and the arguments become `$1`, `$2`, ...;
+//! - a run as the agent's own user is started with `posix_spawn` (no copy of the agent's
+//!   memory map, which is most of the cost of a fork); a change of user needs a fork, to drop
+//!   privileges between the fork and the exec.
 //! - stdin is `/dev/null` unless the caller gave bytes for it.
 
 use std::collections::BTreeMap;
@@ -29,8 +33,13 @@ pub const BASE_ENV_VARS: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "SHELL",
 /// `PATH` of every run unless the caller sets another.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The descriptor the script text is readable on, in the child.
+/// The descriptor the script text is readable on, in a child that changes user.
 const SCRIPT_FD: i32 = 3;
+
+/// Held around every spawn. A run as the agent's own user inherits its script's descriptor
+/// without close-on-exec, and no other child may be forked meanwhile (it would inherit that
+/// script too).
+static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -149,7 +158,7 @@ impl RunSpec {
 /// A started process: its pipes and the handle to wait for it.
 pub struct Spawned {
     pub child: Child,
-    /// Process id, which is also the process group id and the session id.
+    /// Process id, which is also the process group id.
     pub pid: u32,
     pub stdout: ChildStdout,
     pub stderr: ChildStderr,
@@ -174,8 +183,10 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
         });
     }
 
+    let same_user = spec.user.uid == nix::unistd::geteuid().as_raw();
+    let raw = script_fd.as_raw_fd();
     let mut cmd = Command::new(&spec.interpreter);
-    cmd.arg(format!("/dev/fd/{SCRIPT_FD}"))
+    cmd.arg(format!("/dev/fd/{}", if same_user { raw } else { SCRIPT_FD }))
         .args(&spec.args)
         .env_clear()
         .envs(spec.environment())
@@ -188,52 +199,58 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
         .stderr(Stdio::piped())
         .kill_on_drop(false);
 
-    // Changing user (the agent runs as root): every id, real, effective and saved, becomes the
-    // target's, with its supplementary groups, so nothing of root's privileges is kept.
-    let switch = (spec.user.uid != nix::unistd::geteuid().as_raw()).then(|| {
+    if same_user {
+        // No pre_exec: std then starts the child with posix_spawn (vfork-like).
+        cmd.process_group(0).current_dir(&cwd);
+    } else {
+        // Changing user (the agent runs as root): every id, real, effective and saved, becomes
+        // the target's, with its supplementary groups, so nothing of root's privileges is kept.
         let groups: Vec<nix::unistd::Gid> = spec
             .user
             .groups
             .iter()
             .map(|g| nix::unistd::Gid::from_raw(*g))
             .collect();
-        (
-            groups,
-            nix::unistd::Gid::from_raw(spec.user.gid),
-            nix::unistd::Uid::from_raw(spec.user.uid),
-        )
-    });
-
-    let raw = script_fd.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (setsid, dup2, fcntl, setgroups, setresgid, setresuid,
-    // chdir);
-    // it allocates nothing (the group list was built before the fork).
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if raw == SCRIPT_FD {
-                // dup2 onto itself would keep close-on-exec set: clear it instead.
-                let flags = libc::fcntl(raw, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+        let gid = nix::unistd::Gid::from_raw(spec.user.gid);
+        let uid = nix::unistd::Uid::from_raw(spec.user.uid);
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe system calls (setsid, dup2, fcntl, setgroups, setresgid,
+        // setresuid, chdir); it allocates nothing (the group list was built before the fork).
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if raw == SCRIPT_FD {
+                    // dup2 onto itself would keep close-on-exec set: clear it instead.
+                    let flags = libc::fcntl(raw, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(raw, SCRIPT_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(raw, SCRIPT_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some((groups, gid, uid)) = &switch {
-                nix::unistd::setgroups(groups).map_err(std::io::Error::from)?;
-                nix::unistd::setresgid(*gid, *gid, *gid).map_err(std::io::Error::from)?;
-                nix::unistd::setresuid(*uid, *uid, *uid).map_err(std::io::Error::from)?;
-            }
-            if libc::chdir(cwd_c.as_ptr()) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+                nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
+                nix::unistd::setresgid(gid, gid, gid).map_err(std::io::Error::from)?;
+                nix::unistd::setresuid(uid, uid, uid).map_err(std::io::Error::from)?;
+                if libc::chdir(cwd_c.as_ptr()) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
 
-    let mut child = cmd.spawn().map_err(|source| {
+    let spawned = {
+        let _serial = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if same_user {
+            clear_cloexec(raw).map_err(RunnerError::Script)?;
+        }
+        let spawned = cmd.spawn();
+        // The child has its copy (posix_spawn returns after the exec): close ours before
+        // another spawn could inherit it.
+        drop(script_fd);
+        spawned
+    };
+    let mut child = spawned.map_err(|source| {
         use std::io::ErrorKind::{NotADirectory, NotFound, PermissionDenied};
         // The interpreter exists (checked above): these come from entering the directory.
         if matches!(source.kind(), NotFound | PermissionDenied | NotADirectory) {
@@ -249,7 +266,6 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
             }
         }
     })?;
-    drop(script_fd);
     let pid = child.id().unwrap_or_default();
     let stdout = child.stdout.take().ok_or_else(|| pipe_missing(spec))?;
     let stderr = child.stderr.take().ok_or_else(|| pipe_missing(spec))?;
@@ -272,6 +288,17 @@ fn pipe_missing(spec: &RunSpec) -> RunnerError {
         interpreter: spec.interpreter.clone(),
         source: std::io::Error::other("output pipe missing"),
     }
+}
+
+fn clear_cloexec(fd: i32) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor this function's caller owns; no memory is passed.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn script_memfd(script: &str) -> std::io::Result<OwnedFd> {

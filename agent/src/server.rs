@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rjob_proto::v1::agent_server::AgentServer;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tonic::transport::Server;
 
 use crate::config::AgentConfig;
 use crate::runs::Runs;
@@ -19,16 +21,12 @@ pub async fn serve(
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
     };
-    let identity = Identity::from_pem(
-        read(&config.cert, "certificate")?,
-        read(&config.key, "private key")?,
-    );
-    let client_ca = Certificate::from_pem(read(&config.client_ca, "client CA certificate")?);
-    let tls = ServerTlsConfig::new()
-        .identity(identity)
-        .client_ca_root(client_ca)
-        .client_auth_optional(false)
-        .timeout(Duration::from_secs(10));
+    let tls = rjob_proto::tls::server_config(
+        &read(&config.cert, "certificate")?,
+        &read(&config.key, "private key")?,
+        &read(&config.client_ca, "client CA certificate")?,
+    )
+    .context("setting up TLS")?;
 
     let runs = Arc::new(Runs::open(&config.spool_dir, config.max_concurrent_runs)?);
     let expiring = runs.clone();
@@ -47,34 +45,72 @@ pub async fn serve(
     let listen = config.listen;
     let kill_grace = config.kill_grace;
     let service = AgentService::new(config, runs.clone())?;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, "rjob-agent ready");
+    let (connections, accepting) = accept_tls(listener, tls);
     Server::builder()
-        .tls_config(tls)
-        .context("setting up TLS")?
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(AgentServer::new(service).max_decoding_message_size(max_message))
-        // TCP_NODELAY on the accepted sockets themselves (the builder's setting does not reach
-        // connections from an incoming stream): without it, small answers wait ~40ms for the
-        // peer's delayed ACK.
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async {
-                shutdown.await;
-                // Stop the runs first: their attach streams then end with a result, and the
-                // connections can drain.
-                tracing::info!("shutting down: stopping the runs still going");
-                runs.stop_all(kill_grace + Duration::from_secs(1)).await;
-            },
-        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(connections), async {
+            shutdown.await;
+            accepting.abort();
+            // Stop the runs first: their attach streams then end with a result, and the
+            // connections can drain.
+            tracing::info!("shutting down: stopping the runs still going");
+            runs.stop_all(kill_grace + Duration::from_secs(1)).await;
+        })
         .await
         .context("serving")?;
     Ok(())
+}
+
+/// How long a client has to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections and completes their TLS handshakes concurrently (a slow or silent
+/// client holds up nobody); the established ones come out of the channel.
+fn accept_tls(
+    listener: TcpListener,
+    config: rustls::ServerConfig,
+) -> (
+    tokio::sync::mpsc::Receiver<std::io::Result<TlsStream<TcpStream>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let accepting = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, most likely: back off instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // Small answers must not wait ~40 ms for the peer's delayed ACK.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+            }
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    (rx, accepting)
 }
 
 /// Resolves on SIGTERM or SIGINT (the agent's and the controller daemon's way to stop).

@@ -1,10 +1,11 @@
 //! The controller's side of mutual TLS: finding its identity and dialling agents.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rjob_proto::v1::agent_client::AgentClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::hosts::Host;
 
@@ -26,6 +27,12 @@ pub enum IdentityError {
     },
     #[error("no identity directory: pass --identity DIR, set RJOB_IDENTITY, or set HOME")]
     NoHome,
+    #[error("the identity in {dir} is not usable: {source}; issue it again with `rjob pki issue-client`")]
+    Invalid {
+        dir: PathBuf,
+        #[source]
+        source: rjob_proto::tls::TlsError,
+    },
 }
 
 /// Where the identity is: `--identity`, then `$RJOB_IDENTITY`, then
@@ -49,7 +56,7 @@ pub fn identity_dir(flag: Option<&Path>) -> Result<PathBuf, IdentityError> {
 /// The controller's TLS settings, loaded once and shared by every connection.
 #[derive(Clone)]
 pub struct Tls {
-    config: ClientTlsConfig,
+    config: Arc<rustls::ClientConfig>,
 }
 
 impl Tls {
@@ -64,10 +71,14 @@ impl Tls {
                 _ => IdentityError::Read { path, source },
             })
         };
-        let ca = Certificate::from_pem(read("ca.crt")?);
-        let identity = Identity::from_pem(read("client.crt")?, read("client.key")?);
+        let config =
+            rjob_proto::tls::client_config(&read("ca.crt")?, &read("client.crt")?, &read("client.key")?)
+                .map_err(|source| IdentityError::Invalid {
+                    dir: dir.to_owned(),
+                    source,
+                })?;
         Ok(Tls {
-            config: ClientTlsConfig::new().ca_certificate(ca).identity(identity),
+            config: Arc::new(config),
         })
     }
 }
@@ -89,13 +100,15 @@ pub async fn connect(
     tls: &Tls,
     timeout: Duration,
 ) -> Result<AgentClient<Channel>, ConnectError> {
-    let uri = format!("https://{}", host.authority());
+    let authority = host.authority();
+    let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
+        .map_err(|_| ConnectError::Address(host.name.clone()))?;
+    // The connector below does the TLS (with the shared configuration), so tonic is given
+    // a plain http URI: it then only speaks HTTP/2 over what the connector returns.
+    let uri = format!("http://{authority}");
     let endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|_| ConnectError::Address(uri))?
-        .tls_config(tls.config.clone().domain_name(host.name.clone()))
-        .map_err(|e| ConnectError::Transport(describe(&e)))?
         .connect_timeout(timeout)
-        .tcp_nodelay(true)
         // Small HTTP/2 windows: what an agent may send ahead of the reader stays bounded per
         // host (the default lets each send megabytes), so memory does not grow with the fleet.
         .initial_stream_window_size(STREAM_WINDOW)
@@ -105,7 +118,23 @@ pub async fn connect(
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    let channel = tokio::time::timeout(timeout, endpoint.connect())
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let dial = tower::service_fn(move |_: tonic::transport::Uri| {
+        let (connector, authority, server_name) = (connector.clone(), authority.clone(), server_name.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&authority).await?;
+            // Requests are small: they must not wait for the peer's delayed ACK.
+            tcp.set_nodelay(true)?;
+            let stream = connector.connect(server_name, tcp).await?;
+            if stream.get_ref().1.alpn_protocol() != Some(rjob_proto::tls::ALPN_H2) {
+                return Err(std::io::Error::other(
+                    "the agent did not agree to HTTP/2 (ALPN h2)",
+                ));
+            }
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    let channel = tokio::time::timeout(timeout, endpoint.connect_with_connector(dial))
         .await
         .map_err(|_| ConnectError::Timeout(timeout))?
         .map_err(|e| ConnectError::Transport(describe(&e)))?;

@@ -11,5 +11,7 @@ pub mod v1 {
     include!("gen/rjob.v1.rs");
 }
 
+pub mod tls;
+
 /// The default TCP port of `rjob-agent`.
 pub const DEFAULT_PORT: u16 = 7443;
