@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::auth::{self, FailureLimiter};
 use crate::config::{AgentConfig, DEFAULT_INTERPRETER};
 use crate::policy::{Policy, Refusal};
-use crate::run::{Control, Phase, RunLimits, RunRecord};
+use crate::run::{Control, Phase, Run, RunLimits, RunRecord};
 use crate::runner::{RunSpec, RunUser, RunnerError};
 use crate::runs::{NotFound, Runs, StartError};
 
@@ -38,6 +38,59 @@ pub struct AgentService {
 }
 
 impl AgentService {
+    /// Checks the request against the policy (and the password, through PAM) and starts the
+    /// run, with audit records either way.
+    async fn start(&self, request: Request<pb::StartRunRequest>) -> Result<Arc<Run>, Status> {
+        let identities = self.identities(&request);
+        let client = identities
+            .first()
+            .cloned()
+            .unwrap_or_else(|| client_identity(&request));
+        let mut req = request.into_inner();
+        // The password leaves the request at once and is wiped after the check.
+        let password = Zeroizing::new(std::mem::take(&mut req.password));
+        let script_sha256 = hex::encode(Sha256::digest(req.script.as_bytes()));
+        let checked = match self.authorize(&identities, &req.run_as, password).await {
+            Ok(user) => self.validate(&req, user),
+            Err(status) => Err(status),
+        };
+        let (spec, timeout) = match checked {
+            Ok(v) => v,
+            Err(status) => {
+                tracing::info!(target: "audit", client, run_as = %req.run_as, script_sha256, refused = status.message(), "run refused");
+                return Err(status);
+            }
+        };
+        let record = RunRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            label: req.label.clone(),
+            run_as: spec.user.name.clone(),
+            client: client.clone(),
+            script_sha256: script_sha256.clone(),
+            pid: 0,
+            boot_id: String::new(),
+            pid_start_time: 0,
+            started_at_ms: crate::run::now_ms(),
+            ended_at_ms: None,
+            outcome: None,
+        };
+        let limits = RunLimits {
+            timeout,
+            max_output_bytes: self.config.max_output_bytes,
+            kill_grace: self.config.kill_grace,
+        };
+        let run = self.runs.start(&spec, record, limits).map_err(|e| {
+            tracing::info!(target: "audit", client, script_sha256, refused = %e, "run refused");
+            match e {
+                StartError::Busy { .. } => Status::resource_exhausted(e.to_string()),
+                StartError::Runner(RunnerError::WorkingDir { .. }) => Status::invalid_argument(e.to_string()),
+                StartError::Runner(_) | StartError::Storage(_) => Status::internal(e.to_string()),
+            }
+        })?;
+        tracing::info!(target: "audit", client, run = run.id(), run_as = %run.record.run_as, script_sha256, pid = run.record.pid, "run started");
+        Ok(run)
+    }
+
     /// The agent service for TLS clients, with the policy from the config: a root agent without
     /// a policy refuses everything; a non-root one runs only as its own user.
     pub fn new(config: AgentConfig, runs: Arc<Runs>) -> anyhow::Result<AgentService> {
@@ -285,57 +338,24 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::StartRunRequest>,
     ) -> Result<Response<pb::StartRunResponse>, Status> {
-        let identities = self.identities(&request);
-        let client = identities
-            .first()
-            .cloned()
-            .unwrap_or_else(|| client_identity(&request));
-        let mut req = request.into_inner();
-        // The password leaves the request at once and is wiped after the check.
-        let password = Zeroizing::new(std::mem::take(&mut req.password));
-        let script_sha256 = hex::encode(Sha256::digest(req.script.as_bytes()));
-        let checked = match self.authorize(&identities, &req.run_as, password).await {
-            Ok(user) => self.validate(&req, user),
-            Err(status) => Err(status),
-        };
-        let (spec, timeout) = match checked {
-            Ok(v) => v,
-            Err(status) => {
-                tracing::info!(target: "audit", client, run_as = %req.run_as, script_sha256, refused = status.message(), "run refused");
-                return Err(status);
-            }
-        };
-        let record = RunRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            label: req.label.clone(),
-            run_as: spec.user.name.clone(),
-            client: client.clone(),
-            script_sha256: script_sha256.clone(),
-            pid: 0,
-            boot_id: String::new(),
-            pid_start_time: 0,
-            started_at_ms: crate::run::now_ms(),
-            ended_at_ms: None,
-            outcome: None,
-        };
-        let limits = RunLimits {
-            timeout,
-            max_output_bytes: self.config.max_output_bytes,
-            kill_grace: self.config.kill_grace,
-        };
-        let run = self.runs.start(&spec, record, limits).map_err(|e| {
-            tracing::info!(target: "audit", client, script_sha256, refused = %e, "run refused");
-            match e {
-                StartError::Busy { .. } => Status::resource_exhausted(e.to_string()),
-                StartError::Runner(RunnerError::WorkingDir { .. }) => Status::invalid_argument(e.to_string()),
-                StartError::Runner(_) | StartError::Storage(_) => Status::internal(e.to_string()),
-            }
-        })?;
-        tracing::info!(target: "audit", client, run = run.id(), run_as = %run.record.run_as, script_sha256, pid = run.record.pid, "run started");
+        let run = self.start(request).await?;
         Ok(Response::new(pb::StartRunResponse {
             run_id: run.id().to_string(),
             info: Some(run.info()),
         }))
+    }
+
+    type StartAndAttachRunStream = ReceiverStream<Result<pb::RunEvent, Status>>;
+
+    async fn start_and_attach_run(
+        &self,
+        request: Request<pb::StartRunRequest>,
+    ) -> Result<Response<Self::StartAndAttachRunStream>, Status> {
+        let run = self.start(request).await?;
+        let started = pb::RunEvent {
+            event: Some(pb::run_event::Event::Started(run.info())),
+        };
+        Ok(Response::new(attach(run, 0, Some(started))?))
     }
 
     type AttachRunStream = ReceiverStream<Result<pb::RunEvent, Status>>;
@@ -346,52 +366,7 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::AttachRunStream>, Status> {
         let run = self.owned_run(&request, &request.get_ref().run_id)?;
         let req = request.into_inner();
-        let mut status = run.subscribe();
-        let mut cursor = run
-            .spool
-            .cursor(req.after_seq)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
-            loop {
-                let now = status.borrow_and_update().clone();
-                loop {
-                    match cursor.next_chunk(now.extent) {
-                        Ok(Some(chunk)) => {
-                            let event = pb::RunEvent {
-                                event: Some(pb::run_event::Event::Chunk(pb::OutputChunk {
-                                    seq: chunk.seq,
-                                    stream: chunk.stream as i32,
-                                    data: chunk.data,
-                                })),
-                            };
-                            if tx.send(Ok(event)).await.is_err() {
-                                return; // the reader went away
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.send(Err(Status::data_loss(e.to_string()))).await;
-                            return;
-                        }
-                    }
-                }
-                if let Phase::Ended { outcome, .. } = &now.phase {
-                    let result = outcome.to_result(now.extent.last_seq);
-                    let _ = tx
-                        .send(Ok(pb::RunEvent {
-                            event: Some(pb::run_event::Event::Result(result)),
-                        }))
-                        .await;
-                    return;
-                }
-                tokio::select! {
-                    changed = status.changed() => if changed.is_err() { return },
-                    () = tx.closed() => return,
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(attach(run, req.after_seq, None)?))
     }
 
     async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::RunInfo>, Status> {
@@ -488,4 +463,62 @@ impl AgentService {
         run.control(c).await;
         Ok(Response::new(run.info()))
     }
+}
+
+/// A run's events from `after_seq` on, live until its result, after `first` if given.
+fn attach(
+    run: Arc<Run>,
+    after_seq: u64,
+    first: Option<pb::RunEvent>,
+) -> Result<ReceiverStream<Result<pb::RunEvent, Status>>, Status> {
+    let mut status = run.subscribe();
+    let mut cursor = run
+        .spool
+        .cursor(after_seq)
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(16);
+    if let Some(first) = first {
+        // The channel is new and empty: there is room.
+        let _ = tx.try_send(Ok(first));
+    }
+    tokio::spawn(async move {
+        loop {
+            let now = status.borrow_and_update().clone();
+            loop {
+                match cursor.next_chunk(now.extent) {
+                    Ok(Some(chunk)) => {
+                        let event = pb::RunEvent {
+                            event: Some(pb::run_event::Event::Chunk(pb::OutputChunk {
+                                seq: chunk.seq,
+                                stream: chunk.stream as i32,
+                                data: chunk.data,
+                            })),
+                        };
+                        if tx.send(Ok(event)).await.is_err() {
+                            return; // the reader went away
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::data_loss(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            if let Phase::Ended { outcome, .. } = &now.phase {
+                let result = outcome.to_result(now.extent.last_seq);
+                let _ = tx
+                    .send(Ok(pb::RunEvent {
+                        event: Some(pb::run_event::Event::Result(result)),
+                    }))
+                    .await;
+                return;
+            }
+            tokio::select! {
+                changed = status.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Ok(ReceiverStream::new(rx))
 }

@@ -176,6 +176,8 @@ pub async fn drive(
         Err(reason) => return ChildOutcome::new(State::Failed, reason, started),
     };
 
+    // A fresh start comes with its event stream (StartAndAttachRun): one call less per host.
+    let mut events = None;
     let run_id = match resume.run_id {
         Some(id) => id,
         None => {
@@ -207,15 +209,22 @@ pub async fn drive(
                         return ChildOutcome::new(State::Stopped, "stopped before it started", started);
                     }
                     sink.starting().await;
-                    match client.start_run(request).await {
-                        Ok(r) => r.into_inner().run_id,
-                        Err(status) => {
-                            return ChildOutcome::new(
-                                State::Failed,
-                                format!("refused: {}", describe_status(&status)),
-                                started,
-                            )
+                    let refused = |reason: String| {
+                        ChildOutcome::new(State::Failed, format!("refused: {reason}"), started)
+                    };
+                    let mut stream = match client.start_and_attach_run(request).await {
+                        Ok(r) => r.into_inner(),
+                        Err(status) => return refused(describe_status(&status)),
+                    };
+                    match stream.message().await {
+                        Ok(Some(pb::RunEvent {
+                            event: Some(pb::run_event::Event::Started(info)),
+                        })) => {
+                            events = Some(stream);
+                            info.run_id
                         }
+                        Ok(_) => return refused("the agent did not say it started the run".to_string()),
+                        Err(status) => return refused(describe_status(&status)),
                     }
                 }
             }
@@ -233,6 +242,7 @@ pub async fn drive(
         let mut progressed = false;
         let followed = follow(
             &mut client,
+            events.take(),
             &run_id,
             &mut last_seq,
             sink,
@@ -364,6 +374,7 @@ enum Follow {
 
 async fn follow(
     client: &mut AgentClient<Channel>,
+    events: Option<tonic::Streaming<pb::RunEvent>>,
     run_id: &str,
     last_seq: &mut u64,
     sink: &impl ChildSink,
@@ -371,11 +382,16 @@ async fn follow(
     applied: &mut Desired,
     progressed: &mut bool,
 ) -> Result<pb::RunResult, Follow> {
-    let request = pb::AttachRunRequest {
-        run_id: run_id.to_string(),
-        after_seq: *last_seq,
+    let mut stream = match events {
+        Some(stream) => stream,
+        None => {
+            let request = pb::AttachRunRequest {
+                run_id: run_id.to_string(),
+                after_seq: *last_seq,
+            };
+            client.attach_run(request).await.map_err(classify)?.into_inner()
+        }
     };
-    let mut stream = client.attach_run(request).await.map_err(classify)?.into_inner();
     let want = *desired.borrow_and_update();
     apply(client, run_id, sink, want, applied).await?;
     // Once nobody can change what is wanted, stop watching for changes.
@@ -408,6 +424,11 @@ async fn follow(
                 *last_seq = chunk.seq;
             }
             Some(pb::run_event::Event::Result(result)) => return Ok(result),
+            Some(pb::run_event::Event::Started(_)) => {
+                return Err(Follow::Broken(
+                    "the agent sent a second start event: attaching again".to_string(),
+                ))
+            }
             None => {
                 return Err(Follow::Broken(
                     "the agent closed the stream before the run ended".to_string(),

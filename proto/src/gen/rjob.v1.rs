@@ -166,7 +166,7 @@ pub struct RunInfo {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RunEvent {
-    #[prost(oneof = "run_event::Event", tags = "1, 2")]
+    #[prost(oneof = "run_event::Event", tags = "1, 2, 3")]
     pub event: ::core::option::Option<run_event::Event>,
 }
 /// Nested message and enum types in `RunEvent`.
@@ -179,6 +179,9 @@ pub mod run_event {
         /// The last event of an attach stream, once the run has ended and every chunk was sent.
         #[prost(message, tag = "2")]
         Result(super::RunResult),
+        /// The first event of a StartAndAttachRun stream: the run was started.
+        #[prost(message, tag = "3")]
+        Started(super::RunInfo),
     }
 }
 #[allow(clippy::all)]
@@ -390,6 +393,33 @@ pub mod agent_client {
             req.extensions_mut().insert(GrpcMethod::new("rjob.v1.Agent", "AttachRun"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// StartRun and AttachRun (from the start) in one call: the first event is
+        /// `started`, with the run's id. A caller whose stream breaks attaches again
+        /// with AttachRun, from the last sequence number it has.
+        pub async fn start_and_attach_run(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StartRunRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::RunEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Agent/StartAndAttachRun",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Agent", "StartAndAttachRun"));
+            self.inner.server_streaming(req, path, codec).await
+        }
         /// Current state of a run, without its output.
         pub async fn get_run(
             &mut self,
@@ -565,6 +595,22 @@ pub mod agent_server {
             &self,
             request: tonic::Request<super::AttachRunRequest>,
         ) -> std::result::Result<tonic::Response<Self::AttachRunStream>, tonic::Status>;
+        /// Server streaming response type for the StartAndAttachRun method.
+        type StartAndAttachRunStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::RunEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// StartRun and AttachRun (from the start) in one call: the first event is
+        /// `started`, with the run's id. A caller whose stream breaks attaches again
+        /// with AttachRun, from the last sequence number it has.
+        async fn start_and_attach_run(
+            &self,
+            request: tonic::Request<super::StartRunRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::StartAndAttachRunStream>,
+            tonic::Status,
+        >;
         /// Current state of a run, without its output.
         async fn get_run(
             &self,
@@ -754,6 +800,52 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = AttachRunSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Agent/StartAndAttachRun" => {
+                    #[allow(non_camel_case_types)]
+                    struct StartAndAttachRunSvc<T: Agent>(pub Arc<T>);
+                    impl<
+                        T: Agent,
+                    > tonic::server::ServerStreamingService<super::StartRunRequest>
+                    for StartAndAttachRunSvc<T> {
+                        type Response = super::RunEvent;
+                        type ResponseStream = T::StartAndAttachRunStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StartRunRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Agent>::start_and_attach_run(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StartAndAttachRunSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
