@@ -161,10 +161,13 @@ pub async fn drive(
     resume: Resume,
 ) -> ChildOutcome {
     let started = Instant::now();
-    let mut last_seq = resume.last_seq;
-    let mut applied = Desired {
-        stop: false,
-        suspend: resume.suspended,
+    let mut at = Position {
+        last_seq: resume.last_seq,
+        applied: Desired {
+            stop: false,
+            suspend: resume.suspended,
+        },
+        progressed: false,
     };
     let mut link = Link::new(target, settings);
 
@@ -231,7 +234,7 @@ pub async fn drive(
         }
     };
     sink.started(&run_id).await;
-    let state = if applied.suspend {
+    let state = if at.applied.suspend {
         State::Suspended
     } else {
         State::Running
@@ -239,23 +242,13 @@ pub async fn drive(
     sink.state(state, None).await;
 
     loop {
-        let mut progressed = false;
-        let followed = follow(
-            &mut client,
-            events.take(),
-            &run_id,
-            &mut last_seq,
-            sink,
-            &mut desired,
-            &mut applied,
-            &mut progressed,
-        )
-        .await;
-        if progressed {
+        at.progressed = false;
+        let followed = follow(&mut client, events.take(), &run_id, &mut at, sink, &mut desired).await;
+        if at.progressed {
             link.healthy();
         }
         let reason = match followed {
-            Ok(result) if last_seq >= result.last_seq => {
+            Ok(result) if at.last_seq >= result.last_seq => {
                 if !sink.flush().await {
                     return ChildOutcome::new(
                         State::Failed,
@@ -267,14 +260,14 @@ pub async fn drive(
                 let _ = client
                     .ack_run(pb::AckRunRequest {
                         run_id: run_id.clone(),
-                        seq: last_seq,
+                        seq: at.last_seq,
                     })
                     .await;
                 return ChildOutcome::from_result(&result, started);
             }
             Ok(result) => format!(
                 "the result came before output {}..{}: attaching again",
-                last_seq + 1,
+                at.last_seq + 1,
                 result.last_seq
             ),
             Err(Follow::Gone(reason)) => return ChildOutcome::new(State::Failed, reason, started),
@@ -283,7 +276,7 @@ pub async fn drive(
         match link.broken(sink, reason).await {
             Ok(c) => {
                 client = c;
-                let state = if applied.suspend {
+                let state = if at.applied.suspend {
                     State::Suspended
                 } else {
                     State::Running
@@ -372,28 +365,34 @@ enum Follow {
     Gone(String),
 }
 
+/// How far a child has got: what it has handed on, and what it has asked the agent for.
+struct Position {
+    last_seq: u64,
+    applied: Desired,
+    /// The agent answered during the last follow.
+    progressed: bool,
+}
+
 async fn follow(
     client: &mut AgentClient<Channel>,
     events: Option<tonic::Streaming<pb::RunEvent>>,
     run_id: &str,
-    last_seq: &mut u64,
+    at: &mut Position,
     sink: &impl ChildSink,
     desired: &mut watch::Receiver<Desired>,
-    applied: &mut Desired,
-    progressed: &mut bool,
 ) -> Result<pb::RunResult, Follow> {
     let mut stream = match events {
         Some(stream) => stream,
         None => {
             let request = pb::AttachRunRequest {
                 run_id: run_id.to_string(),
-                after_seq: *last_seq,
+                after_seq: at.last_seq,
             };
             client.attach_run(request).await.map_err(classify)?.into_inner()
         }
     };
     let want = *desired.borrow_and_update();
-    apply(client, run_id, sink, want, applied).await?;
+    apply(client, run_id, sink, want, &mut at.applied).await?;
     // Once nobody can change what is wanted, stop watching for changes.
     let mut control_open = true;
     loop {
@@ -403,7 +402,7 @@ async fn follow(
                 match changed {
                     Ok(()) => {
                         let want = *desired.borrow_and_update();
-                        apply(client, run_id, sink, want, applied).await?;
+                        apply(client, run_id, sink, want, &mut at.applied).await?;
                     }
                     Err(_) => control_open = false,
                 }
@@ -411,17 +410,17 @@ async fn follow(
             }
         };
         let message = message.map_err(classify)?;
-        *progressed = true;
+        at.progressed = true;
         match message.and_then(|e| e.event) {
             Some(pb::run_event::Event::Chunk(chunk)) => {
-                if chunk.seq <= *last_seq {
+                if chunk.seq <= at.last_seq {
                     continue; // already handed on
                 }
                 let stream = pb::Stream::try_from(chunk.stream).unwrap_or(pb::Stream::Stdout);
                 if sink.chunk(chunk.seq, stream, chunk.data).await.is_err() {
                     return Err(Follow::Gone("the controller stopped reading".to_string()));
                 }
-                *last_seq = chunk.seq;
+                at.last_seq = chunk.seq;
             }
             Some(pb::run_event::Event::Result(result)) => return Ok(result),
             Some(pb::run_event::Event::Started(_)) => {
