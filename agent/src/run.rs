@@ -279,6 +279,9 @@ pub fn start(
         // there is nothing left to flush: what is still unacknowledged after SYNC_AFTER is
         // made durable then (the page cache already keeps it safe from an agent crash).
         tokio::time::sleep(SYNC_AFTER).await;
+        if supervised.spool.is_removed() {
+            return;
+        }
         let spool = supervised.spool.clone();
         match tokio::task::spawn_blocking(move || spool.sync()).await {
             Ok(Ok(())) => {}

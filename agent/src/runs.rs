@@ -1,5 +1,6 @@
 //! The agent's table of runs: it owns them, enforces the concurrency limit, and keeps their
-//! files (`<run id>.run`) in the spool directory until the caller acknowledged their output.
+//! files (`*.run`, one a run) in the spool directory until the caller acknowledged their output;
+//! emptied files are kept for the next runs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ impl Runs {
             .create(dir)
             .with_context(|| format!("creating spool directory {}", dir.display()))?;
         let mut map = HashMap::new();
+        // Room for a burst of runs as large as the concurrency limit, within reason.
+        let pool = FilePool::new(usize::try_from(max_concurrent.min(256)).unwrap_or(256));
         let entries =
             std::fs::read_dir(dir).with_context(|| format!("reading spool directory {}", dir.display()))?;
         for entry in entries {
@@ -60,6 +63,13 @@ impl Runs {
                 continue;
             }
             if path.extension().is_none_or(|e| e != RUN_EXTENSION) {
+                continue;
+            }
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                // Emptied after its run was acknowledged: kept for reuse.
+                if !pool.offer(path.clone()) {
+                    let _ = std::fs::remove_file(&path);
+                }
                 continue;
             }
             match Run::load(&path) {
@@ -74,11 +84,6 @@ impl Runs {
                 }
             }
         }
-        // Room for a burst of runs as large as the concurrency limit, within reason.
-        let pool = FilePool::open(
-            &dir.join("free"),
-            usize::try_from(max_concurrent.min(256)).unwrap_or(256),
-        )?;
         Ok(Runs {
             dir: dir.to_owned(),
             pool,
@@ -112,9 +117,10 @@ impl Runs {
         let release = SlotGuard(self.running.clone());
         let path = self.dir.join(format!("{}.{RUN_EXTENSION}", record.id));
         let spool = Spool::create_from(&path, &self.pool).map_err(|e| StartError::Storage(e.into()))?;
+        let file = spool.path().to_owned();
         let result = self.start_in(spool, spec, record, limits, release);
         if result.is_err() {
-            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&file);
         }
         result
     }

@@ -95,6 +95,10 @@ impl AgentService {
     /// a policy refuses everything; a non-root one runs only as its own user.
     pub fn new(config: AgentConfig, runs: Arc<Runs>) -> anyhow::Result<AgentService> {
         let user = RunUser::current()?;
+        // Loads the user and group database modules (NSS) now rather than in the first run.
+        if let Err(e) = RunUser::lookup(&user.name) {
+            tracing::warn!(error = %e, "cannot look up the agent's own user and groups");
+        }
         let policy = match &config.policy {
             Some(path) => Policy::load(path)?,
             None if user.uid == 0 => {

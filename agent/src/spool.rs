@@ -67,38 +67,40 @@ pub struct Spool {
     removed: Arc<AtomicBool>,
 }
 
-/// Emptied run files kept for reuse (`<spool dir>/free/`). Creating a file costs an inode
-/// allocation, and on a busy ext4 that search is the most expensive step of a short run;
-/// renaming an emptied file back into place costs a directory entry.
+/// Emptied run files kept for reuse. Creating a file costs an inode allocation (on a busy
+/// ext4, the most expensive step of a short run) and deleting it a release; an emptied file
+/// is simply written again. A file's name does not matter: the run's id is in its record.
 pub struct FilePool {
-    dir: PathBuf,
     cap: usize,
     free: Mutex<Vec<PathBuf>>,
 }
 
 impl FilePool {
-    /// Opens (or creates, mode 0700) the pool directory, keeping at most `cap` files.
-    pub fn open(dir: &Path, cap: usize) -> Result<FilePool, SpoolError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| io_err(dir, source))?;
-        let mut free = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|source| io_err(dir, source))? {
-            let path = entry.map_err(|source| io_err(dir, source))?.path();
-            if free.len() < cap && path.is_file() {
-                free.push(path);
-            } else {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-        Ok(FilePool {
-            dir: dir.to_owned(),
+    /// A pool that keeps at most `cap` files.
+    pub fn new(cap: usize) -> FilePool {
+        FilePool {
             cap,
-            free: Mutex::new(free),
-        })
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Keeps an empty file for reuse if there is room; false: the caller deletes it.
+    pub fn offer(&self, path: PathBuf) -> bool {
+        let mut free = self.lock();
+        if free.len() < self.cap {
+            free.push(path);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
@@ -127,25 +129,26 @@ impl Spool {
         Ok(Spool::new(path, file))
     }
 
-    /// Like [`Spool::create`], reusing an emptied file from `pool` where there is one.
+    /// An emptied file from `pool` where there is one, else a new file at `path`.
     pub fn create_from(path: &Path, pool: &FilePool) -> Result<Spool, SpoolError> {
         let Some(free) = pool.lock().pop() else {
             return Spool::create(path);
         };
-        let reused = std::fs::rename(&free, path).and_then(|()| {
-            let file = OpenOptions::new().read(true).append(true).open(path)?;
-            // Emptied when it was put in the pool; a crash may have come in between.
-            if file.metadata()?.len() > 0 {
-                file.set_len(0)?;
-            }
-            Ok(file)
-        });
+        let reused = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&free)
+            .and_then(|file| {
+                if file.metadata()?.len() > 0 {
+                    file.set_len(0)?;
+                }
+                Ok(file)
+            });
         match reused {
-            Ok(file) => Ok(Spool::new(path, file)),
+            Ok(file) => Ok(Spool::new(&free, file)),
             Err(e) => {
                 tracing::warn!(file = %free.display(), error = %e, "cannot reuse a spool file; creating a new one");
                 let _ = std::fs::remove_file(&free);
-                let _ = std::fs::remove_file(path);
                 Spool::create(path)
             }
         }
@@ -288,29 +291,22 @@ impl Spool {
             .map_err(|source| io_err(&self.path, source))
     }
 
-    /// Removes the file: emptied into `pool` while it has room, else deleted. Readers stop
-    /// at their next chunk.
+    /// Removes the run: the file is emptied into `pool` while it has room, else deleted.
+    /// Readers stop at their next chunk.
     pub fn remove(&self, pool: &FilePool) -> Result<(), SpoolError> {
         let inner = self.lock();
         if self.removed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let mut free = pool.lock();
-        if free.len() < pool.cap {
-            if let Some(name) = self.path.file_name() {
-                let dest = pool.dir.join(name);
-                if std::fs::rename(&self.path, &dest).is_ok() {
-                    if inner.file.set_len(0).is_ok() {
-                        free.push(dest);
-                    } else {
-                        let _ = std::fs::remove_file(&dest);
-                    }
-                    return Ok(());
-                }
-            }
+        if inner.file.set_len(0).is_ok() && pool.offer(self.path.clone()) {
+            return Ok(());
         }
-        drop(free);
         std::fs::remove_file(&self.path).map_err(|source| io_err(&self.path, source))
+    }
+
+    /// Whether the run was removed (nothing left to flush).
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 
     /// A cursor positioned at the first record after `after_seq`.
@@ -487,17 +483,19 @@ mod tests {
     #[test]
     fn a_recycled_file_starts_empty_and_old_readers_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = FilePool::open(&dir.path().join("free"), 1).unwrap();
+        let pool = FilePool::new(1);
         let first = Spool::create_from(&dir.path().join("a.run"), &pool).unwrap();
         first.append(Stream::Stdout, b"secret of a").unwrap();
         let mut reader = first.cursor(0).unwrap();
         first.remove(&pool).unwrap();
-        assert!(!dir.path().join("a.run").exists());
-        assert_eq!(pool.lock().len(), 1);
+        assert_eq!(std::fs::metadata(dir.path().join("a.run")).unwrap().len(), 0);
+        assert_eq!(pool.len(), 1);
 
+        // The next run gets the emptied file, whatever the name it asked for.
         let second = Spool::create_from(&dir.path().join("b.run"), &pool).unwrap();
-        assert_eq!(pool.lock().len(), 0);
-        assert_eq!(std::fs::metadata(dir.path().join("b.run")).unwrap().len(), 0);
+        assert_eq!(second.path(), dir.path().join("a.run"));
+        assert!(pool.is_empty());
+        assert!(!dir.path().join("b.run").exists());
         second.append(Stream::Stdout, b"output of b").unwrap();
         assert_eq!(read_all(&second, 0)[0].data, b"output of b");
         // The first run's reader must not see the second run's output through the same file.
@@ -510,8 +508,8 @@ mod tests {
         let third = Spool::create_from(&dir.path().join("c.run"), &pool).unwrap();
         second.remove(&pool).unwrap();
         third.remove(&pool).unwrap();
-        assert_eq!(pool.lock().len(), 1);
-        assert_eq!(std::fs::read_dir(dir.path().join("free")).unwrap().count(), 1);
+        assert_eq!(pool.len(), 1);
+        assert!(dir.path().join("a.run").exists());
         assert!(!dir.path().join("c.run").exists());
     }
 
