@@ -372,6 +372,34 @@ fn a_run_sees_none_of_the_agents_environment() {
 }
 
 #[test]
+fn a_run_inherits_no_descriptor_of_the_agent() {
+    let fleet = Fleet::start(1).expect("fleet");
+    // The shell's own descriptors, as the kernel names them: stdin /dev/null, the output
+    // pipes, and the script (a memfd); no socket, no spool file, nothing of the agent's.
+    let out = ran(fleet.rjob().args([
+        "invoke",
+        "-H",
+        &fleet.hosts(),
+        "--script",
+        r#"for f in /proc/$$/fd/*; do echo "${f##*/} $(readlink "$f")"; done"#,
+    ]));
+    assert_eq!(out.code, 0, "{out}");
+    let fds = out.lines_of(&fleet.agents[0].host());
+    assert!(fds.len() >= 4, "{out}");
+    for line in &fds {
+        let (_, target) = line.split_once(' ').unwrap_or((line, ""));
+        // An empty target: the descriptor the glob itself used, closed since.
+        assert!(
+            target.is_empty()
+                || target == "/dev/null"
+                || target.starts_with("pipe:")
+                || target.starts_with("/memfd:rjob-script"),
+            "a run holds a descriptor it should not have: {line:?} in {fds:?}"
+        );
+    }
+}
+
+#[test]
 fn bad_input_gets_one_line_and_the_usage_status() {
     let fleet = Fleet::start(1).expect("fleet");
     let big = fleet.scratch().join("big.sh");
