@@ -221,10 +221,7 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
                 if raw == SCRIPT_FD {
                     // dup2 onto itself would keep close-on-exec set: clear it instead.
-                    let flags = libc::fcntl(raw, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                    clear_cloexec(raw)?;
                 } else if libc::dup2(raw, SCRIPT_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -290,6 +287,7 @@ fn pipe_missing(spec: &RunSpec) -> RunnerError {
     }
 }
 
+/// Async-signal-safe (only fcntl): also used between fork and exec.
 fn clear_cloexec(fd: i32) -> std::io::Result<()> {
     // SAFETY: fcntl on a descriptor this function's caller owns; no memory is passed.
     unsafe {

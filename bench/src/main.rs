@@ -2,6 +2,8 @@
 //! ansible ad-hoc, and the local spawn floor. See bench/README.md.
 
 mod fleet;
+mod opts;
+mod peers;
 mod procs;
 mod report;
 mod stats;
@@ -14,118 +16,10 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 
 use fleet::{Agents, Sshds};
+use opts::{Opts, Settings};
+use peers::{close_ssh_masters, detect_peers, Peers};
 use procs::Sample;
 use stats::{Scenario, Series, Tool};
-
-/// rjob fan-out, throughput and memory against N real agents on loopback addresses, with
-/// pdsh over ssh, ansible ad-hoc and N local spawns (the floor) side by side.
-#[derive(Debug, Parser)]
-#[command(name = "rjob-bench")]
-pub struct Opts {
-    /// Fleet sizes N [default: 16,64,256; --quick: 16]
-    #[arg(long, value_delimiter = ',')]
-    pub sizes: Option<Vec<usize>>,
-    /// Runs per measurement; medians are reported [default: 5; --quick: 2]
-    #[arg(long)]
-    pub runs: Option<usize>,
-    /// Runs of pdsh [default: --runs]
-    #[arg(long)]
-    pub pdsh_runs: Option<usize>,
-    /// Runs of ansible, the slowest peer, for every N [default: min(--runs, 3) for N <= 16,
-    /// min(--runs, 2) for N <= 64, 1 above; --quick: 1]
-    #[arg(long)]
-    pub ansible_runs: Option<usize>,
-    /// A small version for developers: N=16, 2 runs, 20 MB / 200 MB single-host output
-    #[arg(long)]
-    pub quick: bool,
-    /// Install the peers first (runs bench/setup-peers.sh: apt pdsh, openssh; ansible-core in a venv)
-    #[arg(long)]
-    pub install_peers: bool,
-    /// Measure rjob and the floor only
-    #[arg(long)]
-    pub no_peers: bool,
-    /// Output of the single-host throughput run, MB (10^6 bytes) [default: 100; --quick: 20]
-    #[arg(long)]
-    pub big_mb: Option<u64>,
-    /// Output of the single-host run that checks the controller's RSS stays flat, MB
-    /// [default: 1000; --quick: 200]; 0 skips it
-    #[arg(long)]
-    pub huge_mb: Option<u64>,
-    /// Output per host in the all-hosts throughput run, MB
-    #[arg(long, default_value_t = 1)]
-    pub per_host_mb: u64,
-    /// Port of every agent
-    #[arg(long, default_value_t = 17443)]
-    pub port: u16,
-    /// Port of every sshd endpoint
-    #[arg(long, default_value_t = 17022)]
-    pub ssh_port: u16,
-    /// Directory with the rjob and rjob-agent binaries [default: build them with cargo, same
-    /// profile and target directory as this benchmark]
-    #[arg(long)]
-    pub bin_dir: Option<PathBuf>,
-    /// The ansible executable [default: /tmp/bench-venv/bin/ansible, then ansible on PATH]
-    #[arg(long)]
-    pub ansible: Option<PathBuf>,
-    /// Where latest.md and latest.json go [default: bench/results]
-    #[arg(long)]
-    pub out_dir: Option<PathBuf>,
-    /// Keep the temporary directory (certificates, logs, agent spools) for inspection
-    #[arg(long)]
-    pub keep: bool,
-    /// Measure nothing: start the largest fleet of agents, write DIR/hosts.txt and DIR/env
-    /// (RJOB_IDENTITY), and wait until standard input closes or a signal comes (for profiling)
-    #[arg(long, value_name = "DIR")]
-    pub serve_only: Option<PathBuf>,
-}
-
-/// Settings after --quick and the defaults are applied.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Settings {
-    pub sizes: Vec<usize>,
-    pub runs: usize,
-    pub pdsh_runs: usize,
-    /// None: by N (see --ansible-runs).
-    pub ansible_runs: Option<usize>,
-    pub big_bytes: u64,
-    pub huge_bytes: u64,
-    pub per_host_bytes: u64,
-    pub quick: bool,
-}
-
-impl Settings {
-    pub fn ansible_runs_for(&self, n: usize) -> usize {
-        self.ansible_runs.unwrap_or(match n {
-            0..=16 => self.runs.min(3),
-            17..=64 => self.runs.min(2),
-            _ => 1,
-        })
-    }
-
-    fn from(o: &Opts) -> Settings {
-        let q = o.quick;
-        let runs = o.runs.unwrap_or(if q { 2 } else { 5 }).max(1);
-        let mut sizes = o
-            .sizes
-            .clone()
-            .unwrap_or(if q { vec![16] } else { vec![16, 64, 256] });
-        sizes.retain(|n| *n > 0);
-        sizes.dedup();
-        Settings {
-            sizes,
-            runs,
-            pdsh_runs: o.pdsh_runs.unwrap_or(runs).min(runs),
-            ansible_runs: o
-                .ansible_runs
-                .or(if q { Some(1) } else { None })
-                .map(|r| r.min(runs)),
-            big_bytes: o.big_mb.unwrap_or(if q { 20 } else { 100 }) * 1_000_000,
-            huge_bytes: o.huge_mb.unwrap_or(if q { 200 } else { 1000 }) * 1_000_000,
-            per_host_bytes: o.per_host_mb * 1_000_000,
-            quick: q,
-        }
-    }
-}
 
 /// A line of text, repeated, cut to `bytes`: output as ordinary text lines (100 bytes each).
 pub fn output_script(bytes: u64) -> String {
@@ -202,89 +96,6 @@ fn ensure_bins(opts: &Opts) -> Result<PathBuf> {
         bail!("cargo build of rjob and rjob-agent failed");
     }
     Ok(profile_dir)
-}
-
-/// Whether each peer can run, and if not why.
-pub struct Peers {
-    pub pdsh: std::result::Result<(), String>,
-    pub ansible: std::result::Result<PathBuf, String>,
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
-}
-
-fn detect_peers(opts: &Opts) -> Peers {
-    const HOW: &str = "install with `bench/setup-peers.sh` or pass --install-peers";
-    if opts.no_peers {
-        let why = "not measured: --no-peers".to_string();
-        return Peers {
-            pdsh: Err(why.clone()),
-            ansible: Err(why),
-        };
-    }
-    let mut ssh_missing = Vec::new();
-    if !Path::new(fleet::SSHD).is_file() {
-        ssh_missing.push("sshd (openssh-server)");
-    }
-    if on_path("ssh").is_none() || on_path("ssh-keygen").is_none() {
-        ssh_missing.push("ssh (openssh-client)");
-    }
-    let ssh_ok = if ssh_missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("SKIPPED: {} missing; {HOW}", ssh_missing.join(", ")))
-    };
-    let pdsh = match (&ssh_ok, on_path("pdsh")) {
-        (Err(e), _) => Err(e.clone()),
-        (Ok(()), None) => Err(format!("SKIPPED: pdsh is not installed; {HOW}")),
-        (Ok(()), Some(_)) => Ok(()),
-    };
-    let ansible_path = opts
-        .ansible
-        .clone()
-        .or_else(|| Some(PathBuf::from("/tmp/bench-venv/bin/ansible")).filter(|p| p.is_file()))
-        .or_else(|| on_path("ansible"));
-    let ansible = match (&ssh_ok, ansible_path) {
-        (Err(e), _) => Err(e.clone()),
-        (Ok(()), None) => Err(format!("SKIPPED: ansible is not installed; {HOW}")),
-        (Ok(()), Some(p)) if !p.is_file() => Err(format!("SKIPPED: {} does not exist; {HOW}", p.display())),
-        (Ok(()), Some(p)) => Ok(p),
-    };
-    Peers { pdsh, ansible }
-}
-
-/// Closes ansible's ControlPersist ssh masters (they detach, and would outlive the run).
-fn close_ssh_masters(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut children = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            close_ssh_masters(&path);
-            continue;
-        }
-        if let Ok(c) = Command::new("ssh")
-            .arg("-o")
-            .arg(format!("ControlPath={}", path.display()))
-            .args(["-O", "exit", "rjob-bench-target"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-        {
-            children.push(c);
-        }
-    }
-    for mut c in children {
-        let _ = c.wait();
-    }
 }
 
 /// Everything a run of the benchmark holds; dropping it stops every process it started.

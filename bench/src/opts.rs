@@ -1,0 +1,115 @@
+//! The command line and the settings derived from it.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// rjob fan-out, throughput and memory against N real agents on loopback addresses, with
+/// pdsh over ssh, ansible ad-hoc and N local spawns (the floor) side by side.
+#[derive(Debug, Parser)]
+#[command(name = "rjob-bench")]
+pub struct Opts {
+    /// Fleet sizes N [default: 16,64,256; --quick: 16]
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Option<Vec<usize>>,
+    /// Runs per measurement; medians are reported [default: 5; --quick: 2]
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Runs of pdsh [default: --runs]
+    #[arg(long)]
+    pub pdsh_runs: Option<usize>,
+    /// Runs of ansible, the slowest peer, for every N [default: min(--runs, 3) for N <= 16,
+    /// min(--runs, 2) for N <= 64, 1 above; --quick: 1]
+    #[arg(long)]
+    pub ansible_runs: Option<usize>,
+    /// A small version for developers: N=16, 2 runs, 20 MB / 200 MB single-host output
+    #[arg(long)]
+    pub quick: bool,
+    /// Install the peers first (runs bench/setup-peers.sh: apt pdsh, openssh; ansible-core in a venv)
+    #[arg(long)]
+    pub install_peers: bool,
+    /// Measure rjob and the floor only
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Output of the single-host throughput run, MB (10^6 bytes) [default: 100; --quick: 20]
+    #[arg(long)]
+    pub big_mb: Option<u64>,
+    /// Output of the single-host run that checks the controller's RSS stays flat, MB
+    /// [default: 1000; --quick: 200]; 0 skips it
+    #[arg(long)]
+    pub huge_mb: Option<u64>,
+    /// Output per host in the all-hosts throughput run, MB
+    #[arg(long, default_value_t = 1)]
+    pub per_host_mb: u64,
+    /// Port of every agent
+    #[arg(long, default_value_t = 17443)]
+    pub port: u16,
+    /// Port of every sshd endpoint
+    #[arg(long, default_value_t = 17022)]
+    pub ssh_port: u16,
+    /// Directory with the rjob and rjob-agent binaries [default: build them with cargo, same
+    /// profile and target directory as this benchmark]
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// The ansible executable [default: /tmp/bench-venv/bin/ansible, then ansible on PATH]
+    #[arg(long)]
+    pub ansible: Option<PathBuf>,
+    /// Where latest.md and latest.json go [default: bench/results]
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Keep the temporary directory (certificates, logs, agent spools) for inspection
+    #[arg(long)]
+    pub keep: bool,
+    /// Measure nothing: start the largest fleet of agents, write DIR/hosts.txt and DIR/env
+    /// (RJOB_IDENTITY), and wait until standard input closes or a signal comes (for profiling)
+    #[arg(long, value_name = "DIR")]
+    pub serve_only: Option<PathBuf>,
+}
+
+/// Settings after --quick and the defaults are applied.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    pub sizes: Vec<usize>,
+    pub runs: usize,
+    pub pdsh_runs: usize,
+    /// None: by N (see --ansible-runs).
+    pub ansible_runs: Option<usize>,
+    pub big_bytes: u64,
+    pub huge_bytes: u64,
+    pub per_host_bytes: u64,
+    pub quick: bool,
+}
+
+impl Settings {
+    pub fn ansible_runs_for(&self, n: usize) -> usize {
+        self.ansible_runs.unwrap_or(match n {
+            0..=16 => self.runs.min(3),
+            17..=64 => self.runs.min(2),
+            _ => 1,
+        })
+    }
+
+    pub fn from(o: &Opts) -> Settings {
+        let q = o.quick;
+        let runs = o.runs.unwrap_or(if q { 2 } else { 5 }).max(1);
+        let mut sizes = o
+            .sizes
+            .clone()
+            .unwrap_or(if q { vec![16] } else { vec![16, 64, 256] });
+        sizes.retain(|n| *n > 0);
+        sizes.dedup();
+        Settings {
+            sizes,
+            runs,
+            pdsh_runs: o.pdsh_runs.unwrap_or(runs).min(runs),
+            ansible_runs: o
+                .ansible_runs
+                .or(if q { Some(1) } else { None })
+                .map(|r| r.min(runs)),
+            big_bytes: o.big_mb.unwrap_or(if q { 20 } else { 100 }) * 1_000_000,
+            huge_bytes: o.huge_mb.unwrap_or(if q { 200 } else { 1000 }) * 1_000_000,
+            per_host_bytes: o.per_host_mb * 1_000_000,
+            quick: q,
+        }
+    }
+}
