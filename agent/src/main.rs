@@ -2,8 +2,12 @@ use clap::Parser as _;
 use rjob_agent::config::{AgentConfig, Args};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
+// One thread serves every connection and run: the agent mostly waits, and a run's start is a
+// handful of short system calls. Whatever may block for long (password checks, user database
+// lookups, flushing spool files) goes to the blocking pool.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
+    rjob_agent::keep_freed_memory();
     let args = Args::parse();
     let json_logs = args.log_format.as_deref() == Some("json");
     let filter = EnvFilter::try_from_env("RJOB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));

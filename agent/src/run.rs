@@ -495,7 +495,16 @@ pub fn boot_id() -> String {
 
 /// When a process started, in clock ticks after boot (0: no such process).
 pub fn process_start_time(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    // One read of a buffer that holds any stat line (procfs reports size 0, so reading "to the
+    // end" would probe with a series of small reads).
+    let read = || -> std::io::Result<String> {
+        use std::io::Read as _;
+        let mut buf = vec![0u8; 1024];
+        let n = std::fs::File::open(format!("/proc/{pid}/stat"))?.read(&mut buf)?;
+        buf.truncate(n);
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    read()
         .ok()
         .and_then(|stat| {
             // Field 22; fields after the command name (which may hold spaces) start at 3.

@@ -27,7 +27,7 @@ pub struct AgentService {
     /// The user the agent runs as.
     user: RunUser,
     hostname: String,
-    policy: Policy,
+    policy: Arc<Policy>,
     failures: FailureLimiter,
     /// One password check at a time per client identity.
     pam_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
@@ -35,7 +35,12 @@ pub struct AgentService {
     pam_slots: tokio::sync::Semaphore,
     /// The identity of callers without a certificate (the daemon's private socket).
     local_identity: Option<String>,
+    /// Names of the client certificates seen lately, by certificate.
+    cert_names: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<String>>>,
 }
+
+/// How many client certificates' names are kept parsed (a handful of controllers is usual).
+const CERT_NAMES_KEPT: usize = 64;
 
 impl AgentService {
     /// Checks the request against the policy (and the password, through PAM) and starts the
@@ -94,10 +99,15 @@ impl AgentService {
     /// The agent service for TLS clients, with the policy from the config: a root agent without
     /// a policy refuses everything; a non-root one runs only as its own user.
     pub fn new(config: AgentConfig, runs: Arc<Runs>) -> anyhow::Result<AgentService> {
-        let user = RunUser::current()?;
-        // Loads the user and group database modules (NSS) now rather than in the first run.
-        if let Err(e) = RunUser::lookup(&user.name) {
-            tracing::warn!(error = %e, "cannot look up the agent's own user and groups");
+        let mut user = RunUser::current()?;
+        // The agent's own user with its groups, looked up once (this also loads the user and
+        // group database modules now rather than in the first run).
+        match RunUser::lookup(&user.name) {
+            Ok(Some(found)) => user = found,
+            Ok(None) => {
+                tracing::warn!(user = %user.name, "the agent's own user is not in the user database by name")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look up the agent's own user and groups"),
         }
         let policy = match &config.policy {
             Some(path) => Policy::load(path)?,
@@ -127,11 +137,12 @@ impl AgentService {
             runs,
             user,
             hostname,
-            policy,
+            policy: Arc::new(policy),
             failures: FailureLimiter::default(),
             pam_gates: std::sync::Mutex::new(std::collections::HashMap::new()),
             pam_slots: tokio::sync::Semaphore::new(4),
             local_identity,
+            cert_names: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -140,7 +151,7 @@ impl AgentService {
         let names = match req.peer_certs() {
             Some(certs) => certs
                 .first()
-                .map(|c| auth::certificate_names(c.as_ref()))
+                .map(|c| self.certificate_names(c.as_ref()))
                 .unwrap_or_default(),
             None => self.local_identity.iter().cloned().collect(),
         };
@@ -148,6 +159,21 @@ impl AgentService {
             // A certificate without a name is still someone: its fingerprint.
             return vec![client_identity(req)];
         }
+        names
+    }
+
+    /// The names in a client certificate, parsed once per certificate: a controller presents
+    /// the same one on every connection.
+    fn certificate_names(&self, der: &[u8]) -> Vec<String> {
+        let mut known = self.cert_names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(names) = known.get(der) {
+            return names.clone();
+        }
+        let names = auth::certificate_names(der);
+        if known.len() >= CERT_NAMES_KEPT {
+            known.clear();
+        }
+        known.insert(der.to_vec(), names.clone());
         names
     }
 
@@ -168,29 +194,35 @@ impl AgentService {
                 )));
             }
         }
-        let lookup = |name: &str| RunUser::lookup(name).ok().flatten();
-        let grant = self
-            .policy
-            .decide(
-                identities,
-                requested,
-                !password.is_empty(),
-                |user, group| lookup(user).is_some_and(|u| u.in_group(group)),
-                |user| lookup(user).is_some_and(|u| u.uid == 0),
-            )
-            .map_err(|refusal| match refusal {
-                Refusal::PasswordRequired(_) | Refusal::NoDefault(_) => {
-                    Status::invalid_argument(refusal.to_string())
-                }
-                _ => Status::permission_denied(refusal.to_string()),
-            })?;
+        let has_password = !password.is_empty();
+        // Most requests name no one but the agent's own user, known from memory; anything
+        // else needs the user database, which may block (NSS can ask the network), so it is
+        // asked off the runtime's thread.
+        let offline = Users::offline(&self.user);
+        let mut decided = offline.decide(&self.policy, identities, requested, has_password);
+        if offline.missed() {
+            let (policy, own) = (self.policy.clone(), self.user.clone());
+            let identities = identities.to_vec();
+            let requested = requested.map(str::to_string);
+            decided = tokio::task::spawn_blocking(move || {
+                Users::online(&own).decide(&policy, &identities, requested.as_deref(), has_password)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("user lookup failed: {e}")))?;
+        }
+        let (grant, user) = decided;
+        let grant = grant.map_err(|refusal| match refusal {
+            Refusal::PasswordRequired(_) | Refusal::NoDefault(_) => {
+                Status::invalid_argument(refusal.to_string())
+            }
+            _ => Status::permission_denied(refusal.to_string()),
+        })?;
         let failed = || {
             Status::unauthenticated(format!(
                 "authentication failed for {} on {}",
                 grant.user, self.hostname
             ))
         };
-        let user = lookup(&grant.user);
         if grant.password_required {
             // One password check at a time per client (so parallel guesses wait for each
             // other's delays), and a few at a time overall.
@@ -318,6 +350,78 @@ impl AgentService {
             },
             timeout,
         ))
+    }
+}
+
+/// User lookups for one request. The agent's own user comes from memory; anyone else, and
+/// any group, from the user and group databases when `online`. Offline, such a lookup is not
+/// made but noted (`missed`), so that the caller can decide again where blocking is allowed.
+struct Users<'a> {
+    own: &'a RunUser,
+    online: bool,
+    missed: std::cell::Cell<bool>,
+}
+
+impl<'a> Users<'a> {
+    fn offline(own: &'a RunUser) -> Users<'a> {
+        Users {
+            own,
+            online: false,
+            missed: std::cell::Cell::new(false),
+        }
+    }
+
+    fn online(own: &'a RunUser) -> Users<'a> {
+        Users {
+            online: true,
+            ..Users::offline(own)
+        }
+    }
+
+    fn missed(&self) -> bool {
+        self.missed.get()
+    }
+
+    fn get(&self, name: &str) -> Option<RunUser> {
+        if name == self.own.name {
+            return Some(self.own.clone());
+        }
+        if !self.online {
+            self.missed.set(true);
+            return None;
+        }
+        RunUser::lookup(name).ok().flatten()
+    }
+
+    fn in_group(&self, user: &str, group: &str) -> bool {
+        if !self.online {
+            self.missed.set(true);
+            return false;
+        }
+        self.get(user).is_some_and(|u| u.in_group(group))
+    }
+
+    fn is_root(&self, user: &str) -> bool {
+        self.get(user).is_some_and(|u| u.uid == 0)
+    }
+
+    /// The policy's decision, and the user it grants when there is one.
+    fn decide(
+        &self,
+        policy: &Policy,
+        identities: &[String],
+        requested: Option<&str>,
+        has_password: bool,
+    ) -> (Result<crate::policy::Grant, Refusal>, Option<RunUser>) {
+        let grant = policy.decide(
+            identities,
+            requested,
+            has_password,
+            |user, group| self.in_group(user, group),
+            |user| self.is_root(user),
+        );
+        let user = grant.as_ref().ok().and_then(|g| self.get(&g.user));
+        (grant, user)
     }
 }
 

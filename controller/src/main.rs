@@ -9,6 +9,7 @@ use rjob::daemon::{self, DaemonConfig};
 use rjob::EXIT_USAGE;
 
 fn main() -> ExitCode {
+    rjob_agent::keep_freed_memory();
     let cli = Cli::parse();
     let default_filter = if matches!(cli.command, Command::Serve(_)) {
         "info"

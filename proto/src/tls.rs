@@ -6,13 +6,19 @@
 //! neither sent nor kept: a controller process talks to each agent once per run, and a ticket
 //! cache would only cost memory and an extra record per connection.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 /// The ALPN protocol of gRPC.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -57,7 +63,9 @@ pub fn server_config(
 ) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let roots = Arc::new(roots(client_ca_pem, "client CA certificate")?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).build()?;
+    let verifier = Arc::new(RememberingClientVerifier::new(
+        WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).build()?,
+    ));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|source| TlsError::Rustls {
@@ -121,4 +129,101 @@ fn roots(pem: &[u8], what: &'static str) -> Result<RootCertStore, TlsError> {
             .map_err(|source| TlsError::Rustls { what, source })?;
     }
     Ok(roots)
+}
+
+/// How long an accepted client certificate chain is taken as verified without checking it
+/// again (its validity period and CA signature); bounds how late an expiry takes effect.
+const CHAIN_REMEMBERED: Duration = Duration::from_secs(60);
+
+/// How many accepted chains are remembered (a handful of controllers is usual).
+const CHAINS_REMEMBERED: usize = 64;
+
+/// Verifies client certificates with webpki and remembers the chains it accepted, for
+/// [`CHAIN_REMEMBERED`]: a controller shows the same certificate on every connection, and the
+/// CA signature on it was a quarter of the agent's handshake work. The client's proof that it
+/// holds the certificate's key (the handshake signature) is checked on every connection, and
+/// a chain that fails is never remembered.
+#[derive(Debug)]
+struct RememberingClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    /// Chain (length-prefixed DER of each certificate) -> when it was verified, in Unix seconds.
+    accepted: Mutex<HashMap<Vec<u8>, u64>>,
+}
+
+impl RememberingClientVerifier {
+    fn new(inner: Arc<dyn ClientCertVerifier>) -> RememberingClientVerifier {
+        RememberingClientVerifier {
+            inner,
+            accepted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Vec<u8> {
+        let mut key = Vec::new();
+        for cert in std::iter::once(end_entity).chain(intermediates) {
+            key.extend_from_slice(&(cert.len() as u64).to_le_bytes());
+            key.extend_from_slice(cert);
+        }
+        key
+    }
+}
+
+impl ClientCertVerifier for RememberingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let key = Self::key(end_entity, intermediates);
+        let now_s = now.as_secs();
+        let fresh = |at: u64| now_s >= at && now_s - at < CHAIN_REMEMBERED.as_secs();
+        {
+            let accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+            if accepted.get(&key).is_some_and(|at| fresh(*at)) {
+                return Ok(ClientCertVerified::assertion());
+            }
+        }
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let mut accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        accepted.retain(|_, at| fresh(*at));
+        if accepted.len() < CHAINS_REMEMBERED {
+            accepted.insert(key, now_s);
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
