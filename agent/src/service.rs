@@ -45,13 +45,8 @@ const CERT_NAMES_KEPT: usize = 64;
 impl AgentService {
     /// Checks the request against the policy (and the password, through PAM) and starts the
     /// run, with audit records either way.
-    async fn start(&self, request: Request<pb::StartRunRequest>) -> Result<Arc<Run>, Status> {
-        let identities = self.identities(&request);
-        let client = identities
-            .first()
-            .cloned()
-            .unwrap_or_else(|| client_identity(&request));
-        let mut req = request.into_inner();
+    async fn start(&self, identities: Vec<String>, mut req: pb::StartRunRequest) -> Result<Arc<Run>, Status> {
+        let client = identities.first().cloned().unwrap_or_default();
         // The password leaves the request at once and is wiped after the check.
         let password = Zeroizing::new(std::mem::take(&mut req.password));
         let script_sha256 = hex::encode(Sha256::digest(req.script.as_bytes()));
@@ -446,7 +441,8 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::StartRunRequest>,
     ) -> Result<Response<pb::StartRunResponse>, Status> {
-        let run = self.start(request).await?;
+        let identities = self.identities(&request);
+        let run = self.start(identities, request.into_inner()).await?;
         Ok(Response::new(pb::StartRunResponse {
             run_id: run.id().to_string(),
             info: Some(run.info()),
@@ -457,13 +453,29 @@ impl Agent for AgentService {
 
     async fn start_and_attach_run(
         &self,
-        request: Request<pb::StartRunRequest>,
+        request: Request<tonic::Streaming<pb::RunStreamRequest>>,
     ) -> Result<Response<Self::StartAndAttachRunStream>, Status> {
-        let run = self.start(request).await?;
+        let identities = self.identities(&request);
+        let mut requests = request.into_inner();
+        let start = match requests.message().await? {
+            Some(pb::RunStreamRequest {
+                request: Some(pb::run_stream_request::Request::Start(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of StartAndAttachRun must be the start request",
+                ))
+            }
+        };
+        let run = self.start(identities, start).await?;
         let started = pb::RunEvent {
             event: Some(pb::run_event::Event::Started(run.info())),
         };
-        Ok(Response::new(attach(run, 0, Some(started))?))
+        let acks = Acks {
+            requests,
+            runs: self.runs.clone(),
+        };
+        Ok(Response::new(attach(run, 0, Some(started), Some(acks))?))
     }
 
     type AttachRunStream = ReceiverStream<Result<pb::RunEvent, Status>>;
@@ -474,7 +486,7 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::AttachRunStream>, Status> {
         let run = self.owned_run(&request, &request.get_ref().run_id)?;
         let req = request.into_inner();
-        Ok(Response::new(attach(run, req.after_seq, None)?))
+        Ok(Response::new(attach(run, req.after_seq, None, None)?))
     }
 
     async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::RunInfo>, Status> {
@@ -573,11 +585,37 @@ impl AgentService {
     }
 }
 
-/// A run's events from `after_seq` on, live until its result, after `first` if given.
+/// The caller's side of a StartAndAttachRun stream: acknowledgements of the run it started.
+struct Acks {
+    requests: tonic::Streaming<pb::RunStreamRequest>,
+    runs: Arc<Runs>,
+}
+
+impl Acks {
+    /// Applies the caller's next acknowledgement; `None` once the caller has closed its side
+    /// (or sent something else, which ends the conversation too).
+    async fn next(&mut self, run: &Run) -> Option<u64> {
+        match self.requests.message().await {
+            Ok(Some(pb::RunStreamRequest {
+                request: Some(pb::run_stream_request::Request::AckSeq(seq)),
+            })) => {
+                // The run is ours and known: it can't be missing.
+                let _ = self.runs.ack(run.id(), seq);
+                Some(seq)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A run's events from `after_seq` on, live until its result, after `first` if given. With
+/// `acks` (a StartAndAttachRun stream), the caller's acknowledgements are applied as they
+/// come, and the stream stays open after the result until everything is acknowledged.
 fn attach(
     run: Arc<Run>,
     after_seq: u64,
     first: Option<pb::RunEvent>,
+    mut acks: Option<Acks>,
 ) -> Result<ReceiverStream<Result<pb::RunEvent, Status>>, Status> {
     let mut status = run.subscribe();
     let mut cursor = run
@@ -614,17 +652,37 @@ fn attach(
                 }
             }
             if let Phase::Ended { outcome, .. } = &now.phase {
-                let result = outcome.to_result(now.extent.last_seq);
-                let _ = tx
-                    .send(Ok(pb::RunEvent {
-                        event: Some(pb::run_event::Event::Result(result)),
-                    }))
-                    .await;
+                let last_seq = now.extent.last_seq;
+                let result = outcome.to_result(last_seq);
+                let sent = tx.send(Ok(pb::RunEvent {
+                    event: Some(pb::run_event::Event::Result(result)),
+                }));
+                if sent.await.is_err() {
+                    return;
+                }
+                // Until the caller has everything: its acknowledgement, or its side closed.
+                if let Some(acks) = acks.as_mut() {
+                    loop {
+                        tokio::select! {
+                            acked = acks.next(&run) => match acked {
+                                Some(seq) if seq >= last_seq => return,
+                                Some(_) => {}
+                                None => return,
+                            },
+                            () = tx.closed() => return,
+                        }
+                    }
+                }
                 return;
             }
             tokio::select! {
                 changed = status.changed() => if changed.is_err() { return },
                 () = tx.closed() => return,
+                acked = async { acks.as_mut()?.next(&run).await }, if acks.is_some() => {
+                    if acked.is_none() {
+                        acks = None; // the caller closed its side: nothing more to acknowledge
+                    }
+                }
             }
         }
     });

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rjob_proto::v1 as pb;
-use rjob_proto::v1::agent_client::AgentClient;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::codegen::http;
 
-use crate::connect::{connect, describe, describe_status, ConnectError, Tls};
+use crate::connect::{connect, describe, describe_status, handshake, Agent, ConnectError, Tls};
 use crate::hosts::Host;
 use crate::state::State;
 
@@ -31,11 +30,7 @@ impl Target {
         }
     }
 
-    async fn connect(
-        &self,
-        tls: Option<&Tls>,
-        timeout: Duration,
-    ) -> Result<AgentClient<Channel>, ConnectError> {
+    async fn connect(&self, tls: Option<&Tls>, timeout: Duration) -> Result<Agent, ConnectError> {
         match self {
             Target::Remote(host) => {
                 let tls = tls.ok_or_else(|| {
@@ -44,13 +39,15 @@ impl Target {
                 connect(host, tls, timeout).await
             }
             Target::Local(socket) => {
-                let endpoint = Endpoint::try_from(format!("unix://{}", socket.display()))
-                    .map_err(|e| ConnectError::Address(e.to_string()))?;
-                let channel = tokio::time::timeout(timeout, endpoint.connect())
+                let dial = async {
+                    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+                        ConnectError::Transport(format!("{}: {}", socket.display(), describe(&e)))
+                    })?;
+                    handshake(stream, http::Uri::from_static("http://localhost")).await
+                };
+                tokio::time::timeout(timeout, dial)
                     .await
                     .map_err(|_| ConnectError::Timeout(timeout))?
-                    .map_err(|e| ConnectError::Transport(describe(&e)))?;
-                Ok(AgentClient::new(channel).max_decoding_message_size(16 << 20))
             }
         }
     }
@@ -143,6 +140,10 @@ pub struct Resume {
     pub suspended: bool,
 }
 
+/// How long to wait for the agent to take an acknowledgement (the output is safe by then;
+/// without it the agent keeps its copy until its retention ends).
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
 /// Capped exponential backoff: 250ms, 500ms, 1s, 2s, 4s, 5s, 5s, ...
 pub fn backoff(attempt: u32) -> Duration {
     const BASE_MS: u64 = 250;
@@ -179,8 +180,10 @@ pub async fn drive(
         Err(reason) => return ChildOutcome::new(State::Failed, reason, started),
     };
 
-    // A fresh start comes with its event stream (StartAndAttachRun): one call less per host.
+    // A fresh start comes with its event stream (StartAndAttachRun), which also carries the
+    // acknowledgement: two calls less per host. After a reconnect, AttachRun and AckRun.
     let mut events = None;
+    let mut acks: Option<tokio::sync::mpsc::Sender<pb::RunStreamRequest>> = None;
     let run_id = match resume.run_id {
         Some(id) => id,
         None => {
@@ -215,7 +218,18 @@ pub async fn drive(
                     let refused = |reason: String| {
                         ChildOutcome::new(State::Failed, format!("refused: {reason}"), started)
                     };
-                    let mut stream = match client.start_and_attach_run(request).await {
+                    // The start request goes first; the acknowledgement follows on the same
+                    // stream once the output is safe.
+                    let (tx, rx) = tokio::sync::mpsc::channel(2);
+                    let start = pb::RunStreamRequest {
+                        request: Some(pb::run_stream_request::Request::Start(request)),
+                    };
+                    // The channel is new and empty: there is room.
+                    let _ = tx.try_send(start);
+                    let opened = client
+                        .start_and_attach_run(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await;
+                    let mut stream = match opened {
                         Ok(r) => r.into_inner(),
                         Err(status) => return refused(describe_status(&status)),
                     };
@@ -224,6 +238,7 @@ pub async fn drive(
                             event: Some(pb::run_event::Event::Started(info)),
                         })) => {
                             events = Some(stream);
+                            acks = Some(tx);
                             info.run_id
                         }
                         Ok(_) => return refused("the agent did not say it started the run".to_string()),
@@ -243,7 +258,7 @@ pub async fn drive(
 
     loop {
         at.progressed = false;
-        let followed = follow(&mut client, events.take(), &run_id, &mut at, sink, &mut desired).await;
+        let followed = follow(&mut client, &mut events, &run_id, &mut at, sink, &mut desired).await;
         if at.progressed {
             link.healthy();
         }
@@ -257,12 +272,25 @@ pub async fn drive(
                     );
                 }
                 // Everything is kept: the agent may drop its copy.
-                let _ = client
-                    .ack_run(pb::AckRunRequest {
-                        run_id: run_id.clone(),
-                        seq: at.last_seq,
-                    })
-                    .await;
+                match (acks.take(), events.take()) {
+                    (Some(acks), Some(mut stream)) => {
+                        let ack = pb::RunStreamRequest {
+                            request: Some(pb::run_stream_request::Request::AckSeq(at.last_seq)),
+                        };
+                        if acks.send(ack).await.is_ok() {
+                            drop(acks);
+                            // The agent ends the stream once it has the acknowledgement.
+                            let _ = tokio::time::timeout(ACK_WAIT, stream.message()).await;
+                        }
+                    }
+                    _ => {
+                        let ack = pb::AckRunRequest {
+                            run_id: run_id.clone(),
+                            seq: at.last_seq,
+                        };
+                        let _ = tokio::time::timeout(ACK_WAIT, client.ack_run(ack)).await;
+                    }
+                }
                 return ChildOutcome::from_result(&result, started);
             }
             Ok(result) => format!(
@@ -273,6 +301,8 @@ pub async fn drive(
             Err(Follow::Gone(reason)) => return ChildOutcome::new(State::Failed, reason, started),
             Err(Follow::Broken(reason)) => reason,
         };
+        // That stream is over: attach again, and acknowledge with AckRun.
+        (events, acks) = (None, None);
         match link.broken(sink, reason).await {
             Ok(c) => {
                 client = c;
@@ -315,7 +345,7 @@ impl<'a> Link<'a> {
     }
 
     /// Connects; with `retry`, keeps trying (showing Disconnected) within the window.
-    async fn connect(&mut self, sink: &impl ChildSink, retry: bool) -> Result<AgentClient<Channel>, String> {
+    async fn connect(&mut self, sink: &impl ChildSink, retry: bool) -> Result<Agent, String> {
         loop {
             match self
                 .target
@@ -332,11 +362,7 @@ impl<'a> Link<'a> {
     }
 
     /// The connection broke: waits, then connects again (within the window).
-    async fn broken(
-        &mut self,
-        sink: &impl ChildSink,
-        reason: String,
-    ) -> Result<AgentClient<Channel>, String> {
+    async fn broken(&mut self, sink: &impl ChildSink, reason: String) -> Result<Agent, String> {
         self.wait(sink, reason).await?;
         self.connect(sink, true).await
     }
@@ -373,22 +399,24 @@ struct Position {
     progressed: bool,
 }
 
+/// Follows the run's events on `events` (attaching when there is no stream) up to its result;
+/// the stream is left in `events`.
 async fn follow(
-    client: &mut AgentClient<Channel>,
-    events: Option<tonic::Streaming<pb::RunEvent>>,
+    client: &mut Agent,
+    events: &mut Option<tonic::Streaming<pb::RunEvent>>,
     run_id: &str,
     at: &mut Position,
     sink: &impl ChildSink,
     desired: &mut watch::Receiver<Desired>,
 ) -> Result<pb::RunResult, Follow> {
-    let mut stream = match events {
+    let stream = match events {
         Some(stream) => stream,
         None => {
             let request = pb::AttachRunRequest {
                 run_id: run_id.to_string(),
                 after_seq: at.last_seq,
             };
-            client.attach_run(request).await.map_err(classify)?.into_inner()
+            events.insert(client.attach_run(request).await.map_err(classify)?.into_inner())
         }
     };
     let want = *desired.borrow_and_update();
@@ -439,7 +467,7 @@ async fn follow(
 
 /// Brings the run on the agent to what the job wants.
 async fn apply(
-    client: &mut AgentClient<Channel>,
+    client: &mut Agent,
     run_id: &str,
     sink: &impl ChildSink,
     want: Desired,

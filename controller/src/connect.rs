@@ -1,11 +1,15 @@
 //! The controller's side of mutual TLS: finding its identity and dialling agents.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rjob_proto::v1::agent_client::AgentClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::codegen::http;
 
 use crate::hosts::Host;
 
@@ -93,52 +97,89 @@ pub enum ConnectError {
     Timeout(Duration),
 }
 
-/// Dials one agent and completes the TLS handshake within `timeout`. The agent's certificate
-/// must be signed by the CA and name the host exactly as it was dialled (DNS name or IP).
-pub async fn connect(
-    host: &Host,
-    tls: &Tls,
-    timeout: Duration,
-) -> Result<AgentClient<Channel>, ConnectError> {
-    let authority = host.authority();
-    let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
-        .map_err(|_| ConnectError::Address(host.name.clone()))?;
-    // The connector below does the TLS (with the shared configuration), so tonic is given
-    // a plain http URI: it then only speaks HTTP/2 over what the connector returns.
-    let uri = format!("http://{authority}");
-    let endpoint = Endpoint::from_shared(uri.clone())
-        .map_err(|_| ConnectError::Address(uri))?
-        .connect_timeout(timeout)
-        // Small HTTP/2 windows: what an agent may send ahead of the reader stays bounded per
-        // host (the default lets each send megabytes), so memory does not grow with the fleet.
+/// One HTTP/2 connection to an agent. Requests go straight to hyper: no buffer task and no
+/// reconnecting layer (a child job reconnects by itself, with its own policy).
+#[derive(Clone)]
+pub struct Conn {
+    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+}
+
+/// The agent API over one connection.
+pub type Agent = AgentClient<Conn>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for Conn {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.send.send_request(request))
+    }
+}
+
+/// Speaks HTTP/2 over an established stream (TLS to an agent, or the daemon's Unix socket);
+/// the connection lives in a task of its own until every handle to it is gone.
+pub async fn handshake<S>(stream: S, origin: http::Uri) -> Result<Agent, ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        // Small windows: what an agent may send ahead of the reader stays bounded per host
+        // (the default lets each send megabytes), so memory does not grow with the fleet.
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(STREAM_WINDOW)
         // A silent partition (no RST) is noticed within about 15s: the child shows
-        // Disconnected and the daemon starts attaching again.
-        .http2_keep_alive_interval(Duration::from_secs(5))
+        // Disconnected and attaches again.
+        .keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    let dial = tower::service_fn(move |_: tonic::transport::Uri| {
-        let (connector, authority, server_name) = (connector.clone(), authority.clone(), server_name.clone());
-        async move {
-            let tcp = tokio::net::TcpStream::connect(&authority).await?;
-            // Requests are small: they must not wait for the peer's delayed ACK.
-            tcp.set_nodelay(true)?;
-            let stream = connector.connect(server_name, tcp).await?;
-            if stream.get_ref().1.alpn_protocol() != Some(rjob_proto::tls::ALPN_H2) {
-                return Err(std::io::Error::other(
-                    "the agent did not agree to HTTP/2 (ALPN h2)",
-                ));
-            }
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ConnectError::Transport(describe(&e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection to the agent ended");
         }
     });
-    let channel = tokio::time::timeout(timeout, endpoint.connect_with_connector(dial))
+    Ok(AgentClient::with_origin(Conn { send }, origin).max_decoding_message_size(16 << 20))
+}
+
+/// Dials one agent and completes the TLS handshake within `timeout`. The agent's certificate
+/// must be signed by the CA and name the host exactly as it was dialled (DNS name or IP).
+pub async fn connect(host: &Host, tls: &Tls, timeout: Duration) -> Result<Agent, ConnectError> {
+    let authority = host.authority();
+    let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
+        .map_err(|_| ConnectError::Address(host.name.clone()))?;
+    let origin: http::Uri = format!("http://{authority}")
+        .parse()
+        .map_err(|_| ConnectError::Address(authority.clone()))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let dial = async {
+        let tcp = tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|e| ConnectError::Transport(describe(&e)))?;
+        // Requests are small: they must not wait for the peer's delayed ACK.
+        tcp.set_nodelay(true)
+            .map_err(|e| ConnectError::Transport(describe(&e)))?;
+        let stream = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| ConnectError::Transport(describe(&e)))?;
+        if stream.get_ref().1.alpn_protocol() != Some(rjob_proto::tls::ALPN_H2) {
+            return Err(ConnectError::Transport(
+                "the agent did not agree to HTTP/2 (ALPN h2)".to_string(),
+            ));
+        }
+        handshake(stream, origin).await
+    };
+    tokio::time::timeout(timeout, dial)
         .await
         .map_err(|_| ConnectError::Timeout(timeout))?
-        .map_err(|e| ConnectError::Transport(describe(&e)))?;
-    Ok(AgentClient::new(channel).max_decoding_message_size(16 << 20))
 }
 
 /// One line from an error and its sources, without repeating what an outer layer already said.

@@ -36,6 +36,27 @@ pub struct StartRunRequest {
     #[prost(string, tag = "10")]
     pub password: ::prost::alloc::string::String,
 }
+/// What a StartAndAttachRun caller sends: the start request, then acknowledgements.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RunStreamRequest {
+    #[prost(oneof = "run_stream_request::Request", tags = "1, 2")]
+    pub request: ::core::option::Option<run_stream_request::Request>,
+}
+/// Nested message and enum types in `RunStreamRequest`.
+pub mod run_stream_request {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Request {
+        /// First, and only first.
+        #[prost(message, tag = "1")]
+        Start(super::StartRunRequest),
+        /// Everything up to and including this sequence number is stored by the
+        /// caller (as AckRun, for the run this stream started).
+        #[prost(uint64, tag = "2")]
+        AckSeq(u64),
+    }
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct StartRunResponse {
@@ -393,12 +414,15 @@ pub mod agent_client {
             req.extensions_mut().insert(GrpcMethod::new("rjob.v1.Agent", "AttachRun"));
             self.inner.server_streaming(req, path, codec).await
         }
-        /// StartRun and AttachRun (from the start) in one call: the first event is
-        /// `started`, with the run's id. A caller whose stream breaks attaches again
-        /// with AttachRun, from the last sequence number it has.
+        /// StartRun, AttachRun (from the start) and AckRun in one call. The caller
+        /// sends the start request first; the first event is `started`, with the
+        /// run's id. After the result the agent keeps the stream open until the caller
+        /// acknowledges everything (`ack_seq`) or closes its side, then ends it. A
+        /// caller whose stream breaks attaches again with AttachRun, from the last
+        /// sequence number it has, and acknowledges with AckRun.
         pub async fn start_and_attach_run(
             &mut self,
-            request: impl tonic::IntoRequest<super::StartRunRequest>,
+            request: impl tonic::IntoStreamingRequest<Message = super::RunStreamRequest>,
         ) -> std::result::Result<
             tonic::Response<tonic::codec::Streaming<super::RunEvent>>,
             tonic::Status,
@@ -415,10 +439,10 @@ pub mod agent_client {
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Agent/StartAndAttachRun",
             );
-            let mut req = request.into_request();
+            let mut req = request.into_streaming_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("rjob.v1.Agent", "StartAndAttachRun"));
-            self.inner.server_streaming(req, path, codec).await
+            self.inner.streaming(req, path, codec).await
         }
         /// Current state of a run, without its output.
         pub async fn get_run(
@@ -601,12 +625,15 @@ pub mod agent_server {
             >
             + std::marker::Send
             + 'static;
-        /// StartRun and AttachRun (from the start) in one call: the first event is
-        /// `started`, with the run's id. A caller whose stream breaks attaches again
-        /// with AttachRun, from the last sequence number it has.
+        /// StartRun, AttachRun (from the start) and AckRun in one call. The caller
+        /// sends the start request first; the first event is `started`, with the
+        /// run's id. After the result the agent keeps the stream open until the caller
+        /// acknowledges everything (`ack_seq`) or closes its side, then ends it. A
+        /// caller whose stream breaks attaches again with AttachRun, from the last
+        /// sequence number it has, and acknowledges with AckRun.
         async fn start_and_attach_run(
             &self,
-            request: tonic::Request<super::StartRunRequest>,
+            request: tonic::Request<tonic::Streaming<super::RunStreamRequest>>,
         ) -> std::result::Result<
             tonic::Response<Self::StartAndAttachRunStream>,
             tonic::Status,
@@ -820,7 +847,7 @@ pub mod agent_server {
                     struct StartAndAttachRunSvc<T: Agent>(pub Arc<T>);
                     impl<
                         T: Agent,
-                    > tonic::server::ServerStreamingService<super::StartRunRequest>
+                    > tonic::server::StreamingService<super::RunStreamRequest>
                     for StartAndAttachRunSvc<T> {
                         type Response = super::RunEvent;
                         type ResponseStream = T::StartAndAttachRunStream;
@@ -830,7 +857,9 @@ pub mod agent_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::StartRunRequest>,
+                            request: tonic::Request<
+                                tonic::Streaming<super::RunStreamRequest>,
+                            >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -856,7 +885,7 @@ pub mod agent_server {
                                 max_decoding_message_size,
                                 max_encoding_message_size,
                             );
-                        let res = grpc.server_streaming(method, req).await;
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
