@@ -419,6 +419,9 @@ fn run_ptr(run: &Run) -> PumpTarget {
     }
 }
 
+/// The most a pump reads from a run's pipe at once (one spool record at most).
+const PUMP_BUFFER: usize = 64 * 1024;
+
 struct PumpTarget {
     spool: Arc<Spool>,
     status: watch::Sender<Status>,
@@ -431,9 +434,12 @@ async fn pump(
     max_output: u64,
     fault: mpsc::Sender<Outcome>,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
+    // Read into spare capacity: nothing is zeroed, and a run that prints nothing never
+    // touches the buffer's pages.
+    let mut buf = Vec::with_capacity(PUMP_BUFFER);
     loop {
-        let n = match pipe.read(&mut buf).await {
+        buf.clear();
+        let n = match pipe.read_buf(&mut buf).await {
             Ok(0) => return,
             Ok(n) => n,
             Err(e) => {
