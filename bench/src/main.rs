@@ -50,6 +50,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// A run starts once the machine uses less than this share of its CPU (over 100 ms)...
+const QUIET_BUSY: f64 = 0.05;
+/// ... or after this long.
+const QUIET_MAX: Duration = Duration::from_secs(20);
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -417,6 +422,15 @@ impl Bench {
         timeout: Duration,
     ) -> Result<()> {
         self.check_alive()?;
+        // Every run starts on a quiet machine: what the previous run left behind (sshd
+        // sessions closing, pdsh's and ansible's processes exiting) is nobody's time.
+        let (waited, quiet) = procs::wait_quiet(QUIET_BUSY, QUIET_MAX);
+        if !quiet {
+            eprintln!(
+                "    (the machine stayed busy for {}; measuring anyway)",
+                stats::fmt_time(Some(waited.as_secs_f64()))
+            );
+        }
         let target_pids: Vec<u32> = match series.tool {
             Tool::Rjob => self.agents.pids(n),
             Tool::Pdsh | Tool::Ansible => self.sshds.as_ref().map(|s| s.pids(n)).unwrap_or_default(),

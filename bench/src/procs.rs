@@ -198,6 +198,42 @@ pub fn measure(
 }
 
 /// A field of /proc/PID/status in KiB (VmRSS:, VmHWM:), 0 when unreadable.
+/// The machine's busy and total CPU time so far, in clock ticks (from `/proc/stat`).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    // idle and iowait are the 4th and 5th.
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Waits until the machine is quiet (under `busy` of its CPU in use over 100 ms), at most
+/// `max`, so that one tool's leftovers (sshd sessions closing, agents flushing) are not
+/// measured as the next tool's time. Returns how long it waited, and whether it got quiet.
+pub fn wait_quiet(busy: f64, max: Duration) -> (Duration, bool) {
+    let start = Instant::now();
+    let Some(mut last) = cpu_ticks() else {
+        return (Duration::ZERO, false);
+    };
+    while start.elapsed() < max {
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(now) = cpu_ticks() else { break };
+        let (used, total) = (now.0 - last.0, now.1 - last.1);
+        if total > 0 && (used as f64) < busy * total as f64 {
+            return (start.elapsed(), true);
+        }
+        last = now;
+    }
+    (start.elapsed(), false)
+}
+
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
