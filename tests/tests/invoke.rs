@@ -76,6 +76,40 @@ fn five_agents_output_arrives_complete_in_order_and_labelled() {
 }
 
 #[test]
+fn agents_drop_the_output_once_the_controller_has_it() {
+    let fleet = Fleet::start(2).expect("fleet");
+    let out = ran(fleet.rjob().args([
+        "invoke",
+        "-H",
+        &fleet.hosts(),
+        "--script",
+        "seq 1 1000; echo done >&2",
+    ]));
+    assert_eq!(out.code, 0, "{out}");
+    for agent in &fleet.agents {
+        assert_eq!(out.lines_of(&agent.host()).len(), 1000, "{out}");
+        // The acknowledgement came on the run's own stream before `rjob invoke` exited: the
+        // agent has removed the run, and its emptied file waits for the next one.
+        let files: Vec<(String, u64)> = std::fs::read_dir(&agent.spool)
+            .expect("spool dir")
+            .filter_map(Result::ok)
+            .map(|e| {
+                let len = e.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                (e.file_name().to_string_lossy().into_owned(), len)
+            })
+            .collect();
+        assert!(!files.is_empty(), "{}: no run file at all", agent.host());
+        assert!(
+            files
+                .iter()
+                .all(|(name, len)| name.ends_with(".run") && *len == 0),
+            "{}: output left behind: {files:?}",
+            agent.host()
+        );
+    }
+}
+
+#[test]
 fn throttle_limit_bounds_how_many_runs_overlap() {
     let fleet = Fleet::start(6).expect("fleet");
     let log = fleet.scratch().join("intervals");
