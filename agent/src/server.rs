@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rjob_proto::coalesce::CoalescingStream;
 use rjob_proto::v1::agent_server::AgentServer;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::Server;
 
@@ -102,7 +103,7 @@ fn accept_tls(
     listener: TcpListener,
     config: rustls::ServerConfig,
 ) -> (
-    tokio::sync::mpsc::Receiver<std::io::Result<TlsStream<TcpStream>>>,
+    tokio::sync::mpsc::Receiver<std::io::Result<TlsStream<CoalescingStream>>>,
     tokio::task::JoinHandle<()>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -124,9 +125,14 @@ fn accept_tls(
             }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let tcp = CoalescingStream::new(tcp);
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
+                    Ok(Ok(mut tls)) => {
+                        // HTTP/2's opening (SETTINGS, WINDOW_UPDATE, and the answers to what
+                        // came with the client's preface) leaves in one write, when the
+                        // connection first waits for the client.
+                        tls.get_mut().0.hold_until_read();
                         let _ = tx.send(Ok(tls)).await;
                     }
                     Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),

@@ -166,7 +166,8 @@ pub async fn connect(host: &Host, tls: &Tls, timeout: Duration) -> Result<Agent,
         // Requests are small: they must not wait for the peer's delayed ACK.
         tcp.set_nodelay(true)
             .map_err(|e| ConnectError::Transport(describe(&e)))?;
-        let stream = connector
+        let tcp = rjob_proto::coalesce::CoalescingStream::new(tcp);
+        let mut stream = connector
             .connect(server_name, tcp)
             .await
             .map_err(|e| ConnectError::Transport(describe(&e)))?;
@@ -175,6 +176,9 @@ pub async fn connect(host: &Host, tls: &Tls, timeout: Duration) -> Result<Agent,
                 "the agent did not agree to HTTP/2 (ALPN h2)".to_string(),
             ));
         }
+        // HTTP/2's opening (preface, SETTINGS, and the first request if it is ready by then)
+        // leaves in one write, when the connection first waits for the agent.
+        stream.get_mut().0.hold_until_read();
         handshake(stream, origin).await
     };
     tokio::time::timeout(timeout, dial)

@@ -220,8 +220,9 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
         reconnect_window: Duration::from_secs(60),
     };
     let started = Instant::now();
-    // Up to 64 chunks (4 MiB at most) wait for the printer: bounded whatever the fleet size.
-    let (tx, rx) = mpsc::channel(64);
+    // Up to 16 chunks (1 MiB at most) wait for the printer: bounded whatever the fleet size
+    // and the output.
+    let (tx, rx) = mpsc::channel(16);
     let format = args.output;
     let printer_labels = labels.clone();
     // Writing to stdout may block (a slow reader): do it on a thread of its own, so the

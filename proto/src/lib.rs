@@ -11,6 +11,7 @@ pub mod v1 {
     include!("gen/rjob.v1.rs");
 }
 
+pub mod coalesce;
 pub mod tls;
 
 /// The default TCP port of `rjob-agent`.
