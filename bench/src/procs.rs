@@ -67,12 +67,56 @@ pub fn install_signal_thread() -> Result<()> {
 
 pub fn kill_all() {
     let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+    // Descendants first found, then killed: some leave the process group (ansible's workers
+    // start sessions of their own) and would outlive a kill of the group.
+    let roots: Vec<i32> = live.iter().map(|(pid, _)| *pid).collect();
+    let descendants = descendants_of(&roots);
     for (pid, group) in live {
         // SAFETY: kill(2) with a pid we started; no memory is involved.
         unsafe {
             libc::kill(if group { -pid } else { pid }, libc::SIGKILL);
         }
     }
+    for pid in descendants {
+        // SAFETY: kill(2) on a process that descends from one we started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Every process below `roots` in the process tree (from /proc/PID/stat's parent field).
+fn descendants_of(roots: &[i32]) -> Vec<i32> {
+    let mut parent_of: Vec<(i32, i32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The parent is the second field after the command name, which may hold spaces.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found: Vec<i32> = Vec::new();
+    let mut frontier: Vec<i32> = roots.to_vec();
+    while let Some(parent) = frontier.pop() {
+        for (pid, _) in parent_of.iter().filter(|(_, ppid)| *ppid == parent) {
+            if !found.contains(pid) {
+                found.push(*pid);
+                frontier.push(*pid);
+            }
+        }
+    }
+    found
 }
 
 /// Raises RLIMIT_NOFILE to its hard limit (children inherit it); returns (before, after).
