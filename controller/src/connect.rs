@@ -170,7 +170,7 @@ pub async fn connect(host: &Host, tls: &Tls, timeout: Duration) -> Result<Agent,
         let mut stream = connector
             .connect(server_name, tcp)
             .await
-            .map_err(|e| ConnectError::Transport(describe(&e)))?;
+            .map_err(|e| ConnectError::Transport(handshake_failure(&e)))?;
         if stream.get_ref().1.alpn_protocol() != Some(rjob_proto::tls::ALPN_H2) {
             return Err(ConnectError::Transport(
                 "the agent did not agree to HTTP/2 (ALPN h2)".to_string(),
@@ -184,6 +184,23 @@ pub async fn connect(host: &Host, tls: &Tls, timeout: Duration) -> Result<Agent,
     tokio::time::timeout(timeout, dial)
         .await
         .map_err(|_| ConnectError::Timeout(timeout))?
+}
+
+/// One line for a failed TLS handshake; a peer that does not speak TLS at all (another
+/// service on that port) gets a hint.
+fn handshake_failure(err: &std::io::Error) -> String {
+    let not_tls = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidMessage(_)));
+    if not_tls {
+        format!(
+            "TLS handshake failed ({}): this port does not answer like rjob-agent; check the host's port",
+            describe(err)
+        )
+    } else {
+        format!("TLS handshake failed: {}", describe(err))
+    }
 }
 
 /// One line from an error and its sources, without repeating what an outer layer already said.
