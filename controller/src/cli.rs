@@ -139,6 +139,10 @@ pub struct InvokeArgs {
     /// Run as a background job kept by the daemon; print its Id and Name and return at once
     #[arg(long)]
     pub as_job: bool,
+    /// Write output lines as they came, control characters included. Without it, output to
+    /// a terminal shows control characters other than tab as visible escapes (\e, \r, \x07)
+    #[arg(long, conflicts_with = "as_job")]
+    pub raw: bool,
     /// Name of the background job [default: JobN]
     #[arg(long, value_name = "NAME", requires = "as_job")]
     pub job_name: Option<String>,
@@ -204,6 +208,10 @@ pub struct ReceiveArgs {
     /// Go on with live output until the job ends
     #[arg(long)]
     pub follow: bool,
+    /// Write output lines as they came, control characters included. Without it, output to
+    /// a terminal shows control characters other than tab as visible escapes (\e, \r, \x07)
+    #[arg(long)]
+    pub raw: bool,
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }

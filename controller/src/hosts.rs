@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 use rjob_proto::DEFAULT_PORT;
 
+use range::Pattern;
+
+mod range;
+
 /// Largest number of hosts one entry (or the whole list) may expand to.
 pub const MAX_HOSTS: usize = 100_000;
 
@@ -71,20 +75,51 @@ pub enum HostError {
     BadIpv6 { spec: String },
     #[error("too many hosts: {spec} expands to more than {limit}; split the list or narrow the ranges")]
     TooMany { spec: String, limit: usize },
-    #[error("cannot read hosts file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("empty item in host list {spec:?}: remove the extra ','")]
+    EmptyItem { spec: String },
+    #[error("host {spec} makes a name of {len} characters; a host name has at most {MAX_NAME_LEN}")]
+    TooLong { spec: String, len: u64 },
+    #[error("the host lists name more than {MAX_LISTED} hosts before duplicates are dropped: split the list or narrow the ranges")]
+    TooManyListed,
+    #[error("cannot read hosts file {path}: {reason}")]
+    ReadFile { path: PathBuf, reason: String },
+}
+
+/// Longest host name (DNS allows 253 characters).
+pub const MAX_NAME_LEN: u64 = 253;
+/// Most hosts all lists together may name before duplicates are dropped.
+pub const MAX_LISTED: u64 = 10 * MAX_HOSTS as u64;
+
+/// `spec` as shown in an error: at most 80 characters, control characters escaped.
+fn shown(spec: &str) -> String {
+    let spec = spec.trim();
+    let mut text: String = spec.chars().take(80).collect();
+    if text.len() < spec.len() {
+        text.push('…');
+    }
+    crate::escape::text(&text).into_owned()
 }
 
 /// Parses `-H` values (each a comma-separated list of entries) into hosts.
 ///
 /// Ranges are expanded, duplicates (same name and port) dropped, and the
 /// first-seen order kept. An empty result is an error.
+///
+/// Every entry is parsed and its expansion counted (arithmetically, nothing built) before any
+/// host is made: more than [`MAX_LISTED`] in all, more than [`MAX_HOSTS`] in one entry, or a
+/// name longer than [`MAX_NAME_LEN`] is refused before it takes memory.
 pub fn parse_host_list(specs: &[String]) -> Result<Vec<Host>, HostError> {
+    let mut listed: u64 = 0;
     let mut seen = HashSet::new();
     let mut hosts = Vec::new();
     for spec in specs {
         for entry in split_entries(spec)? {
-            for host in parse_entry(entry)? {
+            let parsed = parse_entry(entry)?;
+            listed = listed.saturating_add(parsed.count());
+            if listed > MAX_LISTED {
+                return Err(HostError::TooManyListed);
+            }
+            for host in parsed.build()? {
                 if seen.insert(host.clone()) {
                     if hosts.len() >= MAX_HOSTS {
                         return Err(HostError::TooMany {
@@ -107,10 +142,21 @@ pub fn parse_host_list(specs: &[String]) -> Result<Vec<Host>, HostError> {
 /// line or trailing), blank lines ignored. The specs are meant for
 /// [`parse_host_list`], so ranges and comma lists work in files too.
 pub fn parse_hosts_file(path: &Path) -> Result<Vec<String>, HostError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HostError::ReadFile {
+    let limit = crate::limits::MAX_HOSTS_FILE_BYTES;
+    let read_error = |reason: String| HostError::ReadFile {
         path: path.to_path_buf(),
-        source,
-    })?;
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| read_error(e.to_string()))?;
+    let bytes = crate::limits::read_capped(file, limit)
+        .map_err(|e| read_error(e.to_string()))?
+        .ok_or_else(|| {
+            read_error(format!(
+                "it is larger than {}, the most rjob reads",
+                crate::limits::size_text(limit)
+            ))
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| read_error("it is not UTF-8 text".to_string()))?;
     Ok(text
         .lines()
         .map(|line| line.split_once('#').map_or(line, |(before, _)| before).trim())
@@ -119,7 +165,8 @@ pub fn parse_hosts_file(path: &Path) -> Result<Vec<String>, HostError> {
         .collect())
 }
 
-/// Splits one spec on commas outside brackets; entries are trimmed and empty ones dropped.
+/// Splits one spec on commas outside brackets; entries are trimmed. An empty item among
+/// others (`a,,b`, `a,`) is an error.
 fn split_entries(spec: &str) -> Result<Vec<&str>, HostError> {
     let mut entries = Vec::new();
     let mut depth = 0usize;
@@ -128,9 +175,9 @@ fn split_entries(spec: &str) -> Result<Vec<&str>, HostError> {
         match c {
             '[' => depth += 1,
             ']' => {
-                depth = depth.checked_sub(1).ok_or_else(|| HostError::Unbalanced {
-                    spec: spec.trim().to_string(),
-                })?
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| HostError::Unbalanced { spec: shown(spec) })?
             }
             ',' if depth == 0 => {
                 entries.push(spec[start..i].trim());
@@ -140,42 +187,71 @@ fn split_entries(spec: &str) -> Result<Vec<&str>, HostError> {
         }
     }
     if depth != 0 {
-        return Err(HostError::Unbalanced {
-            spec: spec.trim().to_string(),
-        });
+        return Err(HostError::Unbalanced { spec: shown(spec) });
     }
     entries.push(spec[start..].trim());
+    // A list that is all blank names nothing (the caller says so); an empty item among others
+    // is a typo.
+    if entries.iter().any(|e| e.is_empty()) && entries.iter().any(|e| !e.is_empty()) {
+        return Err(HostError::EmptyItem { spec: shown(spec) });
+    }
     entries.retain(|e| !e.is_empty());
     Ok(entries)
 }
 
-/// Parses and expands one entry (no top-level commas, already trimmed).
-fn parse_entry(entry: &str) -> Result<Vec<Host>, HostError> {
+/// One entry of a host list, parsed and counted but not yet expanded.
+enum Entry<'a> {
+    Single(Host),
+    Pattern {
+        entry: &'a str,
+        pattern: Pattern,
+        port: u16,
+    },
+}
+
+impl Entry<'_> {
+    fn count(&self) -> u64 {
+        match self {
+            Entry::Single(_) => 1,
+            Entry::Pattern { pattern, .. } => pattern.count(),
+        }
+    }
+
+    /// The hosts, each name checked.
+    fn build(self) -> Result<Vec<Host>, HostError> {
+        match self {
+            Entry::Single(host) => Ok(vec![host]),
+            Entry::Pattern { entry, pattern, port } => pattern
+                .names()
+                .into_iter()
+                .map(|name| {
+                    check_name(entry, &name)?;
+                    Ok(Host { name, port })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Parses one entry (no top-level commas, already trimmed).
+fn parse_entry(entry: &str) -> Result<Entry<'_>, HostError> {
     if let Some(host) = parse_ipv6(entry)? {
-        return Ok(vec![host]);
+        return Ok(Entry::Single(host));
     }
     let (name_part, port) = split_port(entry)?;
-    let segments = parse_segments(entry, name_part)?;
-    let names = expand(entry, &segments)?;
-    names
-        .into_iter()
-        .map(|name| {
-            check_name(entry, &name)?;
-            Ok(Host { name, port })
-        })
-        .collect()
+    Ok(Entry::Pattern {
+        entry,
+        pattern: Pattern::parse(entry, name_part)?,
+        port,
+    })
 }
 
 /// Recognises `[v6]`, `[v6]:port` and bare `v6` (two or more colons, no brackets).
 fn parse_ipv6(entry: &str) -> Result<Option<Host>, HostError> {
-    let bad = || HostError::BadIpv6 {
-        spec: entry.to_string(),
-    };
+    let bad = || HostError::BadIpv6 { spec: shown(entry) };
     if let Some(rest) = entry.strip_prefix('[') {
         let Some(close) = rest.find(']') else {
-            return Err(HostError::Unbalanced {
-                spec: entry.to_string(),
-            });
+            return Err(HostError::Unbalanced { spec: shown(entry) });
         };
         let inner = &rest[..close];
         if !inner.contains(':') {
@@ -217,14 +293,14 @@ fn split_port(entry: &str) -> Result<(&str, u16), HostError> {
             ']' => depth = depth.saturating_sub(1),
             ':' if depth > 0 => {
                 return Err(HostError::BadRange {
-                    spec: entry.to_string(),
+                    spec: shown(entry),
                     reason: "':' inside brackets is only allowed in an IPv6 address written as [ADDRESS]"
                         .to_string(),
                 })
             }
             ':' if colon.is_some() => {
                 return Err(HostError::BadName {
-                    spec: entry.to_string(),
+                    spec: shown(entry),
                     reason: "more than one ':'; write NAME:PORT, or [ADDRESS]:PORT for IPv6".to_string(),
                 })
             }
@@ -238,7 +314,7 @@ fn split_port(entry: &str) -> Result<(&str, u16), HostError> {
             let port_text = &entry[i + 1..];
             if entry[i + 1..].contains(['[', ']']) {
                 return Err(HostError::BadPort {
-                    spec: entry.to_string(),
+                    spec: shown(entry),
                     port: port_text.to_string(),
                 });
             }
@@ -249,7 +325,7 @@ fn split_port(entry: &str) -> Result<(&str, u16), HostError> {
 
 fn parse_port(entry: &str, text: &str) -> Result<u16, HostError> {
     let bad = || HostError::BadPort {
-        spec: entry.to_string(),
+        spec: shown(entry),
         port: text.to_string(),
     };
     if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -261,164 +337,14 @@ fn parse_port(entry: &str, text: &str) -> Result<u16, HostError> {
     }
 }
 
-/// A piece of a host name: literal text, or the alternatives of one bracket range.
-#[derive(Debug)]
-enum Segment {
-    Literal(String),
-    Choice(Vec<String>),
-}
-
-/// Splits `name_part` (a prefix of `entry`) into literal text and expanded ranges.
-fn parse_segments(entry: &str, name_part: &str) -> Result<Vec<Segment>, HostError> {
-    let mut segments = Vec::new();
-    let mut rest = name_part;
-    let mut offset = 0; // byte offset of `rest` within `entry`
-    while let Some(open) = rest.find(['[', ']']) {
-        if rest[open..].starts_with(']') {
-            return Err(HostError::Unbalanced {
-                spec: entry.to_string(),
-            });
-        }
-        if open > 0 {
-            segments.push(Segment::Literal(rest[..open].to_string()));
-        }
-        let after_open = &rest[open + 1..];
-        let close = after_open.find(']').ok_or_else(|| HostError::Unbalanced {
-            spec: entry.to_string(),
-        })?;
-        let body = &after_open[..close];
-        if body.contains('[') {
-            return Err(HostError::BadRange {
-                spec: entry.to_string(),
-                reason: "brackets cannot be nested".to_string(),
-            });
-        }
-        let body_offset = offset + open + 1;
-        segments.push(Segment::Choice(parse_range_body(entry, body, body_offset)?));
-        let consumed = open + 1 + close + 1;
-        rest = &rest[consumed..];
-        offset += consumed;
-    }
-    if !rest.is_empty() {
-        segments.push(Segment::Literal(rest.to_string()));
-    }
-    Ok(segments)
-}
-
-/// Expands the inside of one bracket: `1-9`, `01-20`, `1,3,5-7`.
-/// `body_offset` is where `body` starts in `entry`, for the "counts down" hint.
-fn parse_range_body(entry: &str, body: &str, body_offset: usize) -> Result<Vec<String>, HostError> {
-    let bad = |reason: String| HostError::BadRange {
-        spec: entry.to_string(),
-        reason,
-    };
-    if body.trim().is_empty() {
-        return Err(bad("the brackets are empty".to_string()));
-    }
-    let mut out = Vec::new();
-    let mut item_start = 0;
-    for item in body.split(',') {
-        let this_start = item_start;
-        item_start += item.len() + 1;
-        let trimmed = item.trim();
-        if trimmed.is_empty() {
-            return Err(bad(format!("[{body}] has an empty item")));
-        }
-        let (lo_text, hi_text) = match trimmed.split_once('-') {
-            Some((lo, hi)) => (lo.trim(), Some(hi.trim())),
-            None => (trimmed, None),
-        };
-        let lo = parse_number(lo_text)
-            .ok_or_else(|| bad(format!("{trimmed:?} is not a number or a range of numbers")))?;
-        let Some(hi_text) = hi_text else {
-            push_checked(entry, &mut out, lo_text.to_string())?;
-            continue;
-        };
-        let hi = parse_number(hi_text)
-            .ok_or_else(|| bad(format!("{trimmed:?} is not a number or a range of numbers")))?;
-        if hi < lo {
-            let item_at = body_offset + this_start;
-            let fixed = format!(
-                "{}{}-{}{}",
-                &entry[..item_at],
-                hi_text,
-                lo_text,
-                &entry[item_at + item.len()..]
-            );
-            return Err(HostError::Descending {
-                spec: entry.to_string(),
-                fixed,
-            });
-        }
-        let count = hi - lo + 1;
-        if count > (MAX_HOSTS - out.len()) as u64 {
-            return Err(HostError::TooMany {
-                spec: entry.to_string(),
-                limit: MAX_HOSTS,
-            });
-        }
-        let width = if lo_text.len() > 1 && lo_text.starts_with('0') {
-            lo_text.len()
-        } else {
-            0
-        };
-        out.extend((lo..=hi).map(|n| format!("{n:0width$}")));
-    }
-    Ok(out)
-}
-
-fn push_checked(entry: &str, out: &mut Vec<String>, value: String) -> Result<(), HostError> {
-    if out.len() >= MAX_HOSTS {
-        return Err(HostError::TooMany {
-            spec: entry.to_string(),
-            limit: MAX_HOSTS,
-        });
-    }
-    out.push(value);
-    Ok(())
-}
-
-/// Parses a decimal number of at most 18 digits (so ranges never overflow).
-fn parse_number(text: &str) -> Option<u64> {
-    if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
-
-/// Cartesian product of the segments, in order, refusing more than [`MAX_HOSTS`].
-fn expand(entry: &str, segments: &[Segment]) -> Result<Vec<String>, HostError> {
-    let mut total: usize = 1;
-    for segment in segments {
-        if let Segment::Choice(choices) = segment {
-            total = total.saturating_mul(choices.len());
-        }
-    }
-    if total > MAX_HOSTS {
-        return Err(HostError::TooMany {
-            spec: entry.to_string(),
-            limit: MAX_HOSTS,
-        });
-    }
-    let mut names = vec![String::new()];
-    for segment in segments {
-        match segment {
-            Segment::Literal(text) => names.iter_mut().for_each(|n| n.push_str(text)),
-            Segment::Choice(choices) => {
-                names = names
-                    .iter()
-                    .flat_map(|prefix| choices.iter().map(move |c| format!("{prefix}{c}")))
-                    .collect();
-            }
-        }
-    }
-    Ok(names)
-}
-
 fn check_name(entry: &str, name: &str) -> Result<(), HostError> {
     if name.is_empty() {
-        return Err(HostError::EmptyName {
-            spec: entry.to_string(),
+        return Err(HostError::EmptyName { spec: shown(entry) });
+    }
+    if name.len() as u64 > MAX_NAME_LEN {
+        return Err(HostError::TooLong {
+            spec: shown(entry),
+            len: name.len() as u64,
         });
     }
     if let Some(c) = name
@@ -426,8 +352,19 @@ fn check_name(entry: &str, name: &str) -> Result<(), HostError> {
         .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '[' | ']'))
     {
         return Err(HostError::BadName {
-            spec: entry.to_string(),
-            reason: format!("{c:?} cannot appear in a host name"),
+            spec: shown(entry),
+            reason: format!(
+                "{} cannot appear in a host name",
+                crate::escape::text(&format!("{c:?}"))
+            ),
+        });
+    }
+    // What the controller dials and checks the agent's certificate against: a DNS name
+    // (letters, digits, '-', '_' and dots; labels of 1 to 63 characters) or an IP address.
+    if rustls::pki_types::ServerName::try_from(name).is_err() {
+        return Err(HostError::BadName {
+            spec: shown(entry),
+            reason: "not a DNS name or an IP address: use letters, digits, '-' and '.', in labels of 1 to 63 characters".to_string(),
         });
     }
     Ok(())

@@ -53,8 +53,7 @@ pub fn host_list(args: &InvokeArgs) -> Result<Vec<Host>, UsageError> {
 pub fn run_request(args: &ScriptArgs) -> Result<pb::StartRunRequest, UsageError> {
     let script = match (&args.script, &args.file) {
         (Some(text), _) => text.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| UsageError(format!("cannot read script file {}: {e}", path.display())))?,
+        (None, Some(path)) => crate::limits::read_text_file(path, MAX_SCRIPT_BYTES as u64, "script file")?,
         (None, None) => {
             return Err(UsageError(
                 "give the script with --script TEXT or --file PATH".into(),
@@ -71,10 +70,11 @@ pub fn run_request(args: &ScriptArgs) -> Result<pb::StartRunRequest, UsageError>
         return Err(UsageError("the script is empty".into()));
     }
     let stdin = match &args.stdin_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|e| UsageError(format!("cannot read stdin file {}: {e}", path.display())))?,
-        ),
+        Some(path) => Some(crate::limits::read_file(
+            path,
+            crate::limits::MAX_STDIN_BYTES,
+            "stdin file",
+        )?),
         None => None,
     };
     let timeout_ms = match args.timeout {
@@ -227,7 +227,8 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     let printer_labels = labels.clone();
     // Writing to stdout may block (a slow reader): do it on a thread of its own, so the
     // runtime goes on and backpressure reaches the agents through the bounded channel.
-    let printer = std::thread::spawn(move || print_events(rx, format, printer_labels));
+    let escape = crate::escape::for_stdout(args.raw);
+    let printer = std::thread::spawn(move || print_events(rx, format, printer_labels, escape));
     let (desired_tx, desired) = watch::channel(Desired::default());
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = interrupted.clone();
@@ -260,6 +261,7 @@ fn print_events(
     mut rx: mpsc::Receiver<ChildEvent>,
     format: crate::cli::OutputFormat,
     labels: Vec<String>,
+    escape: bool,
 ) -> Vec<Option<ChildOutcome>> {
     let mut outcomes = vec![None; labels.len()];
     let stdout = std::io::stdout();
@@ -267,7 +269,8 @@ fn print_events(
         std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()),
         format,
         labels,
-    );
+    )
+    .escape_controls(escape);
     let mut write_ok = true;
     loop {
         let event = match rx.try_recv() {

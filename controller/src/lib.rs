@@ -7,17 +7,23 @@
 //! - [`child`]: one host's run (a child job), followed to its end;
 //! - [`invoke`]: `rjob invoke`, the fan-out with a throttle limit;
 //! - [`output`]: host-labelled lines, JSON records and the summary;
+//! - [`escape`]: control characters made visible on terminals;
+//! - [`limits`]: size-checked reads of the files the command line names;
+//! - [`checks`]: what the command line asks, checked before anything is read or contacted;
 //! - [`state`]: job states and the parent-state rules;
 //! - [`daemon`]: `rjob serve`, the job store and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
+pub mod checks;
 pub mod child;
 pub mod cli;
 pub mod cmd;
 pub mod connect;
 pub mod daemon;
+pub mod escape;
 pub mod hosts;
 pub mod invoke;
+pub mod limits;
 pub mod output;
 pub mod password;
 pub mod pki;

@@ -27,10 +27,27 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("rjob: error: {e:#}");
+            eprintln!("rjob: error: {}", error_line(&e));
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: an error whose message already
+/// quotes its source (`cannot read F: No such file (os error 2)`) does not get it again.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    rjob::escape::text(&line).into_owned()
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -41,6 +58,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             identity: identity_dir(cli.identity.as_deref()).ok(),
         })
     };
+    // What the command line asks is checked before any file is read or anything contacted.
+    match &cli.command {
+        Command::Invoke(args) => rjob::checks::invoke(args)?,
+        Command::Start(args) => rjob::checks::start(args)?,
+        _ => {}
+    }
     match &cli.command {
         Command::Invoke(args) if args.as_job => {
             let daemon = daemon_addr(&cli)?;

@@ -23,6 +23,8 @@ pub struct Printer<W: Write> {
     prefixes: Vec<[Vec<u8>; 2]>,
     /// Unfinished line per (host, stream).
     partial: BTreeMap<(usize, bool), Vec<u8>>,
+    /// Show control characters in lines as visible escapes (text format on a terminal).
+    escape: bool,
 }
 
 impl<W: Write> Printer<W> {
@@ -30,6 +32,7 @@ impl<W: Write> Printer<W> {
         let prefixes = labels
             .iter()
             .map(|l| {
+                let l = crate::escape::text(l);
                 [
                     format!("{l}: ").into_bytes(),
                     format!("{l} [stderr]: ").into_bytes(),
@@ -42,7 +45,15 @@ impl<W: Write> Printer<W> {
             labels,
             prefixes,
             partial: BTreeMap::new(),
+            escape: false,
         }
+    }
+
+    /// Shows control characters other than tab in text lines as visible escapes
+    /// ([`crate::escape::output`]); host labels are always escaped.
+    pub fn escape_controls(mut self, on: bool) -> Self {
+        self.escape = on;
+        self
     }
 
     pub fn output(&mut self, host: usize, stream: Stream, seq: u64, data: &[u8]) -> std::io::Result<()> {
@@ -100,7 +111,11 @@ impl<W: Write> Printer<W> {
         match self.format {
             OutputFormat::Text => {
                 self.out.write_all(&self.prefixes[host][usize::from(is_err)])?;
-                self.out.write_all(line)?;
+                if self.escape {
+                    self.out.write_all(&crate::escape::output(line))?;
+                } else {
+                    self.out.write_all(line)?;
+                }
                 self.out.write_all(b"\n")
             }
             OutputFormat::Json => {
@@ -151,9 +166,10 @@ pub fn summary(labels: &[String], outcomes: &[Option<ChildOutcome>], elapsed: st
         elapsed.as_secs_f64()
     );
     for (label, outcome) in labels.iter().zip(outcomes) {
+        let label = crate::escape::text(label);
         match outcome {
             Some(o) if o.state != State::Completed => {
-                let reason = o.reason.as_deref().unwrap_or("no reason given");
+                let reason = crate::escape::text(o.reason.as_deref().unwrap_or("no reason given"));
                 text.push_str(&format!("rjob: {label}: {}: {reason}\n", o.state));
             }
             Some(_) => {}

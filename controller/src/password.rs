@@ -1,36 +1,34 @@
 //! Reading the run-as user's password: asked once with no echo, or from a file or standard
 //! input for automation. It is only ever sent inside the mutual-TLS channel; it is never
 //! logged, stored, put on a command line or in an environment.
-
-use std::io::BufRead as _;
+//!
+//! A file or standard input is read up to the end of its first line and never past
+//! [`MAX_PASSWORD_BYTES`], so `--password-file /dev/zero` is refused at once.
 
 use zeroize::Zeroizing;
 
 use crate::cli::ScriptArgs;
+use crate::limits::{read_line_capped, MAX_PASSWORD_BYTES};
 use crate::UsageError;
 
 /// The password the command line asks for, if any.
 pub fn read(args: &ScriptArgs) -> Result<Option<Zeroizing<String>>, UsageError> {
     let password = if args.ask_password {
         let user = args.user.as_deref().unwrap_or_default();
-        let prompt = format!("password for {user}: ");
+        let prompt = format!("password for {}: ", crate::escape::text(user));
         Zeroizing::new(
             rpassword::prompt_password(prompt)
                 .map_err(|e| UsageError(format!("cannot read the password from the terminal: {e}")))?,
         )
     } else if let Some(path) = &args.password_file {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| UsageError(format!("cannot read password file {}: {e}", path.display())))?,
-        );
-        Zeroizing::new(first_line(&text))
+        let what = format!("password file {}", path.display());
+        let file = std::fs::File::open(path).map_err(|e| UsageError(format!("cannot read {what}: {e}")))?;
+        first_line(read_line_capped(&file, MAX_PASSWORD_BYTES), &what)?
     } else if args.password_stdin {
-        let mut line = Zeroizing::new(String::new());
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| UsageError(format!("cannot read the password from standard input: {e}")))?;
-        Zeroizing::new(first_line(&line))
+        first_line(
+            read_line_capped(std::io::stdin().lock(), MAX_PASSWORD_BYTES),
+            "the password from standard input",
+        )?
     } else {
         return Ok(None);
     };
@@ -40,6 +38,23 @@ pub fn read(args: &ScriptArgs) -> Result<Option<Zeroizing<String>>, UsageError> 
     Ok(Some(password))
 }
 
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().to_string()
+/// The line read, without a trailing `\r`, as text.
+fn first_line(read: std::io::Result<Option<Vec<u8>>>, what: &str) -> Result<Zeroizing<String>, UsageError> {
+    let line = read.map_err(|e| UsageError(format!("cannot read {what}: {e}")))?;
+    let Some(line) = line else {
+        return Err(UsageError(format!(
+            "{what}: the first line is longer than {MAX_PASSWORD_BYTES} bytes; is it the right file?"
+        )));
+    };
+    let mut line = Zeroizing::new(line);
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    match String::from_utf8(std::mem::take(&mut *line)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(e) => {
+            drop(Zeroizing::new(e.into_bytes()));
+            Err(UsageError(format!("{what}: the password is not UTF-8 text")))
+        }
+    }
 }

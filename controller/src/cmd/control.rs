@@ -42,7 +42,7 @@ pub async fn remove(args: &RemoveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8
         .into_inner()
         .removed;
     for job in removed {
-        println!("removed {} {}", job.id, job.name);
+        println!("removed {} {}", job.id, crate::escape::text(&job.name));
     }
     Ok(0)
 }

@@ -73,13 +73,13 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
     for job in jobs {
         rows.push([
             job.id.to_string(),
-            job.name.clone(),
+            shown(&job.name),
             State::from_pb(job.state).to_string(),
             yes_no(job.has_more_data).to_string(),
-            job.location.clone(),
+            shown(&job.location),
             job.children.len().to_string(),
             progress(job),
-            job.command.clone(),
+            shown(&job.command),
         ]);
         if children {
             for c in &job.children {
@@ -89,13 +89,13 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
                 }
                 rows.push([
                     String::new(),
-                    format!("  {}", c.host),
+                    format!("  {}", shown(&c.host)),
                     State::from_pb(c.state).to_string(),
                     yes_no(c.has_more_data).to_string(),
                     String::new(),
                     String::new(),
                     String::new(),
-                    detail,
+                    shown(&detail),
                 ]);
             }
         }
@@ -109,17 +109,25 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
             .iter()
             .enumerate()
             .map(|(i, cell)| {
-                if i == 7 {
-                    cell.clone()
-                } else {
-                    format!("{cell:<w$}", w = widths[i])
+                let mut cell = cell.clone();
+                if i != 7 {
+                    // Padded by hand: a width in a format string is capped at 65,535 and
+                    // panics past it.
+                    let pad = widths[i].saturating_sub(cell.chars().count());
+                    cell.extend(std::iter::repeat_n(' ', pad));
                 }
+                cell
             })
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
     out
+}
+
+/// A name, host or message as the table shows it: control characters escaped.
+fn shown(text: &str) -> String {
+    crate::escape::text(text).into_owned()
 }
 
 pub fn job_json(job: &pb::JobInfo) -> serde_json::Value {

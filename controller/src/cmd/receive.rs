@@ -32,7 +32,8 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         .map_err(from_status)?
         .into_inner();
     let stdout = std::io::stdout();
-    let mut printer = Printer::new(std::io::BufWriter::new(stdout.lock()), args.output, labels);
+    let mut printer = Printer::new(std::io::BufWriter::new(stdout.lock()), args.output, labels)
+        .escape_controls(crate::escape::for_stdout(args.raw));
     while let Some(out) = stream.message().await.map_err(from_status)? {
         let stream = pb::Stream::try_from(out.stream).unwrap_or(pb::Stream::Stdout);
         printer.output(out.child as usize, stream, out.seq, &out.data)?;

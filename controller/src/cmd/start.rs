@@ -54,7 +54,12 @@ async fn create(
         .map_err(from_status)?
         .into_inner();
     match output {
-        OutputFormat::Text => println!("Id {}  Name {}  InstanceId {}", job.id, job.name, job.instance_id),
+        OutputFormat::Text => println!(
+            "Id {}  Name {}  InstanceId {}",
+            job.id,
+            crate::escape::text(&job.name),
+            job.instance_id
+        ),
         OutputFormat::Json => println!(
             "{}",
             json!({"id": job.id, "name": job.name, "instance_id": job.instance_id, "children": job.children.len()})

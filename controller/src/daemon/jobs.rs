@@ -115,6 +115,9 @@ impl Manager {
                     .into(),
             ));
         }
+        if !req.name.is_empty() {
+            crate::checks::job_name(&req.name).map_err(JobError::Invalid)?;
+        }
         if req.throttle_limit == 0 {
             return Err(JobError::Invalid("the throttle limit must be at least 1".into()));
         }

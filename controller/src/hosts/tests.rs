@@ -23,9 +23,70 @@ fn err(list: &[&str]) -> HostError {
 #[test]
 fn plain_names_commas_and_repeated_flags() {
     assert_eq!(
-        names(&["a, b,,c ", "d"]),
+        names(&["a, b, c ", "d"]),
         ["a:7443", "b:7443", "c:7443", "d:7443"]
     );
+}
+
+#[test]
+fn an_empty_item_among_others_is_refused() {
+    for bad in ["a,,b", "a,", ",a", "a, ,b"] {
+        let e = err(&[bad]);
+        assert!(matches!(e, HostError::EmptyItem { .. }), "{bad}: {e:?}");
+        assert!(e.to_string().contains("empty item"), "{e}");
+    }
+}
+
+#[test]
+fn names_must_be_dns_names_or_addresses() {
+    for bad in ["web_01!", "-web", "a..b", "exa$mple", "é.example"] {
+        assert!(matches!(err(&[bad]), HostError::BadName { .. }), "{bad}");
+    }
+    let label = "x".repeat(64);
+    assert!(matches!(err(&[&label]), HostError::BadName { .. }));
+    let long = ["a"; 130].join(".");
+    assert!(matches!(err(&[&long]), HostError::TooLong { .. }));
+    assert_eq!(names(&["web-01.example.com", "10.1.2.3"]).len(), 2);
+}
+
+#[test]
+fn expansion_is_counted_before_it_is_built() {
+    // 3 KB of ranges: 10^1500 names, refused at once.
+    let huge = format!("a{}", "[0-9]".repeat(600));
+    assert!(matches!(
+        err(&[&huge]),
+        HostError::TooLong { .. } | HostError::TooMany { .. }
+    ));
+    let wide = format!("a{}", "[1-99999]".repeat(300));
+    assert!(matches!(
+        err(&[&wide]),
+        HostError::TooLong { .. } | HostError::TooMany { .. }
+    ));
+    // 12,000 segments: one name of 12,001 characters, refused before it is made.
+    let segments = format!("a{}", "[1]".repeat(12_000));
+    let e = err(&[&segments]);
+    assert!(matches!(e, HostError::TooLong { len: 12_001, .. }), "{e:?}");
+    assert!(e.to_string().len() < 300, "one short line: {e}");
+    // 12,000 items in one bracket: counted, fine.
+    let items: Vec<String> = (1..=12_000).map(|n| n.to_string()).collect();
+    assert_eq!(names(&[&format!("n[{}]", items.join(","))]).len(), 12_000);
+}
+
+#[test]
+fn all_lists_together_are_counted_before_duplicates_are_dropped() {
+    let many = vec!["n[1-100000]".to_string(); 11];
+    assert!(matches!(parse_host_list(&many), Err(HostError::TooManyListed)));
+    let some = vec!["n[1-100000]".to_string(); 2];
+    assert_eq!(parse_host_list(&some).map(|h| h.len()).ok(), Some(100_000));
+}
+
+#[test]
+fn an_endless_hosts_file_is_refused_at_its_limit() {
+    let e = match parse_hosts_file(Path::new("/dev/zero")) {
+        Ok(v) => panic!("should fail, got {} lines", v.len()),
+        Err(e) => e,
+    };
+    assert!(e.to_string().contains("larger than 8 MiB"), "{e}");
 }
 
 #[test]
@@ -146,7 +207,7 @@ fn empty_list_errors() {
         e.to_string(),
         "no hosts given: use -H HOST[,HOST…] or --hosts-file FILE"
     );
-    assert!(matches!(err(&[" , ,", ""]), HostError::Empty));
+    assert!(matches!(err(&[" , ,", ""]), HostError::Empty)); // blank: nothing named
 }
 
 #[test]
