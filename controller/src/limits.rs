@@ -17,7 +17,7 @@ pub const MAX_PASSWORD_BYTES: u64 = 4096;
 /// `n` bytes in the units users think in (`1 MiB`, `4096 bytes`).
 pub fn size_text(n: u64) -> String {
     if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
-        format!("{} MiB", n >> 20)
+        format!("{} MiB ({n} bytes)", n >> 20)
     } else {
         format!("{n} bytes")
     }
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn sizes_read_as_users_write_them() {
-        assert_eq!(size_text(1 << 20), "1 MiB");
+        assert_eq!(size_text(1 << 20), "1 MiB (1048576 bytes)");
         assert_eq!(size_text(4096), "4096 bytes");
     }
 }

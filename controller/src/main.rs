@@ -10,7 +10,10 @@ use rjob::EXIT_USAGE;
 
 fn main() -> ExitCode {
     rjob_agent::keep_freed_memory();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let default_filter = if matches!(cli.command, Command::Serve(_)) {
         "info"
     } else {
@@ -31,6 +34,25 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// A command line clap refused. A bad value (`--timeout 99999999999999999999years`) is one
+/// line naming the option and the value; other mistakes keep clap's usage text, and `--help`
+/// and `--version` print as clap prints them.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        let text = e.render().to_string();
+        // The message, up to clap's blank line before its hints, on one line.
+        let message: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        eprintln!("rjob: {}", rjob::escape::text(&message.join(" ")));
+        return ExitCode::from(EXIT_USAGE);
+    }
+    e.exit()
 }
 
 /// The error and its causes on one line, each cause once: an error whose message already

@@ -153,3 +153,30 @@ pub fn job_json(job: &pb::JobInfo) -> serde_json::Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_hosts_of_any_length_are_shown_escaped_without_panicking() {
+        // A name or host of more than 65,535 characters once panicked the padding.
+        let job = pb::JobInfo {
+            id: 1,
+            name: format!("evil\u{1b}]0;pwned\u{7}{}", "n".repeat(70_000)),
+            command: "echo\rhi".into(),
+            children: vec![pb::ChildInfo {
+                host: format!("h{}", "x".repeat(70_000)),
+                reason: "bad\u{1b}[2J".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = table(&[job], true);
+        assert!(text.contains("evil\\e]0;pwned\\x07nnn"), "{}", &text[..200]);
+        assert!(text.contains("echo\\rhi"));
+        assert!(text.contains("bad\\e[2J"));
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'));
+        assert_eq!(text.lines().count(), 3);
+    }
+}
