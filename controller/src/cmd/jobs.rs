@@ -31,6 +31,9 @@ pub async fn run(args: &JobsArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
         .filter(|j| args.id.is_none_or(|id| j.id == id))
         .filter(|j| state_filter.is_none_or(|s| State::from_pb(j.state) == s))
         .collect();
+    if let Some(lost) = crate::daemon::client::lost_notice() {
+        eprintln!("rjob: warning: {lost}");
+    }
     match args.output {
         OutputFormat::Json => println!(
             "{}",
@@ -70,7 +73,12 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
         "Progress".to_string(),
         "Command".to_string(),
     ]];
+    // Lines printed under a row (after its index in `rows`): why a job still going is held up.
+    let mut notes: Vec<(usize, String)> = Vec::new();
     for job in jobs {
+        if let Some(why) = waiting_reason(job).filter(|_| !children) {
+            notes.push((rows.len(), format!("  reason: {}", shown(why))));
+        }
         rows.push([
             job.id.to_string(),
             shown(&job.name),
@@ -104,7 +112,7 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for row in &rows {
+    for (i, row) in rows.iter().enumerate() {
         let cells: Vec<String> = row
             .iter()
             .enumerate()
@@ -121,6 +129,10 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
+        for (_, note) in notes.iter().filter(|(at, _)| *at == i) {
+            out.push_str(note);
+            out.push('\n');
+        }
     }
     out
 }
@@ -128,6 +140,18 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
 /// A name, host or message as the table shows it: control characters escaped.
 fn shown(text: &str) -> String {
     crate::escape::text(text).into_owned()
+}
+
+/// Why a job still going is held up: the reason of its first unfinished child that has one
+/// (its store cannot be written, its host is out of reach).
+fn waiting_reason(job: &pb::JobInfo) -> Option<&str> {
+    if State::from_pb(job.state).is_finished() {
+        return None;
+    }
+    job.children
+        .iter()
+        .find(|c| !State::from_pb(c.state).is_finished() && !c.reason.is_empty())
+        .map(|c| c.reason.as_str())
 }
 
 pub fn job_json(job: &pb::JobInfo) -> serde_json::Value {

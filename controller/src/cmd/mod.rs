@@ -8,9 +8,6 @@ pub mod wait;
 
 use std::path::PathBuf;
 
-use rjob_proto::v1::controller_client::ControllerClient;
-use tonic::transport::Channel;
-
 use crate::UsageError;
 
 /// Where the daemon is, and the identity a daemon started on demand should use.
@@ -20,7 +17,7 @@ pub struct DaemonAddr {
 }
 
 impl DaemonAddr {
-    pub async fn connect(&self) -> anyhow::Result<ControllerClient<Channel>> {
+    pub async fn connect(&self) -> anyhow::Result<crate::daemon::client::DaemonClient> {
         crate::daemon::client::connect(&self.state_dir, self.identity.as_deref()).await
     }
 }

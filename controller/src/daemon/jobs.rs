@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::connect::Tls;
+use crate::daemon::health::Health;
 use crate::daemon::store::{job_info, ChildRow, Chunk, JobRow, Store, StoreError};
 use crate::hosts::Host;
 use crate::state::State;
@@ -32,16 +33,16 @@ pub enum JobError {
 /// A request to the output writer thread.
 enum WriteOp {
     Chunk(Chunk),
-    /// Answered with whether every chunk of that child so far was stored.
+    /// Answered once every chunk sent before it is stored.
     Flush {
-        job_id: i64,
-        idx: u32,
         done: oneshot::Sender<bool>,
     },
 }
 
 pub struct Manager {
     store: Arc<Store>,
+    /// Whether store writes go through (they are retried until they do).
+    health: Arc<Health>,
     writer: mpsc::Sender<WriteOp>,
     /// Bumped on every change of any job; waiters re-read the store.
     changes: watch::Sender<u64>,
@@ -67,8 +68,10 @@ impl Manager {
     ) -> Arc<Manager> {
         let (writer, rx) = mpsc::channel(1024);
         let (changes, _) = watch::channel(0u64);
+        let health = Arc::new(Health::default());
         let manager = Arc::new(Manager {
             store: store.clone(),
+            health: health.clone(),
             writer,
             changes: changes.clone(),
             active: Mutex::new(HashMap::new()),
@@ -79,7 +82,7 @@ impl Manager {
         });
         std::thread::Builder::new()
             .name("rjob-output-writer".into())
-            .spawn(move || write_output(&store, rx, &changes))
+            .spawn(move || write_output(&store, &health, rx, &changes))
             .map(drop)
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the output writer"));
         manager
@@ -87,6 +90,10 @@ impl Manager {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -225,7 +232,12 @@ impl Manager {
                     "stopped before it started",
                     std::time::Instant::now(),
                 );
-                self.store.finish_child(job.id, child.idx, &outcome, now_ms())?;
+                let at = now_ms();
+                self.health
+                    .retry("a child's end", || {
+                        self.store.finish_child(job.id, child.idx, &outcome, at)
+                    })
+                    .await;
                 self.changed();
                 continue;
             };
@@ -320,9 +332,14 @@ impl Manager {
                 std::time::Instant::now(),
             );
         }
-        if let Err(e) = self.store.finish_child(job.id, child.idx, &outcome, now_ms()) {
-            tracing::error!(job = job.id, child = child.idx, error = %e, "cannot record a child's end");
-        }
+        // Retried until it is recorded: a full disk holds the child Running (with the reason
+        // shown), never loses its end.
+        let at = now_ms();
+        self.health
+            .retry("a child's end", || {
+                self.store.finish_child(job.id, child.idx, &outcome, at)
+            })
+            .await;
         tracing::info!(job = job.id, child = child.idx, host = %target.label(), state = %outcome.state, "child job ended");
         self.changed();
     }
@@ -356,7 +373,16 @@ impl Manager {
 
     pub fn info(&self, job: &JobRow) -> Result<pb::JobInfo, JobError> {
         let children = self.store.children(job.id)?;
-        Ok(job_info(job, &children))
+        let mut info = job_info(job, &children);
+        // While store writes wait, what the store says of a job still going is behind: say why.
+        if let Some(reason) = self.health.reason() {
+            for child in &mut info.children {
+                if !State::from_pb(child.state).is_finished() {
+                    child.reason.clone_from(&reason);
+                }
+            }
+        }
+        Ok(info)
     }
 
     pub fn list(&self, refs: &[String]) -> Result<Vec<pb::JobInfo>, JobError> {
@@ -467,33 +493,37 @@ struct StoreSink<'a> {
 }
 
 impl ChildSink for StoreSink<'_> {
+    // Each write is retried until the store takes it: the start mark must be recorded before
+    // the start request goes out (a restarted daemon looks the run up instead of starting it
+    // twice), and a child's progress must not be lost to a full disk.
     async fn starting(&self) {
-        if let Err(e) = self.manager.store.mark_starting(self.job_id, self.idx, now_ms()) {
-            tracing::error!(job = self.job_id, error = %e, "cannot record a child's start");
-        }
+        let (m, at) = (self.manager, now_ms());
+        m.health
+            .retry("a child's start", || {
+                m.store.mark_starting(self.job_id, self.idx, at)
+            })
+            .await;
     }
 
     async fn started(&self, run_id: &str) {
-        if let Err(e) = self
-            .manager
-            .store
-            .set_child_run(self.job_id, self.idx, run_id, now_ms())
-        {
-            tracing::error!(job = self.job_id, error = %e, "cannot record a run id");
-        }
-        self.manager.changed();
+        let (m, at) = (self.manager, now_ms());
+        m.health
+            .retry("a run id", || {
+                m.store.set_child_run(self.job_id, self.idx, run_id, at)
+            })
+            .await;
+        m.changed();
     }
 
     async fn state(&self, state: State, reason: Option<String>) {
         let reason = reason.unwrap_or_default();
-        if let Err(e) = self
-            .manager
-            .store
-            .set_child_state(self.job_id, self.idx, state, &reason)
-        {
-            tracing::error!(job = self.job_id, error = %e, "cannot record a child's state");
-        }
-        self.manager.changed();
+        let m = self.manager;
+        m.health
+            .retry("a child's state", || {
+                m.store.set_child_state(self.job_id, self.idx, state, &reason)
+            })
+            .await;
+        m.changed();
     }
 
     async fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> Result<(), ()> {
@@ -513,11 +543,7 @@ impl ChildSink for StoreSink<'_> {
 
     async fn flush(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        let flush = WriteOp::Flush {
-            job_id: self.job_id,
-            idx: self.idx,
-            done: tx,
-        };
+        let flush = WriteOp::Flush { done: tx };
         if self.manager.writer.send(flush).await.is_err() {
             return false;
         }
@@ -526,12 +552,16 @@ impl ChildSink for StoreSink<'_> {
 }
 
 /// The output writer: batches chunks into one transaction each, so that many hosts'
-/// output costs few commits.
-fn write_output(store: &Store, mut rx: mpsc::Receiver<WriteOp>, changes: &watch::Sender<u64>) {
+/// output costs few commits. A batch the store refuses (a full disk) is retried until it
+/// goes in; meanwhile the queue fills, the children stop reading, and the agents keep the
+/// output: nothing is dropped, and a flush answers only once what came before it is stored.
+fn write_output(
+    store: &Store,
+    health: &Health,
+    mut rx: mpsc::Receiver<WriteOp>,
+    changes: &watch::Sender<u64>,
+) {
     const BATCH: usize = 512;
-    // Children some of whose output could not be stored: their flushes answer false, so
-    // their agents keep the output.
-    let mut failed: std::collections::HashSet<(i64, u32)> = std::collections::HashSet::new();
     while let Some(first) = rx.blocking_recv() {
         let mut chunks = Vec::new();
         let mut flushes = Vec::new();
@@ -539,21 +569,18 @@ fn write_output(store: &Store, mut rx: mpsc::Receiver<WriteOp>, changes: &watch:
         while let Some(op) = next.take() {
             match op {
                 WriteOp::Chunk(c) => chunks.push(c),
-                WriteOp::Flush { job_id, idx, done } => flushes.push((job_id, idx, done)),
+                WriteOp::Flush { done } => flushes.push(done),
             }
             if chunks.len() < BATCH {
                 next = rx.try_recv().ok();
             }
         }
         if !chunks.is_empty() {
-            if let Err(e) = store.append_output(&chunks) {
-                tracing::error!(error = %e, chunks = chunks.len(), "cannot store output; the agents keep it");
-                failed.extend(chunks.iter().map(|c| (c.job_id, c.idx)));
-            }
+            health.retry_blocking("output", || store.append_output(&chunks));
             changes.send_modify(|v| *v += 1);
         }
-        for (job_id, idx, done) in flushes {
-            let _ = done.send(!failed.contains(&(job_id, idx)));
+        for done in flushes {
+            let _ = done.send(true);
         }
     }
 }

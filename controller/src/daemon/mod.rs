@@ -3,7 +3,9 @@
 //! embedded agent (the same code as `rjob-agent`) behind a second private socket.
 
 pub mod client;
+pub mod health;
 pub mod jobs;
+pub mod notices;
 pub mod service;
 pub mod store;
 
@@ -153,6 +155,7 @@ pub async fn serve(
     tracing::info!(socket = %socket.display(), resumed, "rjob daemon ready");
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let serving = Server::builder()
+        .layer(notices::layer(manager.health().clone()))
         .add_service(
             ControllerServer::new(service::ControllerService::new(manager))
                 .max_decoding_message_size(MAX_MESSAGE),

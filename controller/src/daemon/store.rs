@@ -24,6 +24,26 @@ pub enum StoreError {
     Corrupt(i64),
 }
 
+impl StoreError {
+    /// What went wrong, in a few words (`disk full`), for reasons and warnings.
+    pub fn short(&self) -> String {
+        use rusqlite::ErrorCode;
+        let sql = match self {
+            StoreError::Open { source, .. } | StoreError::Sql(source) => source,
+            StoreError::Corrupt(id) => return format!("damaged request for job {id}"),
+        };
+        match sql.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => "disk full".to_string(),
+            Some(ErrorCode::ReadOnly) => "read-only".to_string(),
+            Some(ErrorCode::PermissionDenied) => "permission denied".to_string(),
+            Some(ErrorCode::SystemIoFailure) => "I/O error".to_string(),
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => "damaged".to_string(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => "busy".to_string(),
+            _ => sql.to_string(),
+        }
+    }
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

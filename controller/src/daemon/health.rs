@@ -1,0 +1,173 @@
+//! The job store's health: whether the daemon can write it right now. A write that fails
+//! (a full disk, an I/O error) is retried with backoff until it succeeds, so nothing is
+//! dropped: the agents keep a run's output until the daemon has committed it. While any write
+//! waits, `rjob jobs` shows the reason on the jobs still going, and every CLI command prints
+//! one warning line (the daemon sends it on every response, see [`WARNING_HEADER`]).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::daemon::store::StoreError;
+
+/// Response header carrying the store's trouble, on every answer of the daemon while it lasts.
+pub const WARNING_HEADER: &str = "rjob-store-warning";
+/// Response header carrying what the daemon found lost in the store when it started.
+pub const LOST_HEADER: &str = "rjob-store-lost";
+
+/// Delay before retry `attempt` (0, 1, ...) of a failed store write: 100ms doubling to 2s,
+/// so a write goes through within 2s of space coming back.
+pub fn retry_delay(attempt: u32) -> Duration {
+    const BASE_MS: u64 = 100;
+    const CAP_MS: u64 = 2_000;
+    Duration::from_millis(BASE_MS.saturating_mul(1u64 << attempt.min(16)).min(CAP_MS))
+}
+
+#[derive(Debug, Default)]
+struct Trouble {
+    /// Writes now waiting for a retry.
+    waiting: usize,
+    /// The last failure, short ("disk full").
+    error: String,
+    /// When the first of the waiting writes failed.
+    since_ms: i64,
+}
+
+/// Whether store writes go through; shared by every writer of the daemon.
+#[derive(Debug, Default)]
+pub struct Health {
+    trouble: Mutex<Trouble>,
+    /// What the daemon found lost in the store at its start, in one line.
+    lost: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Trouble> {
+        self.trouble.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_lost(&self, notice: String) {
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(notice);
+    }
+
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The reason shown on a job still going while writes wait, e.g.
+    /// `job store: disk full; output held on the agents`.
+    pub fn reason(&self) -> Option<String> {
+        let t = self.lock();
+        (t.waiting > 0).then(|| format!("job store: {}; output held on the agents", t.error))
+    }
+
+    /// The one-line warning every CLI command prints while writes wait.
+    pub fn warning(&self) -> Option<String> {
+        let t = self.lock();
+        (t.waiting > 0).then(|| {
+            format!(
+                "the daemon cannot write its job store since {} ({}): jobs wait, their output is held on the agents, and they go on once it can",
+                crate::cmd::time_text(t.since_ms),
+                t.error
+            )
+        })
+    }
+
+    fn failing(&self, first: bool, error: &StoreError) {
+        let mut t = self.lock();
+        if first {
+            if t.waiting == 0 {
+                t.since_ms = rjob_agent::run::now_ms();
+            }
+            t.waiting += 1;
+        }
+        t.error = error.short();
+    }
+
+    fn recovered(&self) {
+        let mut t = self.lock();
+        t.waiting = t.waiting.saturating_sub(1);
+    }
+
+    /// Runs the store write `op` until it succeeds, waiting between attempts.
+    pub async fn retry<T>(&self, what: &str, mut op: impl FnMut() -> Result<T, StoreError>) -> T {
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Ok(v) => {
+                    if attempt > 0 {
+                        self.recovered();
+                        tracing::info!(what, attempts = attempt + 1, "the job store took the write");
+                    }
+                    return v;
+                }
+                Err(e) => {
+                    self.note_failure(what, attempt, &e);
+                    tokio::time::sleep(retry_delay(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// [`Health::retry`] for a thread that may block (the output writer).
+    pub fn retry_blocking<T>(&self, what: &str, mut op: impl FnMut() -> Result<T, StoreError>) -> T {
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Ok(v) => {
+                    if attempt > 0 {
+                        self.recovered();
+                        tracing::info!(what, attempts = attempt + 1, "the job store took the write");
+                    }
+                    return v;
+                }
+                Err(e) => {
+                    self.note_failure(what, attempt, &e);
+                    std::thread::sleep(retry_delay(attempt));
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn note_failure(&self, what: &str, attempt: u32, e: &StoreError) {
+        self.failing(attempt == 0, e);
+        // One line when it starts, then one every ~minute: a full disk must not flood the log.
+        if attempt.is_multiple_of(30) {
+            tracing::error!(what, error = %e, attempt, "cannot write the job store; retrying");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_then_stays_capped() {
+        let ms: Vec<u128> = (0..7).map(|a| retry_delay(a).as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_waiting_write_is_reported_until_it_goes_through() {
+        let health = Health::default();
+        assert_eq!(health.reason(), None);
+        let full = StoreError::Sql(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        health.failing(true, &full);
+        health.failing(true, &full);
+        assert_eq!(
+            health.reason().as_deref(),
+            Some("job store: disk full; output held on the agents")
+        );
+        assert!(health.warning().is_some_and(|w| w.contains("disk full")));
+        health.recovered();
+        assert!(health.reason().is_some(), "one write still waits");
+        health.recovered();
+        assert_eq!(health.warning(), None);
+    }
+}
