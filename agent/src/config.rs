@@ -70,6 +70,20 @@ pub struct Args {
     /// PAM service that checks passwords [default: rjob]
     #[arg(long)]
     pub pam_service: Option<String>,
+    /// Most TLS handshakes in flight; when full, a newcomer displaces the oldest handshake of
+    /// the source holding the most, or is refused [default: 512]
+    #[arg(long)]
+    pub max_handshakes: Option<u32>,
+    /// Most TLS handshakes in flight from one source address (an IPv6 /64); more are refused
+    /// at once [default: 32]
+    #[arg(long)]
+    pub max_handshakes_per_source: Option<u32>,
+    /// How long a client has to complete the TLS handshake, e.g. 3s [default: 3s]
+    #[arg(long)]
+    pub handshake_timeout: Option<String>,
+    /// Handshakes that fail are logged as one count per this interval [default: 10s]
+    #[arg(long)]
+    pub handshake_log_interval: Option<String>,
 }
 
 /// The config file; every key is optional, unknown keys are refused.
@@ -92,6 +106,10 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub policy: Option<PathBuf>,
     pub pam_service: Option<String>,
+    pub max_handshakes: Option<u32>,
+    pub max_handshakes_per_source: Option<u32>,
+    pub handshake_timeout: Option<String>,
+    pub handshake_log_interval: Option<String>,
     /// `LANG` of every run [default: C.UTF-8]
     pub lang: Option<String>,
     /// Interpreters callers may choose by name, with their absolute paths.
@@ -120,6 +138,11 @@ pub struct AgentConfig {
     pub interpreters: BTreeMap<String, PathBuf>,
     pub policy: Option<PathBuf>,
     pub pam_service: String,
+    /// TLS handshakes in flight: overall, and per source (see [`crate::handshake`]).
+    pub max_handshakes: u32,
+    pub max_handshakes_per_source: u32,
+    pub handshake_timeout: Duration,
+    pub handshake_log_interval: Duration,
 }
 
 pub const DEFAULT_INTERPRETER: &str = "sh";
@@ -151,6 +174,10 @@ impl AgentConfig {
                 .collect(),
             policy: None,
             pam_service: "rjob".to_string(),
+            max_handshakes: 512,
+            max_handshakes_per_source: 32,
+            handshake_timeout: Duration::from_secs(3),
+            handshake_log_interval: Duration::from_secs(10),
         }
     }
 }
@@ -247,7 +274,33 @@ impl AgentConfig {
             interpreters,
             policy: args.policy.or(file.policy),
             pam_service: args.pam_service.or(file.pam_service).unwrap_or(d.pam_service),
+            max_handshakes: args
+                .max_handshakes
+                .or(file.max_handshakes)
+                .unwrap_or(d.max_handshakes),
+            max_handshakes_per_source: args
+                .max_handshakes_per_source
+                .or(file.max_handshakes_per_source)
+                .unwrap_or(d.max_handshakes_per_source),
+            handshake_timeout: duration(
+                args.handshake_timeout,
+                file.handshake_timeout,
+                "handshake_timeout",
+            )?
+            .unwrap_or(d.handshake_timeout),
+            handshake_log_interval: duration(
+                args.handshake_log_interval,
+                file.handshake_log_interval,
+                "handshake_log_interval",
+            )?
+            .unwrap_or(d.handshake_log_interval),
         };
+        if config.max_handshakes == 0 || config.max_handshakes_per_source == 0 {
+            bail!("max_handshakes and max_handshakes_per_source must be at least 1");
+        }
+        if config.handshake_timeout.is_zero() || config.handshake_log_interval.is_zero() {
+            bail!("handshake_timeout and handshake_log_interval must be longer than 0s");
+        }
         if config.max_concurrent_runs == 0 {
             bail!("max_concurrent_runs must be at least 1");
         }

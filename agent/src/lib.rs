@@ -4,10 +4,15 @@
 //! - [`runner`] starts a script's process (shared with the controller's local jobs);
 //! - [`spool`] is a run's output log on disk;
 //! - [`run`] supervises one run, [`runs`] owns them all;
-//! - [`service`] is the gRPC edge, [`server`] puts it behind mutual TLS.
+//! - [`service`] is the gRPC edge, [`server`] puts it behind mutual TLS;
+//! - [`listener`] accepts connections and their TLS handshakes, within the caps of
+//!   [`handshake`], and logs failures as counts ([`handshake_log`]).
 
 pub mod auth;
 pub mod config;
+pub mod handshake;
+pub mod handshake_log;
+pub mod listener;
 pub mod policy;
 pub mod run;
 pub mod runner;

@@ -10,7 +10,8 @@ async fn main() -> std::process::ExitCode {
     rjob_agent::keep_freed_memory();
     let args = Args::parse();
     let json_logs = args.log_format.as_deref() == Some("json");
-    let filter = EnvFilter::try_from_env("RJOB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("RJOB_LOG").unwrap_or_else(|_| "info".to_string());
+    let filter = EnvFilter::try_new(with_audit(&spec)).unwrap_or_else(|_| EnvFilter::new(with_audit("info")));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -35,6 +36,21 @@ async fn main() -> std::process::ExitCode {
             eprintln!("rjob-agent: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Audit records (target `audit`) are kept whatever level the rest of the log is at
+/// (`RJOB_LOG=warn` quiets the agent, not its audit trail), unless the filter names the audit
+/// target itself (`RJOB_LOG=warn,audit=off`).
+fn with_audit(spec: &str) -> String {
+    let names_audit = spec.split(',').any(|directive| {
+        let directive = directive.trim();
+        directive == "audit" || directive.starts_with("audit=") || directive.starts_with("audit[")
+    });
+    if names_audit {
+        spec.to_string()
+    } else {
+        format!("{spec},audit=info")
     }
 }
 

@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rjob_proto::coalesce::CoalescingStream;
 use rjob_proto::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
-use tokio_rustls::server::TlsStream;
 use tonic::transport::Server;
 
 use crate::config::AgentConfig;
+use crate::listener::{self, Limits};
 use crate::runs::Runs;
 use crate::service::AgentService;
 
@@ -45,14 +44,25 @@ pub async fn serve(
         usize::try_from(config.max_script_bytes + config.max_stdin_bytes + (1 << 20)).unwrap_or(usize::MAX);
     let listen = config.listen;
     let kill_grace = config.kill_grace;
+    let limits = Limits {
+        max_handshakes: config.max_handshakes as usize,
+        max_handshakes_per_source: config.max_handshakes_per_source as usize,
+        handshake_timeout: config.handshake_timeout,
+        log_interval: config.handshake_log_interval,
+    };
     let service = AgentService::new(config, runs.clone())?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+    let listener = listener::bind(listen).with_context(|| format!("listening on {listen}"))?;
     defer_accept(&listener);
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, "rjob-agent ready");
-    let (connections, accepting) = accept_tls(listener, tls);
+    tracing::info!(
+        listen = %local,
+        max_handshakes = limits.max_handshakes,
+        max_handshakes_per_source = limits.max_handshakes_per_source,
+        handshake_timeout = %humantime::format_duration(limits.handshake_timeout),
+        open_files = open_file_limit(),
+        "rjob-agent ready"
+    );
+    let (connections, accepting) = listener::accept_tls(listener, tls, limits);
     Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -94,54 +104,9 @@ fn defer_accept(listener: &TcpListener) {
     }
 }
 
-/// How long a client has to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepts connections and completes their TLS handshakes concurrently (a slow or silent
-/// client holds up nobody); the established ones come out of the channel.
-fn accept_tls(
-    listener: TcpListener,
-    config: rustls::ServerConfig,
-) -> (
-    tokio::sync::mpsc::Receiver<std::io::Result<TlsStream<CoalescingStream>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    let accepting = tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors, most likely: back off instead of spinning.
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            // Small answers must not wait ~40 ms for the peer's delayed ACK.
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-            }
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            let tcp = CoalescingStream::new(tcp);
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(mut tls)) => {
-                        // HTTP/2's opening (SETTINGS, WINDOW_UPDATE, and the answers to what
-                        // came with the client's preface) leaves in one write, when the
-                        // connection first waits for the client.
-                        tls.get_mut().0.hold_until_read();
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    (rx, accepting)
+/// The soft limit on open files in force (the agent raised it to the hard limit at start).
+fn open_file_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
 }
 
 /// Resolves on SIGTERM or SIGINT (the agent's and the controller daemon's way to stop).
