@@ -39,6 +39,18 @@ pub fn start(args: &StartArgs) -> Result<(), UsageError> {
     Ok(())
 }
 
+/// A job as the daemon receives it, from any client of its socket: its name, if it has one,
+/// and its hosts' names, checked as the CLI checks them.
+pub fn create_job(req: &rjob_proto::v1::CreateJobRequest) -> Result<(), String> {
+    if !req.name.is_empty() {
+        job_name(&req.name)?;
+    }
+    for host in &req.hosts {
+        crate::hosts::check_host_name(&host.name).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// What to run and how: environment, working directory, timeout, user.
 pub fn script(args: &ScriptArgs) -> Result<(), UsageError> {
     for (name, _) in &args.env {

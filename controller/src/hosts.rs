@@ -337,6 +337,12 @@ fn parse_port(entry: &str, text: &str) -> Result<u16, HostError> {
     }
 }
 
+/// A host name as the controller dials it (an IPv6 address without brackets): the checks an
+/// expanded host list has passed.
+pub fn check_host_name(name: &str) -> Result<(), HostError> {
+    check_name(name, name)
+}
+
 fn check_name(entry: &str, name: &str) -> Result<(), HostError> {
     if name.is_empty() {
         return Err(HostError::EmptyName { spec: shown(entry) });

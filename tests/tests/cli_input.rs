@@ -362,3 +362,53 @@ fn control_characters_from_a_host_are_visible_on_a_terminal_raw_with_raw_or_pipe
     assert_eq!(piped.status.code(), Some(0));
     assert_raw("receive piped", &piped.stdout);
 }
+
+#[test]
+fn the_daemon_refuses_what_the_cli_refuses_from_any_client_of_its_socket() {
+    use rjob_proto::v1 as pb;
+    let fleet = Fleet::start(0).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let socket = format!("unix://{}", daemon.state_dir.join("rjob.sock").display());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let request = |name: &str, host: &str| pb::CreateJobRequest {
+        name: name.to_string(),
+        hosts: vec![pb::HostAddr {
+            name: host.to_string(),
+            port: 7443,
+        }],
+        run: Some(pb::StartRunRequest {
+            script: "true".into(),
+            ..Default::default()
+        }),
+        throttle_limit: 1,
+        connect_timeout_ms: 1000,
+        command: "true".into(),
+    };
+    let long_host = "h".repeat(70_000);
+    let long_name = "n".repeat(70_000);
+    let cases = [
+        (request("1", "127.0.0.1"), "is a number"),
+        (request(&long_name, "127.0.0.1"), "at most 256"),
+        (request("x", &long_host), "at most 253"),
+        (request("x", "a\u{1b}]0;pwned\u{7}"), "bad host name"),
+    ];
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::try_from(socket)
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the daemon");
+        let mut client = pb::controller_client::ControllerClient::new(channel);
+        for (request, naming) in cases {
+            let status = match client.create_job(request).await {
+                Ok(job) => panic!("should be refused: got job {:?}", job.into_inner().id),
+                Err(status) => status,
+            };
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains(naming), "{naming}: {status:?}");
+        }
+    });
+    let out = ran(daemon.rjob().args(["jobs", "--children"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout.lines().count(), 1, "no job was made: {out}");
+}

@@ -110,6 +110,7 @@ impl Manager {
 
     /// Creates a job and starts running it.
     pub fn create(self: &Arc<Self>, req: pb::CreateJobRequest) -> Result<pb::JobInfo, JobError> {
+        crate::checks::create_job(&req).map_err(JobError::Invalid)?;
         let mut run = req
             .run
             .ok_or_else(|| JobError::Invalid("the job has nothing to run".into()))?;
@@ -121,9 +122,6 @@ impl Manager {
                 "the daemon has no controller identity: run `rjob pki init`, then restart the daemon (`rjob serve`)"
                     .into(),
             ));
-        }
-        if !req.name.is_empty() {
-            crate::checks::job_name(&req.name).map_err(JobError::Invalid)?;
         }
         if req.throttle_limit == 0 {
             return Err(JobError::Invalid("the throttle limit must be at least 1".into()));
