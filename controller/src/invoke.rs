@@ -136,6 +136,7 @@ pub enum ChildEvent {
 /// Hands a child's output to the printer thread.
 struct PrinterSink {
     host: usize,
+    label: String,
     events: mpsc::Sender<ChildEvent>,
 }
 
@@ -144,7 +145,12 @@ impl ChildSink for PrinterSink {
 
     async fn started(&self, _run_id: &str) {}
 
-    async fn state(&self, _state: State, _reason: Option<String>) {}
+    async fn state(&self, state: State, reason: Option<String>) {
+        // Waiting at a busy agent is worth a word: the fan-out is not stuck.
+        if let (State::NotStarted, Some(reason)) = (state, reason) {
+            eprintln!("rjob: {}: {reason}", self.label);
+        }
+    }
 
     async fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> Result<(), ()> {
         let event = ChildEvent::Output {
@@ -194,6 +200,7 @@ pub async fn fan_out(
         children.spawn(async move {
             let sink = PrinterSink {
                 host: index,
+                label: host.label(),
                 events: events.clone(),
             };
             let target = Target::Remote(host);

@@ -4,6 +4,7 @@
 //! - [`hosts`]: host lists and ranges;
 //! - [`pki`]: certificates for mutual TLS;
 //! - [`connect`]: the controller's TLS identity and dialling agents;
+//! - [`backoff`]: retry delays (capped, jittered);
 //! - [`child`]: one host's run (a child job), followed to its end;
 //! - [`invoke`]: `rjob invoke`, the fan-out with a throttle limit;
 //! - [`output`]: host-labelled lines, JSON records and the summary;
@@ -11,6 +12,7 @@
 //! - [`daemon`]: `rjob serve`, the job store and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
+pub mod backoff;
 pub mod child;
 pub mod cli;
 pub mod cmd;

@@ -9,8 +9,9 @@ use std::time::Duration;
 use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
+use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, LeftRun, Resume, Target};
 use crate::connect::Tls;
+use crate::daemon::orphans::{Orphan, Orphans};
 use crate::daemon::store::{job_info, ChildRow, Chunk, JobRow, Store, StoreError};
 use crate::hosts::Host;
 use crate::state::State;
@@ -52,6 +53,8 @@ pub struct Manager {
     tls: Option<Tls>,
     local_socket: PathBuf,
     reconnect_window: Duration,
+    /// Runs given up on, stopped once their agents answer.
+    orphans: Arc<Orphans>,
 }
 
 pub fn now_ms() -> i64 {
@@ -64,6 +67,7 @@ impl Manager {
         tls: Option<Tls>,
         local_socket: PathBuf,
         reconnect_window: Duration,
+        orphans: Arc<Orphans>,
     ) -> Arc<Manager> {
         let (writer, rx) = mpsc::channel(1024);
         let (changes, _) = watch::channel(0u64);
@@ -76,6 +80,7 @@ impl Manager {
             tls,
             local_socket,
             reconnect_window,
+            orphans,
         });
         std::thread::Builder::new()
             .name("rjob-output-writer".into())
@@ -519,6 +524,15 @@ impl ChildSink for StoreSink<'_> {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    async fn abandoned(&self, target: &Target, run: &LeftRun) -> Option<String> {
+        let Target::Remote(host) = target else {
+            return None;
+        };
+        let orphan = Orphan::new(host, run, self.job_id, self.idx, now_ms());
+        self.manager.orphans.add(orphan).await;
+        Some("the daemon stops the run once its agent answers again".to_string())
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod jobs;
+pub mod orphans;
 pub mod service;
 pub mod store;
 
@@ -144,7 +145,10 @@ pub async fn serve(
         }
     });
 
-    let manager = jobs::Manager::new(store, config.tls, local_socket, config.reconnect_window);
+    // Runs an earlier daemon gave up on are stopped once their agents answer.
+    let orphans = orphans::Orphans::open(dir, config.tls.clone());
+    orphans.resume();
+    let manager = jobs::Manager::new(store, config.tls, local_socket, config.reconnect_window, orphans);
     let resumed = manager.recover()?;
 
     let listener =
