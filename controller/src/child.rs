@@ -18,6 +18,7 @@ pub use crate::backoff::backoff;
 use crate::connect::{connect, describe, describe_status, handshake, Agent, ConnectError, Tls};
 use crate::hosts::Host;
 use crate::state::State;
+use crate::throttle::Slot;
 
 /// Where a child runs.
 #[derive(Debug, Clone)]
@@ -123,6 +124,10 @@ pub trait ChildSink: Send + Sync {
     fn flush(&self) -> impl Future<Output = bool> + Send;
     /// The child gives up on `run` (its agent stayed out of reach past the reconnect window),
     /// which may still be going there. Answers what becomes of it, for the child's reason.
+    /// The child's throttle slot, given back while it waits at a busy agent.
+    fn slot(&self) -> Option<&Slot> {
+        None
+    }
     fn abandoned(&self, target: &Target, run: &LeftRun) -> impl Future<Output = Option<String>> + Send {
         let _ = (target, run);
         async { None }

@@ -12,6 +12,7 @@ use crate::connect::Tls;
 use crate::hosts::{self, Host};
 use crate::output::{self, Printer};
 use crate::state::State;
+use crate::throttle::Slot;
 use crate::UsageError;
 
 /// Interpreters rjob knows by name; each agent offers those of them its config allows.
@@ -138,6 +139,7 @@ struct PrinterSink {
     host: usize,
     label: String,
     events: mpsc::Sender<ChildEvent>,
+    slot: Slot,
 }
 
 impl ChildSink for PrinterSink {
@@ -164,6 +166,10 @@ impl ChildSink for PrinterSink {
 
     async fn flush(&self) -> bool {
         true
+    }
+
+    fn slot(&self) -> Option<&Slot> {
+        Some(&self.slot)
     }
 }
 
@@ -194,6 +200,7 @@ pub async fn fan_out(
             continue;
         };
         let request = invocation.request.clone();
+        let throttle = throttle.clone();
         let settings = settings.clone();
         let events = events.clone();
         let desired = desired.clone();
@@ -202,10 +209,11 @@ pub async fn fan_out(
                 host: index,
                 label: host.label(),
                 events: events.clone(),
+                slot: Slot::new(throttle, permit),
             };
             let target = Target::Remote(host);
             let outcome = child::drive(&target, request, &settings, &sink, desired, Resume::default()).await;
-            drop(permit);
+            drop(sink);
             let _ = events.send(ChildEvent::Done { host: index, outcome }).await;
         });
     }

@@ -9,6 +9,7 @@
 //! - [`invoke`]: `rjob invoke`, the fan-out with a throttle limit;
 //! - [`output`]: host-labelled lines, JSON records and the summary;
 //! - [`state`]: job states and the parent-state rules;
+//! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
 //! - [`daemon`]: `rjob serve`, the job store and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
@@ -24,6 +25,7 @@ pub mod output;
 pub mod password;
 pub mod pki;
 pub mod state;
+pub mod throttle;
 
 /// Exit status when any host failed.
 pub const EXIT_FAILED: u8 = 1;

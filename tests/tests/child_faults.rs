@@ -89,13 +89,26 @@ impl Drop for Serve {
     }
 }
 
-/// `rjob jobs JOB --children -o json`: the job's first (only) child.
-fn child_of(rjob: &mut Command, job: &str) -> serde_json::Value {
+/// `rjob jobs JOB --children -o json`: the job's children.
+fn children_of(rjob: &mut Command, job: &str) -> Vec<serde_json::Value> {
     let out = ran(rjob.args(["jobs", job, "--children", "--output", "json"]));
     serde_json::from_str::<serde_json::Value>(&out.stdout)
         .ok()
-        .and_then(|v| v.pointer("/0/children/0").cloned())
-        .unwrap_or(serde_json::Value::Null)
+        .and_then(|v| v.pointer("/0/children").and_then(|c| c.as_array()).cloned())
+        .unwrap_or_default()
+}
+
+/// The job's first (only) child.
+fn child_of(rjob: &mut Command, job: &str) -> serde_json::Value {
+    children_of(rjob, job).first().cloned().unwrap_or_default()
+}
+
+/// Whether a child waits at a busy agent with the reason.
+fn waits_busy(child: &serde_json::Value) -> bool {
+    child["state"] == "NotStarted"
+        && child["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("agent busy: at its limit of 1 concurrent runs; retrying"))
 }
 
 /// Live processes whose environment holds `marker` (the runs carry it with `-e`).
@@ -231,12 +244,13 @@ fn invoke_in_background(fleet: &Fleet, host: &str, script: &str, stderr: &Path) 
 
 #[test]
 fn an_agent_at_its_limit_makes_children_wait_not_fail() {
-    let fleet = Fleet::start_with(1, |cmd| {
+    let fleet = Fleet::start_with(2, |cmd| {
         cmd.args(["--max-concurrent-runs", "1"]);
     })
     .expect("fleet");
     let daemon = Daemon::start(&fleet).expect("daemon");
-    let host = fleet.hosts();
+    let host = fleet.agents[0].host();
+    let other = fleet.agents[1].host();
     let scratch = fleet.scratch();
     let release = scratch.join("release");
 
@@ -257,18 +271,25 @@ fn an_agent_at_its_limit_makes_children_wait_not_fail() {
     }
     for name in ["wait1", "wait2"] {
         assert!(
-            wait_for(WAIT, || {
-                let child = child_of(&mut daemon.rjob(), name);
-                child["state"] == "NotStarted"
-                    && child["reason"].as_str().is_some_and(|r| {
-                        r.contains("agent busy: at its limit of 1 concurrent runs; retrying")
-                    })
-            }),
+            wait_for(WAIT, || waits_busy(&child_of(&mut daemon.rjob(), name))),
             "{name} does not wait for a slot: {}",
             child_of(&mut daemon.rjob(), name)
         );
         assert_eq!(daemon.job(name)["state"], "NotStarted", "{}", daemon.job(name));
     }
+
+    // A waiting child gives its throttle slot back: the next host of its job goes ahead.
+    let pair = format!("{host},{other}");
+    let out = daemon.invoke_job(&pair, "pair", "echo pair ran", &["--throttle-limit", "1"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        wait_for(WAIT, || {
+            let children = children_of(&mut daemon.rjob(), "pair");
+            children.len() == 2 && waits_busy(&children[0]) && children[1]["state"] == "Completed"
+        }),
+        "the free host did not go ahead of the busy one: {:?}",
+        children_of(&mut daemon.rjob(), "pair")
+    );
 
     // `rjob invoke` waits too, and says why on stderr.
     let waiting_log = scratch.join("waiting.stderr");
@@ -314,7 +335,7 @@ fn an_agent_at_its_limit_makes_children_wait_not_fail() {
 
     // A slot frees: every waiting child starts in turn and completes.
     std::fs::write(&release, b"").expect("release");
-    for name in ["hold", "wait1", "wait2"] {
+    for name in ["hold", "wait1", "wait2", "pair"] {
         let out = ran(daemon.rjob().args(["wait", name, "--timeout", "60s"]));
         assert_eq!(out.code, 0, "{name}: {out}\n{}", daemon.job(name));
     }

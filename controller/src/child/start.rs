@@ -1,7 +1,8 @@
 //! Starting a child's run. An agent at its concurrency limit is back-pressure, not a
 //! failure: the child stays NotStarted with the reason and tries again with jittered backoff
 //! (250ms doubling to 5s, never sooner than the agent asks), on a fresh connection, until a
-//! slot frees or the job is stopped. A suspended job's waiting child waits for the resume.
+//! slot frees or the job is stopped. While it waits it gives its throttle slot back, and takes
+//! one again before the next try. A suspended job's waiting child waits for the resume.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use super::{ChildSink, Desired};
 use crate::backoff::{jittered, random_unit};
 use crate::connect::{describe_status, Agent};
 use crate::state::State;
+use crate::throttle::Slot;
 
 /// Longest wait between two tries at a busy agent.
 const BUSY_CAP: Duration = Duration::from_secs(5);
@@ -58,8 +60,17 @@ pub(super) async fn start(
         }
         let delay = jittered(attempt, BUSY_CAP, random_unit()).max(earliest);
         attempt = attempt.saturating_add(1);
+        // A child that waits holds no throttle slot: the hosts behind it may start.
+        if let Some(slot) = sink.slot() {
+            slot.release();
+        }
         if !pause(delay, desired).await {
             return Err(stopped());
+        }
+        if let Some(slot) = sink.slot() {
+            if !reclaim(slot, desired).await {
+                return Err(stopped());
+            }
         }
         // A wait may be long: the next try goes on a connection of its own.
         *client = link
@@ -127,6 +138,22 @@ async fn pause(delay: Duration, desired: &mut watch::Receiver<Desired>) -> bool 
             changed = desired.changed(), if watching => watching = changed.is_ok(),
             // Nobody can change what is wanted any more, and the wait is over.
             () = std::future::ready(()), if !watching && slept => return true,
+        }
+    }
+}
+
+/// Takes the throttle slot again; false when the job is stopped meanwhile.
+async fn reclaim(slot: &Slot, desired: &mut watch::Receiver<Desired>) -> bool {
+    loop {
+        if desired.borrow_and_update().stop {
+            return false;
+        }
+        tokio::select! {
+            () = slot.reclaim() => return true,
+            changed = desired.changed() => if changed.is_err() {
+                slot.reclaim().await;
+                return true;
+            },
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::daemon::orphans::{Orphan, Orphans};
 use crate::daemon::store::{job_info, ChildRow, Chunk, JobRow, Store, StoreError};
 use crate::hosts::Host;
 use crate::state::State;
+use crate::throttle::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -236,9 +237,11 @@ impl Manager {
             let request = request.clone();
             let settings = settings.clone();
             let desired = desired.clone();
+            let slot = Slot::new(throttle.clone(), permit);
             running.spawn(async move {
-                manager.run_child(&job, request, child, &settings, desired).await;
-                drop(permit);
+                manager
+                    .run_child(&job, request, child, &settings, desired, slot)
+                    .await;
             });
         }
         while running.join_next().await.is_some() {}
@@ -283,6 +286,7 @@ impl Manager {
         child: ChildRow,
         settings: &ChildSettings,
         desired: watch::Receiver<Desired>,
+        slot: Slot,
     ) {
         let target = if job.location == "local" {
             Target::Local(self.local_socket.clone())
@@ -312,6 +316,7 @@ impl Manager {
             manager: self,
             job_id: job.id,
             idx: child.idx,
+            slot,
         };
         let mut outcome = child::drive(&target, request, settings, &sink, desired, resume).await;
         // Whatever ended the child, its output is committed before its end is.
@@ -466,6 +471,7 @@ struct StoreSink<'a> {
     manager: &'a Manager,
     job_id: i64,
     idx: u32,
+    slot: Slot,
 }
 
 impl ChildSink for StoreSink<'_> {
@@ -524,6 +530,10 @@ impl ChildSink for StoreSink<'_> {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    fn slot(&self) -> Option<&Slot> {
+        Some(&self.slot)
     }
 
     async fn abandoned(&self, target: &Target, run: &LeftRun) -> Option<String> {
