@@ -192,14 +192,18 @@ pub async fn drive(
     // A run that never started fails at once when its agent can't be reached; one that exists
     // (or may, after a controller restart) is worth waiting for.
     let may_exist = resume.run_id.is_some() || resume.maybe_started;
+    // What may be left going on the agent if the child gives up before it follows a run.
     let left = match &resume.run_id {
-        Some(id) => LeftRun::Id(id.clone()),
-        None => LeftRun::Label(request.label.clone()),
+        Some(id) => Some(LeftRun::Id(id.clone())),
+        // Without a label no run can be told apart as this child's.
+        None if resume.maybe_started && !request.label.is_empty() => {
+            Some(LeftRun::Label(request.label.clone()))
+        }
+        None => None,
     };
     let mut client = match link.connect(sink, may_exist).await {
         Ok(c) => c,
-        Err(reason) if may_exist => return given_up(target, sink, reason, left, started).await,
-        Err(reason) => return ChildOutcome::new(State::Failed, reason, started),
+        Err(reason) => return given_up(target, sink, reason, left, started).await,
     };
 
     // A fresh start comes with its event stream (StartAndAttachRun), which also carries the
@@ -307,20 +311,25 @@ pub async fn drive(
                 };
                 sink.state(state, None).await;
             }
-            Err(reason) => return given_up(target, sink, reason, LeftRun::Id(run_id), started).await,
+            Err(reason) => return given_up(target, sink, reason, Some(LeftRun::Id(run_id)), started).await,
         }
     }
 }
 
-/// The child gave up on a run that may still be going on its agent: the sink may see to it.
+/// The child fails; when it gives up on a run that may still be going on its agent, the sink
+/// may see to that run.
 async fn given_up(
     target: &Target,
     sink: &impl ChildSink,
     reason: String,
-    run: LeftRun,
+    run: Option<LeftRun>,
     started: Instant,
 ) -> ChildOutcome {
-    let reason = match sink.abandoned(target, &run).await {
+    let note = match &run {
+        Some(run) => sink.abandoned(target, run).await,
+        None => None,
+    };
+    let reason = match note {
         Some(note) => format!("{reason}; {note}"),
         None => reason,
     };

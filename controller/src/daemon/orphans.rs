@@ -235,6 +235,8 @@ impl Orphans {
             .map_err(|e| e.to_string())?;
         let run_id = match &orphan.run_id {
             Some(id) => id.clone(),
+            // No label tells this run apart: never stop another one.
+            None if orphan.label.is_empty() => return Ok(Answer::Gone),
             None => {
                 let runs = match client.list_runs(pb::ListRunsRequest {}).await {
                     Ok(r) => r.into_inner().runs,
