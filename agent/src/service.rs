@@ -42,6 +42,9 @@ pub struct AgentService {
 /// How many client certificates' names are kept parsed (a handful of controllers is usual).
 const CERT_NAMES_KEPT: usize = 64;
 
+/// The earliest retry a caller refused at the concurrency limit is told to make.
+const BUSY_PUSHBACK: Duration = Duration::from_millis(250);
+
 impl AgentService {
     /// Checks the request against the policy (and the password, through PAM) and starts the
     /// run, with audit records either way.
@@ -82,7 +85,8 @@ impl AgentService {
         let run = self.runs.start(&spec, record, limits).map_err(|e| {
             tracing::info!(target: "audit", client, script_sha256, refused = %e, "run refused");
             match e {
-                StartError::Busy { .. } => Status::resource_exhausted(e.to_string()),
+                // Back-pressure: the client may wait and try again.
+                StartError::Busy { .. } => rjob_proto::pushback::busy(e.to_string(), BUSY_PUSHBACK),
                 StartError::Runner(RunnerError::WorkingDir { .. }) => Status::invalid_argument(e.to_string()),
                 StartError::Runner(_) | StartError::Storage(_) => Status::internal(e.to_string()),
             }

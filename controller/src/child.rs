@@ -1,6 +1,10 @@
 //! Driving one child job: one host's run, from connection to result. It survives broken
 //! connections by attaching again from the last sequence number it handed on, applies
 //! stop/suspend/resume requests, and can pick up a run started by an earlier process.
+//! Starting (with the wait at a busy agent) is in [`start`], the reconnect policy in [`link`].
+
+mod link;
+mod start;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -10,9 +14,11 @@ use rjob_proto::v1 as pb;
 use tokio::sync::watch;
 use tonic::codegen::http;
 
+pub use crate::backoff::backoff;
 use crate::connect::{connect, describe, describe_status, handshake, Agent, ConnectError, Tls};
 use crate::hosts::Host;
 use crate::state::State;
+use crate::throttle::Slot;
 
 /// Where a child runs.
 #[derive(Debug, Clone)]
@@ -116,6 +122,25 @@ pub trait ChildSink: Send + Sync {
     ) -> impl Future<Output = Result<(), ()>> + Send;
     /// Whether everything handed over so far is safely kept (before the agent may drop its copy).
     fn flush(&self) -> impl Future<Output = bool> + Send;
+    /// The child gives up on `run` (its agent stayed out of reach past the reconnect window),
+    /// which may still be going there. Answers what becomes of it, for the child's reason.
+    /// The child's throttle slot, given back while it waits at a busy agent.
+    fn slot(&self) -> Option<&Slot> {
+        None
+    }
+    fn abandoned(&self, target: &Target, run: &LeftRun) -> impl Future<Output = Option<String>> + Send {
+        let _ = (target, run);
+        async { None }
+    }
+}
+
+/// A run a child gave up on, as its agent knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeftRun {
+    Id(String),
+    /// The start may have reached the agent, its answer unrecorded: the run, if any, has
+    /// this label.
+    Label(String),
 }
 
 /// Settings shared by every child of one job.
@@ -144,14 +169,6 @@ pub struct Resume {
 /// without it the agent keeps its copy until its retention ends).
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
-/// Capped exponential backoff: 250ms, 500ms, 1s, 2s, 4s, 5s, 5s, ...
-pub fn backoff(attempt: u32) -> Duration {
-    const BASE_MS: u64 = 250;
-    const CAP_MS: u64 = 5_000;
-    let ms = BASE_MS.saturating_mul(1u64 << attempt.min(16));
-    Duration::from_millis(ms.min(CAP_MS))
-}
-
 /// Runs `request` on `target` (or follows the run in `resume`) until it has ended.
 pub async fn drive(
     target: &Target,
@@ -170,14 +187,23 @@ pub async fn drive(
         },
         progressed: false,
     };
-    let mut link = Link::new(target, settings);
+    let mut link = link::Link::new(target, settings);
 
     // A run that never started fails at once when its agent can't be reached; one that exists
     // (or may, after a controller restart) is worth waiting for.
     let may_exist = resume.run_id.is_some() || resume.maybe_started;
+    // What may be left going on the agent if the child gives up before it follows a run.
+    let left = match &resume.run_id {
+        Some(id) => Some(LeftRun::Id(id.clone())),
+        // Without a label no run can be told apart as this child's.
+        None if resume.maybe_started && !request.label.is_empty() => {
+            Some(LeftRun::Label(request.label.clone()))
+        }
+        None => None,
+    };
     let mut client = match link.connect(sink, may_exist).await {
         Ok(c) => c,
-        Err(reason) => return ChildOutcome::new(State::Failed, reason, started),
+        Err(reason) => return given_up(target, sink, reason, left, started).await,
     };
 
     // A fresh start comes with its event stream (StartAndAttachRun), which also carries the
@@ -203,48 +229,20 @@ pub async fn drive(
                     }
                     Err(status) => match link.broken(sink, describe_status(&status)).await {
                         Ok(c) => client = c,
-                        Err(reason) => return ChildOutcome::new(State::Failed, reason, started),
+                        Err(reason) => return given_up(target, sink, reason, left, started).await,
                     },
                 }
             }
             match existing {
                 Some(id) => id,
-                None => {
-                    let stop = desired.borrow().stop;
-                    if stop {
-                        return ChildOutcome::new(State::Stopped, "stopped before it started", started);
+                None => match start::start(&mut client, &mut link, request, sink, &mut desired).await {
+                    Ok(run) => {
+                        events = Some(run.events);
+                        acks = Some(run.acks);
+                        run.run_id
                     }
-                    sink.starting().await;
-                    let refused = |reason: String| {
-                        ChildOutcome::new(State::Failed, format!("refused: {reason}"), started)
-                    };
-                    // The start request goes first; the acknowledgement follows on the same
-                    // stream once the output is safe.
-                    let (tx, rx) = tokio::sync::mpsc::channel(2);
-                    let start = pb::RunStreamRequest {
-                        request: Some(pb::run_stream_request::Request::Start(request)),
-                    };
-                    // The channel is new and empty: there is room.
-                    let _ = tx.try_send(start);
-                    let opened = client
-                        .start_and_attach_run(tokio_stream::wrappers::ReceiverStream::new(rx))
-                        .await;
-                    let mut stream = match opened {
-                        Ok(r) => r.into_inner(),
-                        Err(status) => return refused(describe_status(&status)),
-                    };
-                    match stream.message().await {
-                        Ok(Some(pb::RunEvent {
-                            event: Some(pb::run_event::Event::Started(info)),
-                        })) => {
-                            events = Some(stream);
-                            acks = Some(tx);
-                            info.run_id
-                        }
-                        Ok(_) => return refused("the agent did not say it started the run".to_string()),
-                        Err(status) => return refused(describe_status(&status)),
-                    }
-                }
+                    Err((state, reason)) => return ChildOutcome::new(state, reason, started),
+                },
             }
         }
     };
@@ -313,75 +311,29 @@ pub async fn drive(
                 };
                 sink.state(state, None).await;
             }
-            Err(reason) => return ChildOutcome::new(State::Failed, reason, started),
+            Err(reason) => return given_up(target, sink, reason, Some(LeftRun::Id(run_id)), started).await,
         }
     }
 }
 
-/// The connection to a child's agent, with the reconnect policy: capped backoff, and a
-/// failure once the agent has been out of reach for longer than the reconnect window.
-struct Link<'a> {
-    target: &'a Target,
-    settings: &'a ChildSettings,
-    /// Since when, and why first, the agent has been out of reach.
-    broken_since: Option<(Instant, String)>,
-    attempt: u32,
-}
-
-impl<'a> Link<'a> {
-    fn new(target: &'a Target, settings: &'a ChildSettings) -> Self {
-        Link {
-            target,
-            settings,
-            broken_since: None,
-            attempt: 0,
-        }
-    }
-
-    /// The agent answered a request: the next break starts a new reconnect window.
-    fn healthy(&mut self) {
-        self.broken_since = None;
-        self.attempt = 0;
-    }
-
-    /// Connects; with `retry`, keeps trying (showing Disconnected) within the window.
-    async fn connect(&mut self, sink: &impl ChildSink, retry: bool) -> Result<Agent, String> {
-        loop {
-            match self
-                .target
-                .connect(self.settings.tls.as_ref(), self.settings.connect_timeout)
-                .await
-            {
-                Ok(c) => return Ok(c),
-                Err(e) if !retry => return Err(format!("cannot connect: {e}")),
-                Err(e) => {
-                    self.wait(sink, e.to_string()).await?;
-                }
-            }
-        }
-    }
-
-    /// The connection broke: waits, then connects again (within the window).
-    async fn broken(&mut self, sink: &impl ChildSink, reason: String) -> Result<Agent, String> {
-        self.wait(sink, reason).await?;
-        self.connect(sink, true).await
-    }
-
-    async fn wait(&mut self, sink: &impl ChildSink, reason: String) -> Result<(), String> {
-        if self.broken_since.is_none() {
-            sink.state(State::Disconnected, Some(reason.clone())).await;
-        }
-        let (since, first_reason) = self.broken_since.get_or_insert_with(|| (Instant::now(), reason));
-        if since.elapsed() > self.settings.reconnect_window {
-            return Err(format!(
-                "connection lost ({first_reason}) and not back within {}",
-                humantime::format_duration(self.settings.reconnect_window)
-            ));
-        }
-        tokio::time::sleep(backoff(self.attempt)).await;
-        self.attempt += 1;
-        Ok(())
-    }
+/// The child fails; when it gives up on a run that may still be going on its agent, the sink
+/// may see to that run.
+async fn given_up(
+    target: &Target,
+    sink: &impl ChildSink,
+    reason: String,
+    run: Option<LeftRun>,
+    started: Instant,
+) -> ChildOutcome {
+    let note = match &run {
+        Some(run) => sink.abandoned(target, run).await,
+        None => None,
+    };
+    let reason = match note {
+        Some(note) => format!("{reason}; {note}"),
+        None => reason,
+    };
+    ChildOutcome::new(State::Failed, reason, started)
 }
 
 enum Follow {
@@ -507,17 +459,5 @@ fn classify(status: tonic::Status) -> Follow {
         | Code::PermissionDenied
         | Code::Unauthenticated => Follow::Gone(describe_status(&status)),
         _ => Follow::Broken(describe_status(&status)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_then_stays_capped() {
-        let ms: Vec<u128> = (0..8).map(|a| backoff(a).as_millis()).collect();
-        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
-        assert_eq!(backoff(u32::MAX), Duration::from_secs(5));
     }
 }

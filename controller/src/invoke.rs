@@ -12,6 +12,7 @@ use crate::connect::Tls;
 use crate::hosts::{self, Host};
 use crate::output::{self, Printer};
 use crate::state::State;
+use crate::throttle::Slot;
 use crate::UsageError;
 
 /// Interpreters rjob knows by name; each agent offers those of them its config allows.
@@ -136,7 +137,9 @@ pub enum ChildEvent {
 /// Hands a child's output to the printer thread.
 struct PrinterSink {
     host: usize,
+    label: String,
     events: mpsc::Sender<ChildEvent>,
+    slot: Slot,
 }
 
 impl ChildSink for PrinterSink {
@@ -144,7 +147,12 @@ impl ChildSink for PrinterSink {
 
     async fn started(&self, _run_id: &str) {}
 
-    async fn state(&self, _state: State, _reason: Option<String>) {}
+    async fn state(&self, state: State, reason: Option<String>) {
+        // Waiting at a busy agent is worth a word: the fan-out is not stuck.
+        if let (State::NotStarted, Some(reason)) = (state, reason) {
+            eprintln!("rjob: {}: {reason}", self.label);
+        }
+    }
 
     async fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> Result<(), ()> {
         let event = ChildEvent::Output {
@@ -158,6 +166,10 @@ impl ChildSink for PrinterSink {
 
     async fn flush(&self) -> bool {
         true
+    }
+
+    fn slot(&self) -> Option<&Slot> {
+        Some(&self.slot)
     }
 }
 
@@ -188,17 +200,20 @@ pub async fn fan_out(
             continue;
         };
         let request = invocation.request.clone();
+        let throttle = throttle.clone();
         let settings = settings.clone();
         let events = events.clone();
         let desired = desired.clone();
         children.spawn(async move {
             let sink = PrinterSink {
                 host: index,
+                label: host.label(),
                 events: events.clone(),
+                slot: Slot::new(throttle, permit),
             };
             let target = Target::Remote(host);
             let outcome = child::drive(&target, request, &settings, &sink, desired, Resume::default()).await;
-            drop(permit);
+            drop(sink);
             let _ = events.send(ChildEvent::Done { host: index, outcome }).await;
         });
     }

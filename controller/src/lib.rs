@@ -4,6 +4,7 @@
 //! - [`hosts`]: host lists and ranges;
 //! - [`pki`]: certificates for mutual TLS;
 //! - [`connect`]: the controller's TLS identity and dialling agents;
+//! - [`backoff`]: retry delays (capped, jittered);
 //! - [`child`]: one host's run (a child job), followed to its end;
 //! - [`invoke`]: `rjob invoke`, the fan-out with a throttle limit;
 //! - [`output`]: host-labelled lines, JSON records and the summary;
@@ -11,9 +12,11 @@
 //! - [`limits`]: size-checked reads of the files the command line names;
 //! - [`checks`]: what the command line asks, checked before anything is read or contacted;
 //! - [`state`]: job states and the parent-state rules;
+//! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
 //! - [`daemon`]: `rjob serve`, the job store and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
+pub mod backoff;
 pub mod checks;
 pub mod child;
 pub mod cli;
@@ -28,6 +31,7 @@ pub mod output;
 pub mod password;
 pub mod pki;
 pub mod state;
+pub mod throttle;
 
 /// Exit status when any host failed.
 pub const EXIT_FAILED: u8 = 1;

@@ -23,6 +23,7 @@ pub mod v1 {
 }
 
 pub mod coalesce;
+pub mod pushback;
 pub mod tls;
 
 /// The default TCP port of `rjob-agent`.

@@ -9,12 +9,14 @@ use std::time::Duration;
 use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
+use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, LeftRun, Resume, Target};
 use crate::connect::Tls;
 use crate::daemon::health::Health;
+use crate::daemon::orphans::{Orphan, Orphans};
 use crate::daemon::store::{job_info, ChildRow, Chunk, JobRow, Store, StoreError};
 use crate::hosts::Host;
 use crate::state::State;
+use crate::throttle::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -53,6 +55,8 @@ pub struct Manager {
     tls: Option<Tls>,
     local_socket: PathBuf,
     reconnect_window: Duration,
+    /// Runs given up on, stopped once their agents answer.
+    orphans: Arc<Orphans>,
 }
 
 pub fn now_ms() -> i64 {
@@ -65,6 +69,7 @@ impl Manager {
         tls: Option<Tls>,
         local_socket: PathBuf,
         reconnect_window: Duration,
+        orphans: Arc<Orphans>,
     ) -> Arc<Manager> {
         let (writer, rx) = mpsc::channel(1024);
         let (changes, _) = watch::channel(0u64);
@@ -79,6 +84,7 @@ impl Manager {
             tls,
             local_socket,
             reconnect_window,
+            orphans,
         });
         std::thread::Builder::new()
             .name("rjob-output-writer".into())
@@ -244,9 +250,11 @@ impl Manager {
             let request = request.clone();
             let settings = settings.clone();
             let desired = desired.clone();
+            let slot = Slot::new(throttle.clone(), permit);
             running.spawn(async move {
-                manager.run_child(&job, request, child, &settings, desired).await;
-                drop(permit);
+                manager
+                    .run_child(&job, request, child, &settings, desired, slot)
+                    .await;
             });
         }
         while running.join_next().await.is_some() {}
@@ -291,6 +299,7 @@ impl Manager {
         child: ChildRow,
         settings: &ChildSettings,
         desired: watch::Receiver<Desired>,
+        slot: Slot,
     ) {
         let target = if job.location == "local" {
             Target::Local(self.local_socket.clone())
@@ -320,6 +329,7 @@ impl Manager {
             manager: self,
             job_id: job.id,
             idx: child.idx,
+            slot,
         };
         let mut outcome = child::drive(&target, request, settings, &sink, desired, resume).await;
         // Whatever ended the child, its output is committed before its end is.
@@ -488,6 +498,7 @@ struct StoreSink<'a> {
     manager: &'a Manager,
     job_id: i64,
     idx: u32,
+    slot: Slot,
 }
 
 impl ChildSink for StoreSink<'_> {
@@ -546,6 +557,19 @@ impl ChildSink for StoreSink<'_> {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    fn slot(&self) -> Option<&Slot> {
+        Some(&self.slot)
+    }
+
+    async fn abandoned(&self, target: &Target, run: &LeftRun) -> Option<String> {
+        let Target::Remote(host) = target else {
+            return None;
+        };
+        let orphan = Orphan::new(host, run, self.job_id, self.idx, now_ms());
+        self.manager.orphans.add(orphan).await;
+        Some("the daemon stops the run once its agent answers again".to_string())
     }
 }
 

@@ -6,6 +6,7 @@ pub mod client;
 pub mod health;
 pub mod jobs;
 pub mod notices;
+pub mod orphans;
 pub mod service;
 pub mod store;
 
@@ -146,7 +147,10 @@ pub async fn serve(
         }
     });
 
-    let manager = jobs::Manager::new(store, config.tls, local_socket, config.reconnect_window);
+    // Runs an earlier daemon gave up on are stopped once their agents answer.
+    let orphans = orphans::Orphans::open(dir, config.tls.clone());
+    orphans.resume();
+    let manager = jobs::Manager::new(store, config.tls, local_socket, config.reconnect_window, orphans);
     let resumed = manager.recover()?;
 
     let listener =
