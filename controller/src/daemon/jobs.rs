@@ -210,7 +210,16 @@ impl Manager {
         job: JobRow,
         desired: watch::Receiver<Desired>,
     ) -> Result<(), StoreError> {
-        let request = self.store.job_request(job.id)?;
+        // A request that cannot be read: children already running on their agents are followed
+        // (their request is not needed any more); the others end Failed with the reason.
+        let request = match self.store.job_request(job.id) {
+            Ok(request) => Ok(request),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                tracing::error!(job = job.id, error = %e, "a job's request cannot be read");
+                Err(e.to_string())
+            }
+            Err(e) => return Err(e),
+        };
         let mut children = self.store.children(job.id)?;
         // Children that had started go first: they hold the throttle slots they had.
         children.sort_by_key(|c| (c.run_id.is_none(), c.idx));
@@ -222,6 +231,22 @@ impl Manager {
         });
         let mut running = tokio::task::JoinSet::new();
         for child in children.into_iter().filter(|c| !c.state.is_finished()) {
+            let request = match (&request, &child.run_id) {
+                (Ok(request), _) => request.clone(),
+                (Err(_), Some(_)) => pb::StartRunRequest::default(),
+                (Err(reason), None) => {
+                    let reason = format!("{reason}: it cannot be started");
+                    let outcome = ChildOutcome::new(State::Failed, reason, std::time::Instant::now());
+                    let at = now_ms();
+                    self.health
+                        .retry("a child's end", || {
+                            self.store.finish_child(job.id, child.idx, &outcome, at)
+                        })
+                        .await;
+                    self.changed();
+                    continue;
+                }
+            };
             let Some(permit) = self.wait_for_slot(&throttle, desired.clone()).await else {
                 // Stopped while queued: it never starts.
                 let outcome = ChildOutcome::new(
@@ -240,7 +265,6 @@ impl Manager {
             };
             let manager = self.clone();
             let job = job.clone();
-            let request = request.clone();
             let settings = settings.clone();
             let desired = desired.clone();
             running.spawn(async move {

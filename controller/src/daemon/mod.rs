@@ -4,9 +4,11 @@
 
 pub mod client;
 pub mod health;
+pub mod ids;
 pub mod jobs;
 pub mod notices;
 pub mod service;
+pub mod statedir;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -146,7 +148,13 @@ pub async fn serve(
         }
     });
 
+    let lost = store.lost_notice().map(str::to_string);
     let manager = jobs::Manager::new(store, config.tls, local_socket, config.reconnect_window);
+    if let Some(lost) = lost {
+        // Said once here, in the log, and by `rjob jobs` for as long as this daemon runs.
+        tracing::error!("{lost}");
+        manager.health().set_lost(lost);
+    }
     let resumed = manager.recover()?;
 
     let listener =
