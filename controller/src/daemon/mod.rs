@@ -93,21 +93,13 @@ pub async fn serve(
     config: DaemonConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let dir = &config.state_dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating state directory {}", dir.display()))?;
+    // The user's own, 0700, not a symlink (created so when missing): nobody else can read the
+    // store or plant files in it. Every file in it is opened with O_NOFOLLOW, mode 0600.
+    statedir::ensure_dir(dir)?;
     // One daemon per state directory, for its whole life: two would run jobs twice.
-    let lock_path = dir.join("daemon.lock");
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let lock_file = statedir::open_private(&dir.join("daemon.lock"), false)?;
     let _lock =
         nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
             anyhow::anyhow!(
@@ -116,6 +108,8 @@ pub async fn serve(
             )
         })?;
     let socket = socket_path(dir);
+    // Whatever is there (a stale socket, or something planted) goes; remove_file never
+    // follows a symlink.
     let _ = std::fs::remove_file(&socket);
 
     let store = Arc::new(store::Store::open(&dir.join("jobs.db"))?);
