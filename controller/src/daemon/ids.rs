@@ -19,11 +19,15 @@ use crate::daemon::statedir;
 const MAX_BYTES: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
-#[error("job Id mark {path}: {source}")]
-pub struct IdsError {
-    path: PathBuf,
-    #[source]
-    source: std::io::Error,
+pub enum IdsError {
+    #[error("job Id mark {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    File(#[from] statedir::StateDirError),
 }
 
 /// What [`Ids::open`] found.
@@ -45,36 +49,39 @@ pub struct Ids {
 impl Ids {
     /// Reads the mark beside the store and reconciles it with the Ids the store holds.
     pub fn open(path: &Path, in_store: &[i64]) -> Result<(Ids, Found), IdsError> {
-        let err = |source| IdsError {
+        let err = |source| IdsError::Io {
             path: path.to_owned(),
             source,
         };
-        statedir::check_file(path).map_err(|e| err(std::io::Error::other(e.to_string())))?;
+        statedir::check_file(path)?;
         let mut found = Found::default();
-        let (mut high, mut live) = (0, BTreeSet::new());
-        match read_limited(path) {
-            Ok(Some(text)) => match parse(&text) {
-                Some((h, l)) => (high, live) = (h, l),
+        let mut read = None;
+        if let Some(text) = read_limited(path)? {
+            match parse(&text) {
+                Some(mark) => read = Some(mark),
                 None => {
                     // Never overwrite what could not be read: move it aside and say so.
                     let aside = path.with_extension(format!("ids.damaged-{}", rjob_agent::run::now_ms()));
                     std::fs::rename(path, &aside).map_err(err)?;
                     found.damaged = Some(aside);
                 }
-            },
-            Ok(None) => {}
-            Err(e) => return Err(err(e)),
+            }
         }
+        let (high, live) = read.clone().unwrap_or_default();
         let stored: BTreeSet<i64> = in_store.iter().copied().collect();
         found.lost = live.difference(&stored).copied().collect();
-        high = high.max(stored.last().copied().unwrap_or(0));
-        live = stored;
         let ids = Ids {
             path: path.to_owned(),
-            high,
-            live,
+            high: high.max(stored.last().copied().unwrap_or(0)),
+            live: stored,
         };
-        ids.save().map_err(err)?;
+        // Written only when it changed: a daemon must start on a full disk too (the next Id
+        // taken writes it; lost Ids not yet written off are reported again next time).
+        if read.as_ref() != Some(&(ids.high, ids.live.clone())) {
+            if let Err(e) = ids.save() {
+                tracing::warn!(error = %err(e), "cannot update the job Id mark yet");
+            }
+        }
         Ok((ids, found))
     }
 
@@ -86,7 +93,7 @@ impl Ids {
         if let Err(source) = self.save() {
             self.live.remove(&id);
             self.high = id - 1;
-            return Err(IdsError {
+            return Err(IdsError::Io {
                 path: self.path.clone(),
                 source,
             });
@@ -97,7 +104,7 @@ impl Ids {
     /// An Id no longer in use (its job was removed, or never stored); it is not handed out again.
     pub fn forget(&mut self, id: i64) -> Result<(), IdsError> {
         if self.live.remove(&id) {
-            self.save().map_err(|source| IdsError {
+            self.save().map_err(|source| IdsError::Io {
                 path: self.path.clone(),
                 source,
             })?;
@@ -122,24 +129,27 @@ impl Ids {
     }
 }
 
-fn read_limited(path: &Path) -> std::io::Result<Option<String>> {
+/// The mark's text; `None` when there is none (or it is empty).
+fn read_limited(path: &Path) -> Result<Option<String>, IdsError> {
     use std::io::Read as _;
-    let file = match statedir::open_private(path, false) {
-        Ok(f) => f,
-        Err(statedir::StateDirError::File { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |source| IdsError::Io {
+        path: path.to_owned(),
+        source,
     };
-    let mut text = String::new();
-    file.take(MAX_BYTES + 1).read_to_string(&mut text)?;
-    if text.is_empty() {
-        let _ = std::fs::remove_file(path); // open_private created it: nothing was there
-        return Ok(None);
-    }
-    Ok(Some(text))
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+    // Not UTF-8: damaged, like any other text that does not parse.
+    Ok((!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 fn parse(text: &str) -> Option<(i64, BTreeSet<i64>)> {
