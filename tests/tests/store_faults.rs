@@ -127,6 +127,51 @@ fn a_full_state_dir_holds_the_job_with_a_reason_and_it_completes_once_space_retu
     assert!(!received.stderr.contains("warning"), "{}", received.stderr);
 }
 
+#[test]
+fn a_daemon_restarted_on_a_full_state_dir_starts_and_goes_on_once_space_returns() {
+    let fleet = Fleet::start(1).expect("fleet");
+    let _tmpfs = Tmpfs::mount(&fleet.tmp.path().join("state"), "16m");
+    let mut daemon = Daemon::start(&fleet).expect("daemon");
+    let go = fleet.scratch().join("go");
+    let lines = 50_000;
+    let script = format!(
+        "while [ ! -e {go} ]; do sleep 0.05; done; seq 1 {lines}",
+        go = go.display()
+    );
+    let out = daemon.invoke_job(&fleet.hosts(), "restarted", &script, &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        daemon.wait_state("restarted", "Running"),
+        "{}",
+        daemon.job("restarted")
+    );
+    let filler = daemon.state_dir.join("filler");
+    fill(&filler);
+    std::fs::write(&go, "").expect("go");
+    let reason = "job store: disk full; output held on the agents";
+    let held = |daemon: &Daemon| {
+        wait_for(WAIT, || {
+            daemon.job("restarted")["children"][0]["reason"] == reason
+        })
+    };
+    assert!(held(&daemon), "{}", daemon.job("restarted"));
+
+    // Killed and started again while the disk is still full: it starts, and holds the job.
+    daemon.restart().expect("a daemon starts on a full state dir");
+    assert!(held(&daemon), "{}", daemon.job("restarted"));
+    std::fs::remove_file(&filler).expect("freeing space");
+    assert!(
+        daemon.wait_state("restarted", "Completed"),
+        "{}",
+        daemon.job("restarted")
+    );
+    let received = ran(daemon.rjob().args(["receive", "restarted"]));
+    assert!(
+        received.lines_of(&fleet.agents[0].host()) == numbered(lines),
+        "output differs"
+    );
+}
+
 /// `rjob start` jobs j1..jN (Ids 1..N), each run to its end.
 fn local_jobs(daemon: &Daemon, n: usize) {
     for i in 1..=n {
