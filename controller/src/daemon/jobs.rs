@@ -420,15 +420,31 @@ impl Manager {
             stop: job.stop_requested,
             suspend: job.suspended,
         };
-        if let Some(tx) = self.active().get(&job.id) {
+        let active = if let Some(tx) = self.active().get(&job.id) {
             want = *tx.borrow();
             change(&mut want);
             tx.send_replace(want);
+            true
         } else {
             change(&mut want);
+            false
+        };
+        let (stop, suspend) = (Some(want.stop), Some(want.suspend));
+        match self.store.set_job_flags(job.id, stop, suspend) {
+            Ok(()) => {}
+            // Applied already to the job going on: it is recorded once the store takes it.
+            Err(_) if active => {
+                let (store, health, id) = (self.store.clone(), self.health.clone(), job.id);
+                tokio::spawn(async move {
+                    health
+                        .retry("a job's stop or suspend", || {
+                            store.set_job_flags(id, stop, suspend)
+                        })
+                        .await;
+                });
+            }
+            Err(e) => return Err(e.into()),
         }
-        self.store
-            .set_job_flags(job.id, Some(want.stop), Some(want.suspend))?;
         self.changed();
         Ok(())
     }

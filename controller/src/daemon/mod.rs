@@ -10,6 +10,7 @@ pub mod notices;
 pub mod service;
 pub mod statedir;
 pub mod store;
+pub mod store_error;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
