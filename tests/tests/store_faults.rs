@@ -247,6 +247,15 @@ fn a_truncated_wal_is_reported_and_no_id_is_handed_out_twice() {
         "{}",
         daemon.log_text()
     );
+    // A lost job named by its Id is said to be lost, not unknown.
+    let received = ran(daemon.rjob().args(["receive", "5"]));
+    assert_eq!(received.code, 2, "{received}");
+    assert!(
+        received.stderr.trim_end().ends_with(
+            "rjob: error: job 5 was lost from the job store (found missing when the daemon started): its state and output are gone"
+        ),
+        "{received}"
+    );
     assert_eq!(next_id(&daemon), "6");
 }
 

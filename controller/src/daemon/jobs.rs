@@ -379,7 +379,12 @@ impl Manager {
         }
         let named: Vec<&JobRow> = jobs.iter().filter(|j| j.name == reference).collect();
         match named.as_slice() {
-            [] => Err(JobError::NotFound(reference.to_string())),
+            [] => match reference.parse::<i64>() {
+                Ok(id) if self.store.was_lost(id) => Err(JobError::Invalid(format!(
+                    "job {id} was lost from the job store (found missing when the daemon started): its state and output are gone"
+                ))),
+                _ => Err(JobError::NotFound(reference.to_string())),
+            },
             [one] => Ok((*one).clone()),
             many => Err(JobError::Ambiguous {
                 name: reference.to_string(),

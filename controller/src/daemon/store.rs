@@ -117,6 +117,8 @@ pub struct Store {
     ids: Mutex<Ids>,
     /// What was found lost at open, in one line.
     lost: Option<String>,
+    /// The Ids of the jobs found lost at open.
+    lost_ids: Vec<i64>,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -170,12 +172,18 @@ impl Store {
             conn: Mutex::new(conn),
             ids: Mutex::new(ids),
             lost: crate::daemon::ids::lost_notice(&found, path),
+            lost_ids: found.lost,
         })
     }
 
     /// What the store was found to have lost when it was opened, in one line.
     pub fn lost_notice(&self) -> Option<&str> {
         self.lost.as_deref()
+    }
+
+    /// Whether job `id` was found lost when the store was opened.
+    pub fn was_lost(&self, id: i64) -> bool {
+        self.lost_ids.contains(&id)
     }
 
     fn ids(&self) -> MutexGuard<'_, Ids> {
