@@ -537,6 +537,29 @@ fn mallory() -> nix::unistd::User {
 }
 
 #[test]
+fn a_state_dir_inside_another_users_dir_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mallory = mallory();
+    let fleet = Fleet::start(0).expect("fleet");
+    let outer = fleet.tmp.path().join("mallorys");
+    std::fs::create_dir(&outer).expect("dir");
+    nix::unistd::chown(&outer, Some(mallory.uid), Some(mallory.gid)).expect("chown");
+    let state = outer.join("state");
+    std::fs::create_dir(&state).expect("dir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let served = ran_to_end(fleet.rjob().arg("--state-dir").arg(&state).arg("serve"));
+    assert_eq!(served.code, 2, "{served}");
+    let want = format!(
+        "rjob: error: state directory {} is inside {}, which belongs to uid {}: that user could replace it",
+        state.display(),
+        outer.display(),
+        mallory.uid
+    );
+    assert!(one_error_line(&served).starts_with(&want), "{served}");
+    assert!(!state.join("jobs.db").exists());
+}
+
+#[test]
 fn a_socket_planted_by_another_user_gets_nothing() {
     use std::os::unix::fs::PermissionsExt as _;
     let mallory = mallory();

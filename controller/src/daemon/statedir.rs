@@ -24,6 +24,12 @@ pub enum StateDirError {
     DirOwner { path: PathBuf, owner: u32, me: u32 },
     #[error("state directory {path} has mode {mode:04o}: other users could read or plant files in it; `chmod 700 {path}` and start again")]
     DirMode { path: PathBuf, mode: u32 },
+    #[error("state directory {path} is inside {parent}, which {why}: that user could replace it; move the state directory")]
+    Parent {
+        path: PathBuf,
+        parent: PathBuf,
+        why: String,
+    },
     #[error("{path} is a symbolic link: refusing to follow it; remove it and start again")]
     FileSymlink { path: PathBuf },
     #[error(
@@ -85,6 +91,38 @@ pub fn check_dir(dir: &Path) -> Result<(), StateDirError> {
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(StateDirError::DirMode { path, mode });
+    }
+    check_parents(dir)
+}
+
+/// Refuses a state directory inside one that another user could change: owned by a user
+/// other than root and the running user, or writable by everyone without the sticky bit.
+fn check_parents(dir: &Path) -> Result<(), StateDirError> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let parent = std::fs::canonicalize(parent).map_err(|source| StateDirError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for ancestor in parent.ancestors() {
+        let meta = std::fs::metadata(ancestor).map_err(|source| StateDirError::Io {
+            path: ancestor.to_owned(),
+            source,
+        })?;
+        let why = if meta.uid() != 0 && meta.uid() != me() {
+            format!("belongs to uid {}", meta.uid())
+        } else if meta.mode() & 0o002 != 0 && meta.mode() & 0o1000 == 0 {
+            "anyone may write (and it is not sticky)".to_string()
+        } else {
+            continue;
+        };
+        return Err(StateDirError::Parent {
+            path: dir.to_owned(),
+            parent: ancestor.to_owned(),
+            why,
+        });
     }
     Ok(())
 }
