@@ -419,6 +419,23 @@ fn a_state_dir_open_to_others_or_symlinked_is_refused_with_one_line() {
         0,
         "nothing written through the link"
     );
+
+    // A symlink above the state directory is fine (/home may be one).
+    let state = link.join("state");
+    let mut serve = fleet
+        .rjob()
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("serve")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rjob serve");
+    let up = wait_for(WAIT, || state.join("rjob.sock").exists());
+    let listed = ran(fleet.rjob().env("RJOB_STATE_DIR", &state).arg("jobs"));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(up, "the daemon did not start under a symlinked parent");
+    assert_eq!(listed.code, 0, "{listed}");
 }
 
 #[test]

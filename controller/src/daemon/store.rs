@@ -139,15 +139,9 @@ impl Store {
             statedir::check_file(Path::new(&name))?;
         }
         drop(statedir::open_private(path, false)?);
-        let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
-                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | rusqlite::OpenFlags::SQLITE_OPEN_URI
-                | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
-        )
-        .map_err(open_err)?;
+        // SQLite opens the store, its -wal and -shm with O_NOFOLLOW itself. (Not
+        // SQLITE_OPEN_NOFOLLOW: that refuses a symlink anywhere in the path, /home included.)
+        let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
