@@ -341,7 +341,9 @@ impl Daemon {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        std::fs::create_dir_all(&self.state_dir)?;
+        // The daemon refuses a state directory other users could enter.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.state_dir)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
