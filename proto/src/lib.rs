@@ -22,6 +22,7 @@ pub mod v1 {
     include!("gen/rjob.v1.rs");
 }
 
+pub mod client_verify;
 pub mod coalesce;
 pub mod tls;
 
