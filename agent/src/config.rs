@@ -315,3 +315,19 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), toml_error(&text, &e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_holds_only_known_keys() {
+        let text = include_str!("../../deploy/agent.toml");
+        let file = toml::from_str::<FileConfig>(text).map_err(|e| toml_error(text, &e));
+        let file = file.as_ref().map_err(String::as_str);
+        assert_eq!(
+            file.map(|f| (f.max_env_entries, f.max_env_bytes)),
+            Ok((Some(1024), Some(256 << 10)))
+        );
+    }
+}

@@ -333,6 +333,18 @@ fn environment_limits_are_checked_first_and_refused_as_invalid_argument() {
             Code::InvalidArgument,
             "environment variable \"BIG\" is 204804 bytes",
         );
+        // Arguments each under the limit but together more than exec takes (ARG_MAX: a
+        // quarter of the stack limit, 2 MiB under the usual 8 MiB).
+        let args = pb::StartRunRequest {
+            args: (0..24).map(|_| "a".repeat(120 << 10)).collect(),
+            ..start_request("true", "")
+        };
+        let refused = c.start_run(args).await.expect_err("2.9 MB of arguments");
+        assert_one_line(
+            &refused,
+            Code::InvalidArgument,
+            "the arguments and environment together are more than the system passes to a program",
+        );
         // Within the limits it runs.
         let fine: Vec<_> = (0..1000).map(|i| (format!("V{i}"), "w".repeat(200))).collect();
         c.start_run(with_env(fine, "", ""))
