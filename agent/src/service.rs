@@ -78,6 +78,8 @@ impl AgentService {
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
         let pam = PamGate::new(&config.pam_service);
+        // Start requests over the environment limits are refused before they are decoded.
+        rjob_proto::codec::limit_environment(u64::from(config.max_env_entries), config.max_env_bytes);
         AgentService {
             config,
             runs,

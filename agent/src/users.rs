@@ -11,12 +11,11 @@ use crate::runner::{RunUser, RunnerError};
 /// error, when its modules cannot open the database for want of a file descriptor; so when
 /// this process can open none, the absence is a failed lookup.
 fn unreliable_absence(name: &str) -> Option<RunnerError> {
-    use std::os::fd::AsFd;
-    match std::io::stderr().as_fd().try_clone_to_owned() {
-        Ok(_probe) => None,
-        Err(e) => Some(RunnerError::User(format!(
-            "{name}: the user database cannot be read (no file descriptor free: {e})"
-        ))),
+    match std::fs::File::open("/") {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => Some(RunnerError::User(
+            format!("{name}: the user database cannot be read (no file descriptor free: {e})"),
+        )),
+        _ => None,
     }
 }
 

@@ -24,6 +24,7 @@ pub mod v1 {
 
 pub mod client_verify;
 pub mod coalesce;
+pub mod codec;
 pub mod tls;
 
 /// The default TCP port of `rjob-agent`.

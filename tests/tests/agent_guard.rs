@@ -316,6 +316,18 @@ fn environment_limits_are_checked_first_and_refused_as_invalid_argument() {
             .await
             .expect_err("1025 entries");
         assert_one_line(&refused, Code::InvalidArgument, "at most 1024 (max_env_entries)");
+        // 300,000 entries are refused from the raw message, before it is decoded (decoding
+        // them kept the agent's one thread from every other client for seconds).
+        let flood: Vec<_> = (0..300_000).map(|i| (format!("V{i}"), "x".to_string())).collect();
+        let refused = c
+            .start_run(with_env(flood, "", ""))
+            .await
+            .expect_err("300k entries");
+        assert_one_line(
+            &refused,
+            Code::InvalidArgument,
+            "more than 1024 environment variables",
+        );
         let big: Vec<_> = (0..100).map(|i| (format!("V{i}"), "y".repeat(3000))).collect();
         let refused = c
             .start_run(with_env(big, BOB, "wrong"))
