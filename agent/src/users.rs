@@ -120,3 +120,59 @@ impl<'a> Users<'a> {
         Ok((grant, record))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+
+    use super::*;
+
+    fn own(uid: u32) -> RunUser {
+        RunUser {
+            name: "agentuser".into(),
+            uid,
+            gid: uid,
+            home: "/home/agentuser".into(),
+            shell: "/bin/sh".into(),
+            groups: vec![uid],
+        }
+    }
+
+    fn policy(text: &str) -> Policy {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn the_own_user_is_decided_from_memory_and_root_from_its_uid() {
+        let ids = vec!["c".to_string()];
+        let star = policy("[[allow]]\nidentity = \"c\"\nusers = [\"*\"]\n");
+        let user = own(1000);
+        let (grant, record) = Users::offline(&user)
+            .decide(&star, &ids, "agentuser", false)
+            .unwrap();
+        assert_eq!(grant.user, "agentuser");
+        assert_eq!(record.map(|r| r.uid), Some(1000));
+        // The same name with uid 0: root, which "*" never reaches.
+        let root = own(0);
+        assert!(matches!(
+            Users::offline(&root).decide(&star, &ids, "agentuser", false),
+            Err(Undecided::Refused(Refusal::NotAllowed { .. }))
+        ));
+    }
+
+    #[test]
+    fn anything_needing_the_database_is_left_for_an_online_decision() {
+        let ids = vec!["c".to_string()];
+        let user = own(1000);
+        let star = policy("[[allow]]\nidentity = \"c\"\nusers = [\"*\"]\n");
+        assert!(matches!(
+            Users::offline(&user).decide(&star, &ids, "someone", false),
+            Err(Undecided::Offline)
+        ));
+        let groups = policy("[[allow]]\nidentity = \"c\"\ngroups = [\"ops\"]\n");
+        assert!(matches!(
+            Users::offline(&user).decide(&groups, &ids, "agentuser", false),
+            Err(Undecided::Offline)
+        ));
+    }
+}
