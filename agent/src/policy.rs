@@ -9,8 +9,10 @@
 //! default = "deploy"              # run-as user when a request names none
 //! ```
 //!
-//! An identity no rule names is refused; root is allowed only where a rule names `root` in
-//! `users` explicitly.
+//! An identity no rule names is refused; root (the name `root`, or uid 0 under any name) is
+//! allowed only where a rule names that very user in `users`. The decision comes in two
+//! steps: [`Policy::target`] names the user (before any lookup), [`Policy::decide`] judges
+//! it with what the one lookup of that user found (see `users`).
 
 use std::path::Path;
 
