@@ -47,7 +47,7 @@ impl Checked {
     }
 }
 
-/// A caller's string as it is shown in an error: escaped, and cut after [`SHOWN`] characters.
+/// A caller's string as it is shown in an error: escaped, and cut after 64 characters.
 pub fn shown(s: &str) -> String {
     match s.char_indices().nth(SHOWN) {
         Some((end, _)) => format!("{:?}... ({} bytes)", &s[..end], s.len()),
