@@ -39,6 +39,15 @@ pub struct Args {
     /// Most runs at once [default: 64]
     #[arg(long)]
     pub max_concurrent_runs: Option<u32>,
+    /// Most runs going at once for one client identity [default: max_concurrent_runs]
+    #[arg(long)]
+    pub max_runs_per_identity: Option<u32>,
+    /// Most environment variables one run may set [default: 1024]
+    #[arg(long)]
+    pub max_env_entries: Option<u32>,
+    /// Most bytes of environment variables one run may set (NAME=value, all together) [default: 262144]
+    #[arg(long)]
+    pub max_env_bytes: Option<u64>,
     /// Largest script accepted, in bytes [default: 1048576]
     #[arg(long)]
     pub max_script_bytes: Option<u64>,
@@ -96,6 +105,9 @@ pub struct FileConfig {
     pub client_ca: Option<PathBuf>,
     pub spool_dir: Option<PathBuf>,
     pub max_concurrent_runs: Option<u32>,
+    pub max_runs_per_identity: Option<u32>,
+    pub max_env_entries: Option<u32>,
+    pub max_env_bytes: Option<u64>,
     pub max_script_bytes: Option<u64>,
     pub max_stdin_bytes: Option<u64>,
     pub max_output_bytes: Option<u64>,
@@ -126,6 +138,10 @@ pub struct AgentConfig {
     pub client_ca: PathBuf,
     pub spool_dir: PathBuf,
     pub max_concurrent_runs: u32,
+    /// Most runs going at once (not yet ended) for one client identity.
+    pub max_runs_per_identity: u32,
+    pub max_env_entries: u32,
+    pub max_env_bytes: u64,
     pub max_script_bytes: u64,
     pub max_stdin_bytes: u64,
     pub max_output_bytes: u64,
@@ -159,6 +175,9 @@ impl AgentConfig {
             client_ca: PathBuf::new(),
             spool_dir,
             max_concurrent_runs: 64,
+            max_runs_per_identity: 64,
+            max_env_entries: 1024,
+            max_env_bytes: 256 << 10,
             max_script_bytes: 1 << 20,
             max_stdin_bytes: 4 << 20,
             max_output_bytes: 4 << 30,
@@ -238,7 +257,7 @@ impl AgentConfig {
             ok
         });
         let d = AgentConfig::local(PathBuf::from("/var/lib/rjob-agent/spool"));
-        let config = AgentConfig {
+        let mut config = AgentConfig {
             listen: args
                 .listen
                 .or(file.listen)
@@ -251,6 +270,16 @@ impl AgentConfig {
                 .max_concurrent_runs
                 .or(file.max_concurrent_runs)
                 .unwrap_or(d.max_concurrent_runs),
+            // Set below: its default is max_concurrent_runs.
+            max_runs_per_identity: 0,
+            max_env_entries: args
+                .max_env_entries
+                .or(file.max_env_entries)
+                .unwrap_or(d.max_env_entries),
+            max_env_bytes: args
+                .max_env_bytes
+                .or(file.max_env_bytes)
+                .unwrap_or(d.max_env_bytes),
             max_script_bytes: args
                 .max_script_bytes
                 .or(file.max_script_bytes)
@@ -304,6 +333,13 @@ impl AgentConfig {
         if config.max_concurrent_runs == 0 {
             bail!("max_concurrent_runs must be at least 1");
         }
+        config.max_runs_per_identity = args
+            .max_runs_per_identity
+            .or(file.max_runs_per_identity)
+            .unwrap_or(config.max_concurrent_runs);
+        if config.max_runs_per_identity == 0 {
+            bail!("max_runs_per_identity must be at least 1");
+        }
         if config.default_timeout > config.max_timeout {
             bail!("default_timeout is longer than max_timeout");
         }
@@ -331,4 +367,20 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), toml_error(&text, &e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_holds_only_known_keys() {
+        let text = include_str!("../../deploy/agent.toml");
+        let file = toml::from_str::<FileConfig>(text).map_err(|e| toml_error(text, &e));
+        let file = file.as_ref().map_err(String::as_str);
+        assert_eq!(
+            file.map(|f| (f.max_env_entries, f.max_env_bytes)),
+            Ok((Some(1024), Some(256 << 10)))
+        );
+    }
 }
