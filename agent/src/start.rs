@@ -85,9 +85,13 @@ impl AgentService {
             .filter(|r| r.record.client == client && !matches!(r.status().phase, Phase::Ended { .. }))
             .count();
         if going >= limit as usize {
-            return Err(Status::resource_exhausted(format!(
-                "client {client:?} has {going} runs going on this agent, the most one client may have (max_runs_per_identity = {limit}); retry when one has ended"
-            )));
+            // Back-pressure, as at the agent's own limit: the controller waits and retries.
+            return Err(rjob_proto::pushback::busy(
+                format!(
+                    "client {client:?} has {going} runs going on this agent, the most one client may have (max_runs_per_identity = {limit}); retry when one has ended"
+                ),
+                BUSY_PUSHBACK,
+            ));
         }
         Ok(())
     }
