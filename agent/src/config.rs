@@ -70,6 +70,14 @@ pub struct Args {
     /// PAM service that checks passwords [default: rjob]
     #[arg(long)]
     pub pam_service: Option<String>,
+    /// Most bytes the spool's run files may hold together before new runs are refused
+    /// [default: 8589934592]
+    #[arg(long)]
+    pub max_spool_bytes: Option<u64>,
+    /// How a run's processes are kept together and killed: auto (cgroup where the agent's
+    /// cgroup is delegated to it, else subreaper), cgroup, subreaper [default: auto]
+    #[arg(long, value_enum)]
+    pub containment: Option<crate::contain::Mode>,
 }
 
 /// The config file; every key is optional, unknown keys are refused.
@@ -92,6 +100,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub policy: Option<PathBuf>,
     pub pam_service: Option<String>,
+    pub max_spool_bytes: Option<u64>,
+    pub containment: Option<crate::contain::Mode>,
     /// `LANG` of every run [default: C.UTF-8]
     pub lang: Option<String>,
     /// Interpreters callers may choose by name, with their absolute paths.
@@ -120,6 +130,8 @@ pub struct AgentConfig {
     pub interpreters: BTreeMap<String, PathBuf>,
     pub policy: Option<PathBuf>,
     pub pam_service: String,
+    pub max_spool_bytes: u64,
+    pub containment: crate::contain::Mode,
 }
 
 pub const DEFAULT_INTERPRETER: &str = "sh";
@@ -151,6 +163,8 @@ impl AgentConfig {
                 .collect(),
             policy: None,
             pam_service: "rjob".to_string(),
+            max_spool_bytes: crate::runs::DEFAULT_MAX_SPOOL_BYTES,
+            containment: crate::contain::Mode::Auto,
         }
     }
 }
@@ -247,6 +261,11 @@ impl AgentConfig {
             interpreters,
             policy: args.policy.or(file.policy),
             pam_service: args.pam_service.or(file.pam_service).unwrap_or(d.pam_service),
+            max_spool_bytes: args
+                .max_spool_bytes
+                .or(file.max_spool_bytes)
+                .unwrap_or(d.max_spool_bytes),
+            containment: args.containment.or(file.containment).unwrap_or(d.containment),
         };
         if config.max_concurrent_runs == 0 {
             bail!("max_concurrent_runs must be at least 1");

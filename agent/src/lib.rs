@@ -4,17 +4,23 @@
 //! - [`runner`] starts a script's process (shared with the controller's local jobs);
 //! - [`spool`] is a run's output log on disk;
 //! - [`run`] supervises one run, [`runs`] owns them all;
+//! - [`contain`] keeps each run's processes together ([`cgroup`] or [`subreaper`]), so that
+//!   nothing of a run outlives it;
 //! - [`service`] is the gRPC edge, [`server`] puts it behind mutual TLS.
 
 pub mod auth;
+pub mod cgroup;
 pub mod config;
+pub mod contain;
 pub mod policy;
+pub mod private_dir;
 pub mod run;
 pub mod runner;
 pub mod runs;
 pub mod server;
 pub mod service;
 pub mod spool;
+pub mod subreaper;
 
 /// Keeps freed memory in the process instead of handing it back to the kernel after every
 /// burst: a fan-out allocates and frees a few hundred KiB per connection, and glibc's default

@@ -70,6 +70,8 @@ impl AgentService {
             pid: 0,
             boot_id: String::new(),
             pid_start_time: 0,
+            sid: 0,
+            containment: String::new(),
             started_at_ms: crate::run::now_ms(),
             ended_at_ms: None,
             outcome: None,
@@ -82,9 +84,13 @@ impl AgentService {
         let run = self.runs.start(&spec, record, limits).map_err(|e| {
             tracing::info!(target: "audit", client, script_sha256, refused = %e, "run refused");
             match e {
-                StartError::Busy { .. } => Status::resource_exhausted(e.to_string()),
+                StartError::Busy { .. } | StartError::SpoolFull { .. } => {
+                    Status::resource_exhausted(e.to_string())
+                }
                 StartError::Runner(RunnerError::WorkingDir { .. }) => Status::invalid_argument(e.to_string()),
-                StartError::Runner(_) | StartError::Storage(_) => Status::internal(e.to_string()),
+                StartError::Runner(_) | StartError::Storage(_) | StartError::Contain(_) => {
+                    Status::internal(e.to_string())
+                }
             }
         })?;
         tracing::info!(target: "audit", client, run = run.id(), run_as = %run.record.run_as, script_sha256, pid = run.record.pid, "run started");
