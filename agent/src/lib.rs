@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cgroup;
 pub mod config;
 pub mod contain;
+pub mod leftovers;
 pub mod policy;
 pub mod private_dir;
 pub mod run;
