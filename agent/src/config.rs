@@ -270,6 +270,9 @@ impl AgentConfig {
         if config.max_concurrent_runs == 0 {
             bail!("max_concurrent_runs must be at least 1");
         }
+        if config.max_spool_bytes == 0 {
+            bail!("max_spool_bytes must be at least 1");
+        }
         if config.default_timeout > config.max_timeout {
             bail!("default_timeout is longer than max_timeout");
         }
