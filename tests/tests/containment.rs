@@ -75,6 +75,21 @@ fn fleet(mode: &str) -> Fleet {
     fleet
 }
 
+/// Under the cgroup mechanism, every marked process is in a run's cgroup.
+fn assert_in_run_cgroups(mode: &str, marker: &str) {
+    if mode != CGROUP {
+        return;
+    }
+    for pid in marked(marker) {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let v2 = cgroup.lines().find(|l| l.starts_with("0::")).unwrap_or_default();
+        assert!(
+            v2.contains("/rjob-runs/"),
+            "{pid} is in its run's cgroup: {cgroup}"
+        );
+    }
+}
+
 fn all_three_running(marker: &str) -> bool {
     wait_for(WAIT, || marked(marker).len() >= 3)
 }
@@ -135,6 +150,78 @@ fn cgroup_a_timeout_kills_setsid_and_double_forked_processes() {
 #[test]
 fn subreaper_a_timeout_kills_setsid_and_double_forked_processes() {
     timeout_kills_everything(SUBREAPER);
+}
+
+/// The user runs switch to (created once; prefix `rjc`).
+const RUN_USER: &str = "rjcrun";
+
+fn run_user_fleet(mode: &str) -> Fleet {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "runs as another user need a root agent: run these tests as root (CI does)"
+    );
+    static USER: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    USER.get_or_init(|| {
+        let out = ran(Command::new("sh").args([
+            "-c",
+            &format!("id {RUN_USER} >/dev/null 2>&1 || useradd -m -s /bin/sh {RUN_USER}"),
+        ]));
+        assert_eq!(out.code, 0, "{out}");
+    });
+    let policy = format!(
+        "[[allow]]\nidentity = \"rjob-controller\"\nusers = [\"{RUN_USER}\"]\ndefault = \"{RUN_USER}\"\n"
+    );
+    Fleet::start_policy(1, &policy, |cmd| {
+        cmd.args(["--containment", mode]);
+    })
+    .expect("an agent with this containment")
+}
+
+/// A run as another user moves into its cgroup before it drops root's privileges.
+fn another_users_timeout_kills_everything(mode: &str) {
+    let fleet = run_user_fleet(mode);
+    let marker = unique("rjc-user-");
+    let invoke = spawn_invoke(
+        &fleet,
+        &escaping_script(&marker, "sleep 1000"),
+        &["--user", RUN_USER, "--timeout", "3s"],
+    );
+    assert!(
+        all_three_running(&marker),
+        "the escapes started: {:?}",
+        marked(&marker)
+    );
+    assert_in_run_cgroups(mode, &marker);
+    let uid = ran(Command::new("id").args(["-u", RUN_USER]))
+        .stdout
+        .trim()
+        .to_string();
+    for pid in marked(&marker) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.split_whitespace().skip(1).all(|id| id == uid),
+            "{pid} runs as {RUN_USER}: {line}"
+        );
+    }
+    let out = finish(invoke);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("timed out"), "{out}");
+    assert!(none_left(&marker), "survived the timeout: {:?}", marked(&marker));
+}
+
+#[test]
+fn cgroup_a_run_as_another_user_leaves_nothing_behind() {
+    another_users_timeout_kills_everything(CGROUP);
+}
+
+#[test]
+fn subreaper_a_run_as_another_user_leaves_nothing_behind() {
+    another_users_timeout_kills_everything(SUBREAPER);
 }
 
 // --- a plain rjob invoke that ends -----------------------------------------------------
