@@ -135,11 +135,15 @@ impl RunCgroup {
             .write_all(b"1")
     }
 
-    /// Sends `signal` to each process in the cgroup (a stop's SIGTERM reaches those that
-    /// left the run's process group too).
-    pub fn signal_all(&self, signal: nix::sys::signal::Signal) {
+    /// Sends `signal` to each process in the cgroup outside the process group `signalled`
+    /// (which the caller signals as a whole): a stop's SIGTERM reaches those that left the
+    /// run's process group too, and nothing gets it twice.
+    pub fn signal_others(&self, signal: nix::sys::signal::Signal, signalled: i32) {
         for pid in self.pids() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+            let pid = nix::unistd::Pid::from_raw(pid);
+            if nix::unistd::getpgid(Some(pid)).is_ok_and(|g| g.as_raw() != signalled) {
+                let _ = nix::sys::signal::kill(pid, signal);
+            }
         }
     }
 

@@ -130,10 +130,11 @@ impl Contained {
         matches!(self, Contained::Subreaper)
     }
 
-    /// A stop or timeout: `signal` also reaches processes that left the run's group.
-    pub fn signal_all(&self, signal: Signal) {
-        if let Contained::Cgroup(c) = self {
-            c.signal_all(signal);
+    /// A stop or timeout: `signal`, sent to the run's process group `pgid`, also reaches the
+    /// processes of the run that left it.
+    pub fn signal_others(&self, signal: Signal, pgid: u32) {
+        if let (Contained::Cgroup(c), Ok(pgid)) = (self, i32::try_from(pgid)) {
+            c.signal_others(signal, pgid);
         }
     }
 
@@ -156,6 +157,17 @@ impl Contained {
                 subreaper::unregister(main_pid);
                 subreaper::sweep();
             }
+        }
+    }
+
+    /// Waits until nothing is left in the run's cgroup, or `until`. (The subreaper cannot
+    /// tell which orphans are this run's before it ends: it has nothing to wait for.)
+    pub async fn drain(&self, until: tokio::time::Instant) {
+        let Contained::Cgroup(c) = self else {
+            return;
+        };
+        while c.populated() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

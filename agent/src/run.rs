@@ -340,6 +340,8 @@ async fn supervise(
     let kill_timer = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(kill_timer);
     let mut ending: Option<Outcome> = None;
+    // The SIGKILL after a stop's grace was sent, or a fault killed at once.
+    let mut killed = false;
     let terminate =
         |why: Outcome, ending: &mut Option<Outcome>, kill_timer: std::pin::Pin<&mut tokio::time::Sleep>| {
             if ending.is_none() {
@@ -347,8 +349,8 @@ async fn supervise(
                 run.status.send_modify(|s| s.phase = Phase::Stopping);
                 let _ = runner::signal_group(pid, Signal::SIGCONT);
                 let _ = runner::signal_group(pid, Signal::SIGTERM);
-                contained.signal_all(Signal::SIGCONT);
-                contained.signal_all(Signal::SIGTERM);
+                contained.signal_others(Signal::SIGCONT, pid);
+                contained.signal_others(Signal::SIGTERM, pid);
                 kill_timer.reset(tokio::time::Instant::now() + limits.kill_grace);
             }
         };
@@ -363,11 +365,13 @@ async fn supervise(
             () = &mut kill_timer => {
                 let _ = runner::signal_group(pid, Signal::SIGKILL);
                 contained.kill_now();
+                killed = true;
                 kill_timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
             }
             Some(fault) = fault_rx.recv(), if ending.is_none() => {
                 // Output can no longer be kept: kill at once.
                 ending = Some(fault);
+                killed = true;
                 let _ = runner::signal_group(pid, Signal::SIGKILL);
                 contained.kill_now();
             }
@@ -393,6 +397,11 @@ async fn supervise(
         }
     };
 
+    // After a stop or timeout, what the SIGTERM reached beyond the main process has the rest
+    // of kill_grace to end too.
+    if ending.is_some() && !killed {
+        contained.drain(kill_timer.deadline()).await;
+    }
     // The run is over when its main process is: whatever it left behind is killed, in its
     // process group and beyond it (its cgroup, or what reparented to the subreaper), so
     // nothing of the run outlives it.

@@ -300,6 +300,32 @@ fn subreaper_stopping_a_job_kills_setsid_and_double_forked_processes() {
     stop_kills_everything(SUBREAPER);
 }
 
+/// In a cgroup, a stop's SIGTERM reaches the processes that left the run's process group
+/// too, and they get the rest of `kill_grace` to clean up even when the main process ends at
+/// once; each process gets the signal once.
+#[test]
+fn cgroup_a_stop_sends_one_sigterm_to_every_process_of_the_run() {
+    let fleet = fleet(CGROUP);
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let log = fleet.scratch().join("terms");
+    let log = log.display();
+    let script = format!(
+        "trap 'echo main >> {log}; exit 0' TERM\n\
+         setsid bash -c 'trap \"echo setsid >> {log}; exit 0\" TERM; echo ready >> {log}; while :; do sleep 0.05; done' &\n\
+         while :; do sleep 0.05; done\n"
+    );
+    let out = daemon.invoke_job(&fleet.hosts(), "terms", &script, &["--shell", "bash"]);
+    assert_eq!(out.code, 0, "{out}");
+    let read = || std::fs::read_to_string(fleet.scratch().join("terms")).unwrap_or_default();
+    assert!(wait_for(WAIT, || read().contains("ready")), "{}", read());
+    assert_eq!(ran(daemon.rjob().args(["stop", "terms"])).code, 0);
+    assert!(daemon.wait_state("terms", "Stopped"), "{}", daemon.job("terms"));
+    let text = read();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["main", "ready", "setsid"], "one SIGTERM each: {text}");
+}
+
 /// Local jobs (`rjob start`) run in the daemon's embedded agent, with the same containment
 /// (auto: cgroup here, as root with cgroup2).
 #[test]
