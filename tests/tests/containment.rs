@@ -362,6 +362,56 @@ fn stopping_a_local_job_kills_what_left_its_process_group() {
     );
 }
 
+/// A daemon that is not root has no cgroup of its own to delegate: its local jobs are
+/// contained by the subreaper (the daemon is multi-threaded, unlike the agent).
+#[test]
+fn a_daemon_that_is_not_root_contains_local_jobs_as_a_subreaper() {
+    let _ = run_user_fleet(SUBREAPER); // creates the user
+    let tmp = tempfile::tempdir().expect("tmp");
+    let state = tmp.path().join("state");
+    let out = ran(Command::new("chown").arg(RUN_USER).arg(tmp.path()));
+    assert_eq!(out.code, 0, "{out}");
+    let home = format!("/home/{RUN_USER}");
+    let rjob = |args: &[&str]| {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", RUN_USER, "--", "env"])
+            .arg(format!("HOME={home}"))
+            .arg(format!("RJOB_STATE_DIR={}", state.display()))
+            .arg(bin("rjob"))
+            .args(args)
+            .stdin(Stdio::null());
+        ran(&mut cmd)
+    };
+    let marker = unique("rjc-nonroot-");
+    let out = rjob(&[
+        "start",
+        "--name",
+        "escaper",
+        "--shell",
+        "bash",
+        "--script",
+        &escaping_script(&marker, "sleep 1000"),
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+    let daemon = marked(&state.display().to_string());
+    assert!(
+        all_three_running(&marker),
+        "the escapes started: {:?}",
+        marked(&marker)
+    );
+    let out = rjob(&["stop", "escaper"]);
+    assert_eq!(out.code, 0, "{out}");
+    let stopped = wait_for(WAIT, || rjob(&["jobs", "escaper"]).stdout.contains("Stopped"));
+    let left = none_left(&marker);
+    let log = std::fs::read_to_string(state.join("daemon.log")).unwrap_or_default();
+    for pid in daemon {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(stopped, "{log}");
+    assert!(left, "survived the stop: {:?}", marked(&marker));
+    assert!(log.contains("containment: child subreaper"), "{log}");
+}
+
 // --- the spool directory and forged run records (point 13) ------------------------------
 
 /// Starts an agent on `spool` and expects it to refuse, with a one-line reason.
