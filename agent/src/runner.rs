@@ -173,11 +173,6 @@ pub struct Spawned {
     pub stderr: ChildStderr,
 }
 
-/// Starts the run's process, outside any containment (see [`spawn_contained`]).
-pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
-    spawn_contained(spec, &Contained::Subreaper)
-}
-
 /// Starts the run's process inside `contained`: in its cgroup from before the exec, or
 /// registered with the subreaper before anything can see it.
 pub fn spawn_contained(spec: &RunSpec, contained: &Contained) -> Result<Spawned, RunnerError> {
