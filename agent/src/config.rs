@@ -93,6 +93,14 @@ pub struct Args {
     /// Handshakes that fail are logged as one count per this interval [default: 10s]
     #[arg(long)]
     pub handshake_log_interval: Option<String>,
+    /// Most bytes the spool's run files may hold together before new runs are refused
+    /// [default: 8589934592]
+    #[arg(long)]
+    pub max_spool_bytes: Option<u64>,
+    /// How a run's processes are kept together and killed: auto (cgroup where the agent's
+    /// cgroup is delegated to it, else subreaper), cgroup, subreaper [default: auto]
+    #[arg(long, value_enum)]
+    pub containment: Option<crate::contain::Mode>,
 }
 
 /// The config file; every key is optional, unknown keys are refused.
@@ -122,6 +130,8 @@ pub struct FileConfig {
     pub max_handshakes_per_source: Option<u32>,
     pub handshake_timeout: Option<String>,
     pub handshake_log_interval: Option<String>,
+    pub max_spool_bytes: Option<u64>,
+    pub containment: Option<crate::contain::Mode>,
     /// `LANG` of every run [default: C.UTF-8]
     pub lang: Option<String>,
     /// Interpreters callers may choose by name, with their absolute paths.
@@ -159,6 +169,8 @@ pub struct AgentConfig {
     pub max_handshakes_per_source: u32,
     pub handshake_timeout: Duration,
     pub handshake_log_interval: Duration,
+    pub max_spool_bytes: u64,
+    pub containment: crate::contain::Mode,
 }
 
 pub const DEFAULT_INTERPRETER: &str = "sh";
@@ -197,6 +209,8 @@ impl AgentConfig {
             max_handshakes_per_source: 32,
             handshake_timeout: Duration::from_secs(3),
             handshake_log_interval: Duration::from_secs(10),
+            max_spool_bytes: crate::runs::DEFAULT_MAX_SPOOL_BYTES,
+            containment: crate::contain::Mode::Auto,
         }
     }
 }
@@ -323,6 +337,11 @@ impl AgentConfig {
                 "handshake_log_interval",
             )?
             .unwrap_or(d.handshake_log_interval),
+            max_spool_bytes: args
+                .max_spool_bytes
+                .or(file.max_spool_bytes)
+                .unwrap_or(d.max_spool_bytes),
+            containment: args.containment.or(file.containment).unwrap_or(d.containment),
         };
         if config.max_handshakes == 0 || config.max_handshakes_per_source == 0 {
             bail!("max_handshakes and max_handshakes_per_source must be at least 1");
@@ -339,6 +358,9 @@ impl AgentConfig {
             .unwrap_or(config.max_concurrent_runs);
         if config.max_runs_per_identity == 0 {
             bail!("max_runs_per_identity must be at least 1");
+        }
+        if config.max_spool_bytes == 0 {
+            bail!("max_spool_bytes must be at least 1");
         }
         if config.default_timeout > config.max_timeout {
             bail!("default_timeout is longer than max_timeout");

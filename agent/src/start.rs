@@ -53,6 +53,8 @@ impl AgentService {
             pid: 0,
             boot_id: String::new(),
             pid_start_time: 0,
+            sid: 0,
+            containment: String::new(),
             started_at_ms: crate::run::now_ms(),
             ended_at_ms: None,
             outcome: None,
@@ -186,6 +188,7 @@ fn start_error(e: StartError) -> Status {
                 "{e}: the arguments and environment together are more than the system passes to a program; send fewer or smaller ones"
             ))
         }
-        StartError::Runner(_) | StartError::Storage(_) => Status::internal(e.to_string()),
+        StartError::SpoolFull { .. } => Status::resource_exhausted(e.to_string()),
+        StartError::Runner(_) | StartError::Storage(_) | StartError::Contain(_) => Status::internal(e.to_string()),
     }
 }
