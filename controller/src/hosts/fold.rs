@@ -40,25 +40,27 @@ pub fn fold_hosts<'a>(hosts: impl IntoIterator<Item = &'a Host>, show_port: bool
         let port = if show_port { host.port } else { DEFAULT_PORT };
         by_port.entry(port).or_default().push(&host.name);
     }
-    let mut parts = Vec::new();
+    let mut parts: Vec<(String, u16)> = Vec::new();
     for (port, names) in by_port {
-        for (key, element) in fold_elements(&names) {
-            if port == DEFAULT_PORT {
-                parts.push((key, port, element));
-            } else {
-                parts.push((key, port, format!("{element}:{port}")));
-            }
-        }
+        parts.extend(fold_elements(&names).into_iter().map(|e| (e, port)));
     }
-    parts.sort();
-    let parts: Vec<String> = parts.into_iter().map(|(_, _, text)| text).collect();
+    parts.sort_by(|a, b| natural_cmp(&a.0, &b.0).then(a.1.cmp(&b.1)));
+    let parts: Vec<String> = parts
+        .into_iter()
+        .map(|(e, port)| {
+            if port == DEFAULT_PORT {
+                e
+            } else {
+                format!("{e}:{port}")
+            }
+        })
+        .collect();
     parts.join(",")
 }
 
 /// Folds names into one set: `web[01-03,07],db[1-2]`.
 pub fn fold(names: &[&str]) -> String {
-    let elements: Vec<String> = fold_elements(names).into_iter().map(|(_, text)| text).collect();
-    elements.join(",")
+    fold_elements(names).join(",")
 }
 
 /// One run of numbers `lo..=hi` written `width` digits wide (0: as they are).
@@ -73,40 +75,49 @@ fn number(n: u64, width: usize) -> String {
     format!("{n:0width$}")
 }
 
-/// The folded set's elements (each a name or `prefix[ranges]suffix`) with their sort keys,
-/// sorted.
-fn fold_elements(names: &[&str]) -> Vec<(String, String)> {
-    // (prefix, suffix) -> digit runs; names without a foldable run stay literal.
-    let mut groups: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
-    let mut literal: Vec<String> = Vec::new();
+/// The folded set's elements (each a name or `prefix[ranges]rest`), in natural order.
+///
+/// Each pass folds one digit run of every element, from the last run to the first: elements
+/// with the same text before the run and the same (already folded) text after it share one
+/// bracket. So `rack1-node[1-3]` and `rack2-node[1-3]` become `rack[1-2]-node[1-3]`, which
+/// expands (a cartesian product) to the same hosts.
+fn fold_elements(names: &[&str]) -> Vec<String> {
+    // (head, tail): `head` still has digit runs to fold; `tail` is folded text.
+    let mut open: Vec<(String, String)> = Vec::new();
+    let mut done: Vec<String> = Vec::new();
     for &name in names {
-        match split_last_number(name) {
-            Some((prefix, digits, suffix)) => groups.entry((prefix, suffix)).or_default().push(digits),
-            None if name.contains(':') => literal.push(format!("[{name}]")),
-            None => literal.push(name.to_string()),
+        if name.contains(':') {
+            done.push(format!("[{name}]"));
+        } else {
+            open.push((name.to_string(), String::new()));
         }
     }
-    let mut elements: Vec<(String, String)> = Vec::new();
-    for ((prefix, suffix), mut digits) in groups {
-        digits.sort_by(|a, b| value(a).cmp(&value(b)).then(a.len().cmp(&b.len())));
-        digits.dedup();
-        let runs = runs(&digits);
-        let text = if let [only] = runs.as_slice() {
-            if only.lo == only.hi {
-                format!("{prefix}{}{suffix}", number(only.lo, only.width))
-            } else {
-                format!("{prefix}[{}]{suffix}", write_runs(&runs))
+    while !open.is_empty() {
+        // (prefix, rest of the element after the run) -> the run's digit strings.
+        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for (head, tail) in open.drain(..) {
+            match split_last_number(&head) {
+                Some((prefix, digits, rest)) => groups
+                    .entry((prefix.to_string(), format!("{rest}{tail}")))
+                    .or_default()
+                    .push(digits.to_string()),
+                None => done.push(format!("{head}{tail}")),
             }
-        } else {
-            format!("{prefix}[{}]{suffix}", write_runs(&runs))
-        };
-        elements.push((format!("{prefix}\u{0}{suffix}"), text));
+        }
+        for ((prefix, rest), mut digits) in groups {
+            digits.sort_by(|a, b| value(a).cmp(&value(b)).then(a.len().cmp(&b.len())));
+            digits.dedup();
+            let runs = runs(&digits.iter().map(String::as_str).collect::<Vec<_>>());
+            let folded = match runs.as_slice() {
+                [only] if only.lo == only.hi => number(only.lo, only.width),
+                _ => format!("[{}]", write_runs(&runs)),
+            };
+            open.push((prefix, format!("{folded}{rest}")));
+        }
     }
-    literal.sort();
-    literal.dedup();
-    elements.extend(literal.into_iter().map(|l| (l.clone(), l)));
-    elements.sort();
-    elements
+    done.sort_by(|a, b| natural_cmp(a, b));
+    done.dedup();
+    done
 }
 
 fn write_runs(runs: &[Run]) -> String {

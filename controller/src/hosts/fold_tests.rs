@@ -50,6 +50,22 @@ fn mixed_names_and_addresses() {
 }
 
 #[test]
+fn every_dimension_folds() {
+    let names = expand("rack[1-2]-node[01-03]");
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_eq!(fold(&refs), "rack[1-2]-node[01-03]");
+    assert_eq!(
+        fold(&["10.0.0.1", "10.0.0.2", "10.0.1.1", "10.0.1.2"]),
+        "10.0.[0-1].[1-2]"
+    );
+    // The last run folds first: a valid set, not always the shortest one.
+    assert_eq!(
+        fold(&["a1b1c1", "a1b2c1", "a2b1c1", "a2b2c1", "a2b2c2"]),
+        "a1b[1-2]c1,a2b1c1,a2b2c[1-2]"
+    );
+}
+
+#[test]
 fn ports_are_shown_only_when_asked() {
     let hosts = parse_host_list(&["a[1-3]:9000,b1".to_string()]).unwrap();
     assert_eq!(fold_hosts(&hosts, true), "a[1-3]:9000,b1");
@@ -94,6 +110,9 @@ fn random_name(rng: &mut Rng) -> String {
     let suffix = if prefix.starts_with("10.") { "" } else { suffix };
     if prefix.starts_with("10.") {
         return format!("{prefix}{}", rng.below(256));
+    }
+    if rng.below(5) == 0 {
+        return format!("r{}-n{:02}{suffix}", rng.below(4), rng.below(6));
     }
     match rng.below(10) {
         0 => format!("plain{}", ["", "x", "host"][rng.below(3) as usize]),
