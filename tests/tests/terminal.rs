@@ -17,6 +17,22 @@ fn invoke(fleet: &Fleet, script: &str, extra: &[&str]) -> Ran {
         .args(extra))
 }
 
+/// Compares `text` with `tests/snapshots/NAME`; `RJOB_UPDATE_SNAPSHOTS=1` rewrites it.
+fn snapshot(name: &str, text: &str) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("snapshots")
+        .join(name);
+    if std::env::var_os("RJOB_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, text).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        text == expected,
+        "{name} changed; if that is meant, run RJOB_UPDATE_SNAPSHOTS=1 cargo test --test terminal\n--- now\n{text}\n--- snapshot\n{expected}"
+    );
+}
+
 fn has_escapes(text: &str) -> bool {
     text.contains('\u{1b}')
 }
@@ -52,6 +68,7 @@ fn gathered_output_of_12_hosts_where_3_differ_is_2_folded_groups() {
     let want = block("127.0.0.[2,4-6,9-13] (9)", "same\nline two\n[stderr] warn\n")
         + &block("127.0.0.[3,7-8] (3)", "different\n");
     assert_eq!(out.stdout, want, "{out}");
+    snapshot("terminal-gathered.txt", &out.stdout);
     assert!(out.stderr.contains("rjob: 12 hosts: 12 Completed in "), "{out}");
 
     // JSON: the usual records, plus one group record per set, only with -b.
@@ -131,6 +148,19 @@ fn a_hundred_unreachable_hosts_are_one_summary_line() {
         time.ends_with('s') && time.trim_end_matches('s').parse::<f64>().is_ok(),
         "{summary}"
     );
+    // The summary as users read it, with the port and the time written as placeholders.
+    let shown: Vec<String> = lines
+        .iter()
+        .filter(|l| !l.starts_with("rjob: slowest: "))
+        .map(|l| {
+            let l = l.replace(&format!(":{port}"), ":PORT");
+            match l.rsplit_once(" in ") {
+                Some((head, _)) if l.starts_with("rjob: 101 hosts") => format!("{head} in T"),
+                _ => l,
+            }
+        })
+        .collect();
+    snapshot("terminal-summary.txt", &(shown.join("\n") + "\n"));
     // --slowest 3 lists three hosts with their durations.
     let slowest: Vec<&&str> = lines
         .iter()
@@ -296,4 +326,30 @@ fn colour_only_on_demand_and_never_in_a_pipe() {
     // JSON is never coloured.
     let json = run(&[], &["--color", "always", "--output", "json"]);
     assert!(!has_escapes(&json.stdout), "{json}");
+}
+
+#[test]
+fn gathered_output_past_the_memory_budget_is_kept_whole() {
+    let fleet = Fleet::start_one_port(4).expect("fleet");
+    // About 600 KB per host: past the 64 KiB a host stream keeps in memory.
+    let script = "seq 1 100000; [ $me != 127.0.0.4 ] || echo last";
+    let out = invoke(&fleet, script, &["--gather"]);
+    assert_eq!(out.code, 0, "exit {}: {}", out.code, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let titles: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.ends_with(')') && l.starts_with("127.0.0."))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(titles.len(), 2, "{}", out.stderr);
+    assert_eq!(lines[titles[0]], "127.0.0.[2-3,5] (3)");
+    assert_eq!(lines[titles[1]], "127.0.0.4 (1)");
+    // Each block: the rule, then 100000 lines (and "last" for the second).
+    let first: Vec<&str> = lines[titles[0] + 2..titles[1] - 1].to_vec();
+    assert_eq!(first.len(), 100_000);
+    assert!(first.iter().enumerate().all(|(i, l)| *l == (i + 1).to_string()));
+    let second = &lines[titles[1] + 2..];
+    assert_eq!(second.len(), 100_001);
+    assert_eq!(second[100_000], "last");
 }
