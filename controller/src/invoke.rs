@@ -187,7 +187,8 @@ pub async fn fan_out(
     let throttle = Arc::new(Semaphore::new(invocation.throttle_limit));
     let settings = Arc::new(settings);
     let mut children = tokio::task::JoinSet::new();
-    for (index, host) in invocation.hosts.into_iter().enumerate() {
+    let labels = hosts::fold::labels(&invocation.hosts);
+    for ((index, host), label) in invocation.hosts.into_iter().enumerate().zip(labels) {
         let permit = loop {
             if desired.borrow().stop {
                 break None;
@@ -210,7 +211,7 @@ pub async fn fan_out(
         children.spawn(async move {
             let sink = PrinterSink {
                 host: index,
-                label: host.label(),
+                label,
                 events: events.clone(),
                 slot: Slot::new(throttle, permit),
             };

@@ -34,6 +34,7 @@ pub mod output;
 pub mod password;
 pub mod pki;
 pub mod present;
+pub mod receive_view;
 pub mod spool;
 pub mod state;
 pub mod throttle;

@@ -37,6 +37,8 @@ pub struct Presenter<W: Write> {
     live: bool,
     /// A spool or output-dir write failed (said on stderr once).
     broken: bool,
+    /// Hosts whose `--output-dir` files are written.
+    written: Vec<bool>,
 }
 
 impl<W: Write> Presenter<W> {
@@ -49,9 +51,10 @@ impl<W: Write> Presenter<W> {
         Presenter {
             printer,
             spool: keep.then(|| Spool::new(how.labels.len())),
-            how,
             live,
             broken: false,
+            written: vec![false; how.labels.len()],
+            how,
         }
     }
 
@@ -80,13 +83,7 @@ impl<W: Write> Presenter<W> {
     }
 
     pub fn done(&mut self, host: usize, outcome: &ChildOutcome) -> io::Result<()> {
-        if let (Some(dir), Some(spool)) = (&self.how.outdir, &self.spool) {
-            let label = &self.how.labels[host];
-            let written = dir.write(label, spool, host, &output::result_record(label, outcome));
-            if let Err(e) = written {
-                self.fail("cannot write to --output-dir", &e);
-            }
-        }
+        self.write_files(host, outcome);
         if !(self.how.gather || self.how.sort) {
             if let Some(spool) = &mut self.spool {
                 spool.clear(host);
@@ -98,13 +95,33 @@ impl<W: Write> Presenter<W> {
         Ok(())
     }
 
+    /// Writes a host's `--output-dir` files, once.
+    fn write_files(&mut self, host: usize, outcome: &ChildOutcome) {
+        if let (Some(dir), Some(spool), Some(false)) = (&self.how.outdir, &self.spool, self.written.get(host))
+        {
+            let label = &self.how.labels[host];
+            let written = dir.write(label, spool, host, &output::result_record(label, outcome));
+            self.written[host] = true;
+            if let Err(e) = written {
+                self.fail("cannot write to --output-dir", &e);
+            }
+        }
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.printer.flush()
     }
 
     /// Prints what was kept for the end: the gathered groups or the sorted hosts.
+    /// Hosts that had no [`Presenter::done`] (`rjob receive`) get their `--output-dir` files
+    /// here, with the outcome given.
     pub fn finish(&mut self, outcomes: &[Option<ChildOutcome>]) -> io::Result<()> {
         self.printer.finish()?;
+        for (host, outcome) in outcomes.iter().enumerate() {
+            if let Some(outcome) = outcome {
+                self.write_files(host, outcome);
+            }
+        }
         let Some(spool) = &self.spool else {
             return Ok(());
         };

@@ -353,3 +353,61 @@ fn gathered_output_past_the_memory_budget_is_kept_whole() {
     assert_eq!(second.len(), 100_001);
     assert_eq!(second[100_000], "last");
 }
+
+#[test]
+fn receive_gathers_and_writes_an_output_dir_too() {
+    let fleet = Fleet::start_one_port(4).expect("fleet");
+    let daemon = rjob_tests::Daemon::start(&fleet).expect("daemon");
+    let script = format!("{WHOAMI}echo hello; [ $me != 127.0.0.5 ] || {{ echo odd; exit 4; }}");
+    let started = daemon.invoke_job(&fleet.hosts(), "term-recv", &script, &[]);
+    assert_eq!(started.code, 0, "{started}");
+    assert!(daemon.wait_state("term-recv", "Failed"), "{}", daemon.log_text());
+    let port = fleet.port();
+    let gathered = ran(daemon.rjob().args(["receive", "term-recv", "--keep", "-b"]));
+    assert_eq!(gathered.code, 0, "{gathered}");
+    let titles: Vec<&str> = gathered
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("127."))
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            format!("127.0.0.[2-4]:{port} (3)"),
+            format!("127.0.0.5:{port} (1)")
+        ],
+        "{gathered}"
+    );
+    let json = ran(daemon
+        .rjob()
+        .args(["receive", "term-recv", "--keep", "-b", "-o", "json"]));
+    let groups: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "group")
+        .collect();
+    assert_eq!(groups.len(), 2, "{json}");
+    assert_eq!(groups[1]["exit_codes"], serde_json::json!([4]), "{json}");
+    assert_eq!(groups[1]["stdout"], "hello\nodd\n", "{json}");
+
+    let dir = fleet.scratch().join("recv");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let written = ran(daemon
+        .rjob()
+        .args(["receive", "term-recv", "--output-dir", &dir_arg]));
+    assert_eq!(written.code, 0, "{written}");
+    let label = format!("127.0.0.5:{port}");
+    let stem = label.replace(':', "%3A");
+    let out = std::fs::read_to_string(dir.join(format!("{stem}.out"))).expect("out file");
+    assert_eq!(out, "hello\nodd\n");
+    let record: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.join(format!("{stem}.json")))
+            .expect("json")
+            .trim(),
+    )
+    .expect("record");
+    assert_eq!(record["state"], "Failed", "{record}");
+    assert_eq!(record["exit_code"], 4, "{record}");
+    assert_eq!(record["host"], label.as_str());
+}
