@@ -411,3 +411,42 @@ fn receive_gathers_and_writes_an_output_dir_too() {
     assert_eq!(record["exit_code"], 4, "{record}");
     assert_eq!(record["host"], label.as_str());
 }
+
+#[test]
+fn auto_colours_a_real_terminal_unless_no_color() {
+    let fleet = Fleet::start_one_port(2).expect("fleet");
+    assert!(
+        std::path::Path::new("/usr/bin/script").is_file(),
+        "this test needs script(1) from util-linux for a pseudo-terminal"
+    );
+    let rjob = rjob_tests::bin("rjob");
+    let command = format!(
+        "{} invoke -H {} --script 'echo hi; echo oops >&2'",
+        rjob.display(),
+        fleet.hosts()
+    );
+    let under_pty = |no_color: bool| {
+        let mut cmd = std::process::Command::new("/usr/bin/script");
+        cmd.args(["-qefc", &command, "/dev/null"])
+            .env("RJOB_IDENTITY", &fleet.pki.dir)
+            .env("TERM", "xterm")
+            .env_remove("CLICOLOR_FORCE")
+            .env_remove("NO_COLOR");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        ran(&mut cmd)
+    };
+    let tty = under_pty(false);
+    assert_eq!(tty.code, 0, "{tty}");
+    assert!(tty.stdout.contains("127.0.0.2"), "{tty}");
+    assert!(
+        tty.stdout.contains("\u{1b}[32m2 Completed"),
+        "a terminal is coloured: {tty}"
+    );
+    assert!(tty.stdout.contains("31m[stderr]"), "{tty}");
+    let plain = under_pty(true);
+    assert_eq!(plain.code, 0, "{plain}");
+    assert!(plain.stdout.contains("2 Completed"), "{plain}");
+    assert!(!has_escapes(&plain.stdout), "NO_COLOR: {plain}");
+}
