@@ -16,9 +16,10 @@ use super::Host;
 /// Longest digit run folded (range.rs parses at most 18 digits); longer runs stay literal.
 const MAX_DIGITS: usize = 18;
 
-/// Labels for output: a host's name alone when every host uses the same port (or the
-/// default one), else [`Host::label`] (`name:port` off the default port). So labels have no
-/// `:` for a fleet on one port, and `dshbak -c` splits them right.
+/// Labels for output: a host's name alone when two or more hosts all use one port, else
+/// [`Host::label`] (the name alone on the default port, `name:port` off it). So labels have
+/// no `:` for a fleet on one port, and `dshbak -c` splits them right. A single host off the
+/// default port keeps `name:port`, as before (nothing to gather, and scripts rely on it).
 pub fn labels(hosts: &[Host]) -> Vec<String> {
     if same_port(hosts) {
         hosts.iter().map(|h| h.name.clone()).collect()
@@ -27,9 +28,9 @@ pub fn labels(hosts: &[Host]) -> Vec<String> {
     }
 }
 
-/// Whether every host has the same port (so labels leave it out).
+/// Whether labels leave the port out: two or more hosts, all on one port.
 pub fn same_port(hosts: &[Host]) -> bool {
-    hosts.windows(2).all(|w| w[0].port == w[1].port)
+    hosts.len() >= 2 && hosts.windows(2).all(|w| w[0].port == w[1].port)
 }
 
 /// Folds hosts: `show_port` false writes names only (labels from [`labels`] on one port);

@@ -73,6 +73,8 @@ fn ports_are_shown_only_when_asked() {
     assert_eq!(labels(&hosts), ["a1:9000", "a2:9000", "a3:9000", "b1"]);
     let same = parse_host_list(&["a[1-2]:9000".to_string()]).unwrap();
     assert_eq!(labels(&same), ["a1", "a2"]);
+    let one = parse_host_list(&["a1:9000".to_string()]).unwrap();
+    assert_eq!(labels(&one), ["a1:9000"]);
     assert_eq!(
         expand(&fold_hosts(&hosts, true)),
         ["a1:9000", "a2:9000", "a3:9000", "b1"]
