@@ -102,7 +102,7 @@ pub fn print_json(
         let first = group[0];
         let stdout = spool.read(first, false)?;
         let stderr = spool.read(first, true)?;
-        let record = json!({
+        let mut record = json!({
             "type": "group",
             "hosts": group.iter().map(|&i| &labels[i]).collect::<Vec<_>>(),
             "folded": fold::fold_hosts(group.iter().map(|&i| &hosts[i]), show_port),
@@ -113,6 +113,13 @@ pub fn print_json(
                 .map(|&i| outcomes.get(i).and_then(Option::as_ref).and_then(|o| o.exit_code))
                 .collect::<Vec<_>>(),
         });
+        // Output that is not UTF-8 also comes whole, as the output records give it.
+        for (name, bytes) in [("stdout_base64", &stdout), ("stderr_base64", &stderr)] {
+            if std::str::from_utf8(bytes).is_err() {
+                record[name] =
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes).into();
+            }
+        }
         writeln!(out, "{record}")?;
     }
     Ok(())
@@ -239,6 +246,14 @@ mod tests {
         assert_eq!(records[0]["folded"], "web[01-03,05]");
         assert_eq!(records[0]["exit_codes"], json!([0, 0, 0, 0]));
         assert_eq!(records[1]["stderr"], "warn");
+        assert!(records[1].get("stderr_base64").is_none());
+        // Bytes that are not UTF-8 come whole in base64 too.
+        spool.append(3, true, b"\xff").unwrap();
+        let mut out = Vec::new();
+        print_json(&mut out, &spool, &hosts, &labels, &outcomes, false).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_slice(out.split(|b| *b == b'\n').nth(1).unwrap()).unwrap();
+        assert_eq!(last["stderr_base64"], "d2Fybv8=");
     }
 
     #[test]

@@ -231,14 +231,20 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// groups are killed on the agents) and still prints what came and the summary; a second
 /// Ctrl-C quits at once.
 pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
-    let invocation = Invocation::from_args(args)?;
-    let hosts = invocation.hosts.clone();
+    let hosts = host_list(args)?;
     // Labels leave the port out when every host has the same one (so `dshbak -c` works).
     let labels = hosts::fold::labels(&hosts);
     let show_port = !hosts::fold::same_port(&hosts);
     let outdir = match &args.output_dir {
         Some(dir) => Some(crate::outdir::OutDir::prepare(dir, args.force, &labels)?),
         None => None,
+    };
+    // The output directory is checked before a password is asked or a host dialled.
+    let invocation = Invocation {
+        hosts: hosts.clone(),
+        request: run_request(&args.script)?,
+        throttle_limit: args.throttle_limit as usize,
+        connect_timeout: args.connect_timeout,
     };
     let settings = ChildSettings {
         tls: Some(tls),
