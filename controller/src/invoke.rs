@@ -7,8 +7,7 @@ use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
-use crate::cli::OutputFormat;
-use crate::cli::{InvokeArgs, ScriptArgs};
+use crate::cli::{InvokeArgs, OutputFormat, ScriptArgs};
 use crate::colour::{self, Paint};
 use crate::connect::Tls;
 use crate::hosts::{self, Host};
@@ -232,7 +231,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// Ctrl-C quits at once.
 pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     let hosts = host_list(args)?;
-    // Labels leave the port out when every host has the same one (so `dshbak -c` works).
+    // Labels leave the port out when two or more hosts share one (so `dshbak -c` works).
     let labels = hosts::fold::labels(&hosts);
     let show_port = !hosts::fold::same_port(&hosts);
     let outdir = match &args.output_dir {
