@@ -4,7 +4,7 @@ use rjob_proto::v1 as pb;
 
 use super::{from_status, DaemonAddr};
 use crate::cli::ReceiveArgs;
-use crate::output::Printer;
+use crate::present::Presenter;
 
 pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     let mut client = daemon.connect().await?;
@@ -19,7 +19,8 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("no job {:?}", args.job))?;
-    let labels: Vec<String> = job.children.iter().map(|c| c.host.clone()).collect();
+    let how = crate::receive_view::presentation(args, &job)?;
+    let at_end = args.gather || args.output_dir.is_some();
     let request = pb::ReceiveJobRequest {
         job: job.instance_id.clone(),
         keep: args.keep,
@@ -32,8 +33,7 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         .map_err(from_status)?
         .into_inner();
     let stdout = std::io::stdout();
-    let mut printer = Printer::new(std::io::BufWriter::new(stdout.lock()), args.output, labels)
-        .escape_controls(crate::escape::for_stdout(args.raw));
+    let mut printer = Presenter::new(std::io::BufWriter::new(stdout.lock()), how);
     while let Some(out) = stream.message().await.map_err(from_status)? {
         let stream = pb::Stream::try_from(out.stream).unwrap_or(pb::Stream::Stdout);
         printer.output(out.child as usize, stream, out.seq, &out.data)?;
@@ -41,6 +41,25 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
             printer.flush()?;
         }
     }
-    printer.finish()?;
-    Ok(0)
+    // -b and --output-dir show each child's state as it is now.
+    let job = match at_end {
+        true => client
+            .list_jobs(pb::ListJobsRequest {
+                jobs: vec![job.instance_id.clone()],
+            })
+            .await
+            .map_err(from_status)?
+            .into_inner()
+            .jobs
+            .into_iter()
+            .next()
+            .unwrap_or(job),
+        false => job,
+    };
+    printer.finish(&crate::receive_view::outcomes(&job))?;
+    Ok(if printer.file_errors() {
+        crate::EXIT_FAILED
+    } else {
+        0
+    })
 }
