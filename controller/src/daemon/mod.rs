@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod jobs;
+pub mod receive;
 pub mod service;
 pub mod store;
 
