@@ -320,11 +320,11 @@ impl Session<'_> {
         let s = &mut self.slots[slot];
         while let Some(f) = s.flights.front_mut() {
             if f.seq <= mark.seq {
-                self.inflight -= u64::from(f.end - f.done);
+                self.inflight = self.inflight.saturating_sub(u64::from(f.end - f.done));
                 s.flights.pop_front();
             } else {
                 if f.seq == mark.seq + 1 && mark.off > f.done {
-                    self.inflight -= u64::from(mark.off - f.done);
+                    self.inflight = self.inflight.saturating_sub(u64::from(mark.off - f.done));
                     f.done = mark.off;
                 }
                 break;
