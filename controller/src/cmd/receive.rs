@@ -104,8 +104,11 @@ struct Receiver {
     labels: usize,
     sink: Sink,
     tracker: Tracker,
-    /// Per child and stream (stdout, stderr): where the line held back starts.
-    held_from: Vec<[Option<Mark>; 2]>,
+    /// Per child and stream (stdout, stderr): where the line held back starts, and how many
+    /// bytes of the child's output this receive had fed before it.
+    held_from: Vec<[Option<(Mark, u64)>; 2]>,
+    /// Per child: bytes of its output fed to the printer by this receive.
+    fed_bytes: Vec<u64>,
     /// Per child: the end of its output given to the printer.
     fed: Vec<Option<Mark>>,
     /// Where confirmations go (the request's stream); `None` once closed.
@@ -135,6 +138,7 @@ impl Receiver {
             tracker: Tracker::new(n),
             held_from: vec![[None, None]; n],
             fed: vec![None; n],
+            fed_bytes: vec![0; n],
             to_daemon: Some(to_daemon),
             keep: args.keep,
             follow: args.follow,
@@ -206,11 +210,13 @@ impl Receiver {
                 seq: out.seq - 1,
                 off: at,
             };
+            let start_bytes = self.fed_bytes[child];
             at = at.saturating_add(u32::try_from(piece.len()).unwrap_or(u32::MAX));
+            self.fed_bytes[child] += piece.len() as u64;
             self.held_from[child][si] = if self.printer.held(child, stream) == 0 {
                 None
             } else {
-                self.held_from[child][si].or(Some(start))
+                self.held_from[child][si].or(Some((start, start_bytes)))
             };
             self.fed[child] = Some(if at >= chunk_end {
                 Mark { seq: out.seq, off: 0 }
@@ -223,11 +229,17 @@ impl Receiver {
             self.note(child);
             rest = tail;
         }
-        // Held lines keep their output unconfirmed: never let them fill the daemon's window.
-        let held: usize = (0..self.labels)
-            .map(|c| self.printer.held(c, Stream::Stdout) + self.printer.held(c, Stream::Stderr))
+        // A held line keeps its child's output from its start on unconfirmed, the other
+        // stream's lines after it too: never let that fill the daemon's window (it would wait
+        // for a confirmation that waits for more output). Past half the window, held lines are
+        // printed as they are, as over-long lines are.
+        let unconfirmable: u64 = (0..self.labels)
+            .filter_map(|c| {
+                let from = self.held_from[c].iter().flatten().map(|h| h.1).min()?;
+                Some(self.fed_bytes[c] - from)
+            })
             .sum();
-        if held as u64 >= WINDOW / 2 {
+        if unconfirmable >= WINDOW / 2 {
             for c in 0..self.labels {
                 self.release(c)?;
             }
@@ -240,7 +252,10 @@ impl Receiver {
         let Some(fed) = self.fed[child] else {
             return;
         };
-        let mark = self.held_from[child].iter().flatten().fold(fed, |m, h| m.min(*h));
+        let mark = self.held_from[child]
+            .iter()
+            .flatten()
+            .fold(fed, |m, h| m.min(h.0));
         self.tracker.printed(self.sink.printed.get(), child, mark);
     }
 
