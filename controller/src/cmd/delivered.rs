@@ -92,7 +92,8 @@ impl Sink {
     }
 }
 
-/// Positions printed and not yet known delivered, and the newest delivered one per child.
+/// Positions printed and not yet known delivered, and the newest delivered one per slot (a
+/// child's stream).
 #[derive(Default)]
 pub struct Tracker {
     /// (printed bytes once the position's output was printed, child, position), in order.

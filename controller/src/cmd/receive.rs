@@ -104,13 +104,10 @@ struct Receiver {
     labels: usize,
     sink: Sink,
     tracker: Tracker,
-    /// Per child and stream (stdout, stderr): where the line held back starts, and how many
-    /// bytes of the child's output this receive had fed before it.
-    held_from: Vec<[Option<(Mark, u64)>; 2]>,
-    /// Per child: bytes of its output fed to the printer by this receive.
-    fed_bytes: Vec<u64>,
-    /// Per child: the end of its output given to the printer.
-    fed: Vec<Option<Mark>>,
+    /// Per child and stream (stdout, stderr): where the line held back starts.
+    held_from: Vec<[Option<Mark>; 2]>,
+    /// Per child and stream: the end of its output given to the printer.
+    fed: Vec<[Option<Mark>; 2]>,
     /// Where confirmations go (the request's stream); `None` once closed.
     to_daemon: Option<mpsc::UnboundedSender<pb::ReceiveJobMessage>>,
     keep: bool,
@@ -135,10 +132,9 @@ impl Receiver {
             printer: Printer::new(out, args.output, labels),
             labels: n,
             sink,
-            tracker: Tracker::new(n),
+            tracker: Tracker::new(2 * n),
             held_from: vec![[None, None]; n],
-            fed: vec![None; n],
-            fed_bytes: vec![0; n],
+            fed: vec![[None, None]; n],
             to_daemon: Some(to_daemon),
             keep: args.keep,
             follow: args.follow,
@@ -210,15 +206,13 @@ impl Receiver {
                 seq: out.seq - 1,
                 off: at,
             };
-            let start_bytes = self.fed_bytes[child];
             at = at.saturating_add(u32::try_from(piece.len()).unwrap_or(u32::MAX));
-            self.fed_bytes[child] += piece.len() as u64;
             self.held_from[child][si] = if self.printer.held(child, stream) == 0 {
                 None
             } else {
-                self.held_from[child][si].or(Some((start, start_bytes)))
+                self.held_from[child][si].or(Some(start))
             };
-            self.fed[child] = Some(if at >= chunk_end {
+            self.fed[child][si] = Some(if at >= chunk_end {
                 Mark { seq: out.seq, off: 0 }
             } else {
                 Mark {
@@ -226,20 +220,16 @@ impl Receiver {
                     off: at,
                 }
             });
-            self.note(child);
+            self.note(child, si);
             rest = tail;
         }
-        // A held line keeps its child's output from its start on unconfirmed, the other
-        // stream's lines after it too: never let that fill the daemon's window (it would wait
-        // for a confirmation that waits for more output). Past half the window, held lines are
-        // printed as they are, as over-long lines are.
-        let unconfirmable: u64 = (0..self.labels)
-            .filter_map(|c| {
-                let from = self.held_from[c].iter().flatten().map(|h| h.1).min()?;
-                Some(self.fed_bytes[c] - from)
-            })
+        // Held lines keep their output unconfirmed: never let them fill the daemon's window
+        // (it would wait for a confirmation that waits for more output). Past half the
+        // window, held lines are printed as they are, as over-long lines are.
+        let held: usize = (0..self.labels)
+            .map(|c| self.printer.held(c, Stream::Stdout) + self.printer.held(c, Stream::Stderr))
             .sum();
-        if unconfirmable >= WINDOW / 2 {
+        if held as u64 >= WINDOW / 2 {
             for c in 0..self.labels {
                 self.release(c)?;
             }
@@ -247,16 +237,13 @@ impl Receiver {
         Ok(())
     }
 
-    /// Notes how far `child`'s output is printed now.
-    fn note(&mut self, child: usize) {
-        let Some(fed) = self.fed[child] else {
+    /// Notes how far one stream of `child` is printed now.
+    fn note(&mut self, child: usize, si: usize) {
+        let Some(mark) = self.held_from[child][si].or(self.fed[child][si]) else {
             return;
         };
-        let mark = self.held_from[child]
-            .iter()
-            .flatten()
-            .fold(fed, |m, h| m.min(h.0));
-        self.tracker.printed(self.sink.printed.get(), child, mark);
+        self.tracker
+            .printed(self.sink.printed.get(), 2 * child + si, mark);
     }
 
     /// Prints `child`'s held lines as they are.
@@ -266,7 +253,8 @@ impl Receiver {
         }
         self.printer.release(child)?;
         self.held_from[child] = [None, None];
-        self.note(child);
+        self.note(child, 0);
+        self.note(child, 1);
         Ok(())
     }
 
@@ -304,11 +292,17 @@ impl Receiver {
             return Ok(());
         }
         if let Some(to_daemon) = &self.to_daemon {
-            for (child, mark) in acks {
+            for (slot, mark) in acks {
+                let stream = if slot % 2 == 1 {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
                 let ack = pb::ReceiveAck {
-                    child: u32::try_from(child).unwrap_or(u32::MAX),
+                    child: u32::try_from(slot / 2).unwrap_or(u32::MAX),
                     seq: mark.seq,
                     offset: mark.off,
+                    stream: stream as i32,
                 };
                 let _ = to_daemon.send(pb::ReceiveJobMessage {
                     message: Some(pb::receive_job_message::Message::Ack(ack)),

@@ -71,13 +71,24 @@ struct Flight {
     end: u32,
 }
 
+/// One child of the receive. Everything per stream is indexed stdout, stderr.
 struct Slot {
     idx: u32,
     label: String,
-    /// Sent through here (and confirmed at least through `confirmed`).
-    cursor: Mark,
-    confirmed: Mark,
-    flights: VecDeque<Flight>,
+    /// The child's output is read from the store up to here (its seq).
+    cursor: u64,
+    /// The marks the receive started from: what they cover is not sent again.
+    start: [Mark; 2],
+    /// Whether the stream's first chunk after its start mark was sent (from the mark's offset).
+    started: [bool; 2],
+    /// Per stream: the last chunk sent (as a mark), and what the client confirmed.
+    sent: [Mark; 2],
+    confirmed: [Mark; 2],
+    flights: [VecDeque<Flight>; 2],
+}
+
+fn stream_index(stream: pb::Stream) -> usize {
+    usize::from(stream == pb::Stream::Stderr)
 }
 
 enum Failure {
@@ -135,13 +146,16 @@ async fn start(
     let store = manager.store();
     let mut slots = Vec::with_capacity(plan.children.len());
     for (idx, label) in &plan.children {
-        let mark = store.received_mark(plan.job_id, *idx)?;
+        let marks = store.received_marks(plan.job_id, *idx)?;
         slots.push(Slot {
             idx: *idx,
             label: label.clone(),
-            cursor: mark,
-            confirmed: mark,
-            flights: VecDeque::new(),
+            cursor: marks[0].seq.min(marks[1].seq),
+            start: marks,
+            started: [false; 2],
+            sent: marks,
+            confirmed: marks,
+            flights: [VecDeque::new(), VecDeque::new()],
         });
     }
     let mut session = Session {
@@ -180,7 +194,7 @@ impl Session<'_> {
                 children
                     .iter()
                     .find(|c| c.idx == s.idx)
-                    .is_none_or(|c| c.state.is_finished() && s.cursor.seq >= c.last_seq)
+                    .is_none_or(|c| c.state.is_finished() && s.cursor >= c.last_seq)
             });
             if !self.plan.follow || all_sent_and_done {
                 break;
@@ -208,28 +222,36 @@ impl Session<'_> {
         }
     }
 
-    /// Sends one child's output after its cursor, through `upto`.
+    /// Sends one child's output after its cursor, through `upto`, leaving out what the start
+    /// marks cover.
     async fn send_child(&mut self, slot: usize, upto: u64) -> Result<(), Failure> {
         let store = self.manager.store();
         loop {
             let (idx, cursor) = (self.slots[slot].idx, self.slots[slot].cursor);
-            let rows = store.output(self.plan.job_id, idx, cursor.seq, upto, BATCH)?;
+            let rows = store.output(self.plan.job_id, idx, cursor, upto, BATCH)?;
             if rows.is_empty() {
                 return Ok(());
             }
             for (seq, stream, data) in rows {
-                let cursor = self.slots[slot].cursor;
+                let si = stream_index(stream);
+                let s = &mut self.slots[slot];
+                s.cursor = seq;
+                if seq <= s.start[si].seq {
+                    continue; // delivered before
+                }
                 let end = u32::try_from(data.len()).unwrap_or(u32::MAX);
-                let from = if seq == cursor.seq + 1 {
-                    cursor.off.min(end)
-                } else {
+                let from = if s.started[si] {
                     0
+                } else {
+                    s.started[si] = true;
+                    s.start[si].off.min(end)
                 };
                 let len = u64::from(end - from);
+                let label = s.label.clone();
                 self.wait_room(len).await?;
                 let out = pb::JobOutput {
                     child: idx,
-                    host: self.slots[slot].label.clone(),
+                    host: label,
                     stream: stream as i32,
                     seq,
                     data: data[from as usize..].to_vec(),
@@ -238,9 +260,9 @@ impl Session<'_> {
                 };
                 self.send(out).await?;
                 let s = &mut self.slots[slot];
-                s.cursor = Mark { seq, off: 0 };
+                s.sent[si] = Mark { seq, off: 0 };
                 if !self.plan.keep {
-                    s.flights.push_back(Flight { seq, done: from, end });
+                    s.flights[si].push_back(Flight { seq, done: from, end });
                     self.inflight += len;
                 }
             }
@@ -282,7 +304,7 @@ impl Session<'_> {
         }
     }
 
-    /// The client has written out one child's output up to the ack: commit the mark, then
+    /// The client has written out one stream of a child up to the ack: commit the mark, then
     /// free the window it held.
     fn confirm(&mut self, ack: &pb::ReceiveAck) -> Result<(), Failure> {
         if self.plan.keep {
@@ -294,43 +316,46 @@ impl Session<'_> {
                 ack.child
             ))));
         };
+        let stream = pb::Stream::try_from(ack.stream).unwrap_or(pb::Stream::Stdout);
+        let si = stream_index(stream);
         let s = &self.slots[slot];
         let mut mark = Mark {
             seq: ack.seq,
             off: ack.offset,
         };
-        if mark <= s.confirmed {
+        if mark <= s.confirmed[si] {
             return Ok(());
         }
-        if mark > s.cursor {
+        if mark > s.sent[si] {
             return Err(Failure::Status(Status::invalid_argument(format!(
                 "an ack of child {} goes past the output sent",
                 ack.child
             ))));
         }
         // An ack of a whole chunk by its length is the same as one through it.
-        if let Some(f) = s.flights.iter().find(|f| f.seq == mark.seq + 1) {
+        if let Some(f) = s.flights[si].iter().find(|f| f.seq > mark.seq) {
             if mark.off >= f.end {
                 mark = Mark { seq: f.seq, off: 0 };
             }
         }
         self.manager
             .store()
-            .mark_received(self.plan.job_id, ack.child, mark)?;
+            .mark_received(self.plan.job_id, ack.child, stream, mark)?;
         let s = &mut self.slots[slot];
-        while let Some(f) = s.flights.front_mut() {
+        let flights = &mut s.flights[si];
+        while let Some(f) = flights.front_mut() {
             if f.seq <= mark.seq {
                 self.inflight = self.inflight.saturating_sub(u64::from(f.end - f.done));
-                s.flights.pop_front();
+                flights.pop_front();
             } else {
-                if f.seq == mark.seq + 1 && mark.off > f.done {
+                if mark.off > f.done {
                     self.inflight = self.inflight.saturating_sub(u64::from(mark.off - f.done));
                     f.done = mark.off;
                 }
                 break;
             }
         }
-        s.confirmed = mark;
+        s.confirmed[si] = mark;
         Ok(())
     }
 }

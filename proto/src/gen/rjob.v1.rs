@@ -1386,10 +1386,10 @@ pub mod receive_job_message {
         Ack(super::ReceiveAck),
     }
 }
-/// The client has written out (and, into a pipe, its reader has read) one child's output up to
-/// here: every chunk through `seq` whole, and the first `offset` bytes of chunk seq + 1. The
-/// daemon commits it as the child's received mark, then sends more: it keeps at most 256 KiB
-/// of output sent and not confirmed per receive.
+/// The client has written out (and, into a pipe, its reader has read) one stream of one child
+/// up to here: every chunk of that stream through `seq` whole, and the first `offset` bytes of
+/// its next chunk. The daemon commits it as that stream's received mark, then sends more: it
+/// keeps at most 256 KiB of output sent and not confirmed per receive.
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReceiveAck {
@@ -1399,6 +1399,8 @@ pub struct ReceiveAck {
     pub seq: u64,
     #[prost(uint32, tag = "3")]
     pub offset: u32,
+    #[prost(enumeration = "Stream", tag = "4")]
+    pub stream: i32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
