@@ -83,6 +83,23 @@ impl<W: Write> Printer<W> {
         Ok(())
     }
 
+    /// Bytes of `host`'s unfinished line on `stream`, held back waiting for its newline.
+    pub fn held(&self, host: usize, stream: Stream) -> usize {
+        self.partial
+            .get(&(host, stream == Stream::Stderr))
+            .map_or(0, Vec::len)
+    }
+
+    /// Prints what is left of `host`'s unfinished lines, each as a line.
+    pub fn release(&mut self, host: usize) -> std::io::Result<()> {
+        for is_err in [false, true] {
+            if let Some(line) = self.partial.remove(&(host, is_err)) {
+                self.line(host, is_err, 0, &line)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A host is done: print what is left of its unfinished lines, then its result record.
     pub fn done(&mut self, host: usize, outcome: &ChildOutcome) -> std::io::Result<()> {
         self.end_lines(host)?;

@@ -1,6 +1,7 @@
 //! The job commands, CLI side: each talks to the daemon over its Unix socket.
 
 pub mod control;
+pub mod delivered;
 pub mod jobs;
 pub mod receive;
 pub mod start;

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod jobs;
 pub mod notices;
 pub mod orphans;
+pub mod receive;
 pub mod service;
 pub mod statedir;
 pub mod store;

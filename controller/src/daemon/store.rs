@@ -13,6 +13,9 @@ use crate::daemon::statedir;
 pub use crate::daemon::store_error::StoreError;
 use crate::state::{parent_state, State};
 
+mod received;
+pub use received::Mark;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -150,6 +153,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        received::migrate(&conn).map_err(open_err)?;
         let in_store: Vec<i64> = {
             let mut stmt = conn
                 .prepare("SELECT id FROM jobs ORDER BY id")
@@ -475,14 +479,6 @@ impl Store {
             },
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    pub fn mark_received(&self, job_id: i64, idx: u32, seq: u64) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE children SET received_seq = ?3 WHERE job_id = ?1 AND idx = ?2 AND received_seq < ?3",
-            params![job_id, idx, to_i64(seq)],
-        )?;
-        Ok(())
     }
 
     pub fn remove_job(&self, job_id: i64) -> Result<(), StoreError> {

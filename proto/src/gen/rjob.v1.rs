@@ -1368,6 +1368,40 @@ pub struct ReceiveJobRequest {
     #[prost(bool, tag = "4")]
     pub follow: bool,
 }
+/// What the receiving client sends: the request first, then acks.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReceiveJobMessage {
+    #[prost(oneof = "receive_job_message::Message", tags = "1, 2")]
+    pub message: ::core::option::Option<receive_job_message::Message>,
+}
+/// Nested message and enum types in `ReceiveJobMessage`.
+pub mod receive_job_message {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Message {
+        #[prost(message, tag = "1")]
+        Request(super::ReceiveJobRequest),
+        #[prost(message, tag = "2")]
+        Ack(super::ReceiveAck),
+    }
+}
+/// The client has written out (and, into a pipe, its reader has read) one stream of one child
+/// up to here: every chunk of that stream through `seq` whole, and the first `offset` bytes of
+/// its next chunk. The daemon commits it as that stream's received mark, then sends more: it
+/// keeps at most 256 KiB of output sent and not confirmed per receive.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReceiveAck {
+    #[prost(uint32, tag = "1")]
+    pub child: u32,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(uint32, tag = "3")]
+    pub offset: u32,
+    #[prost(enumeration = "Stream", tag = "4")]
+    pub stream: i32,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct JobOutput {
@@ -1379,8 +1413,15 @@ pub struct JobOutput {
     pub stream: i32,
     #[prost(uint64, tag = "4")]
     pub seq: u64,
+    /// From byte `offset` of the chunk on (a receive that resumes inside a chunk).
     #[prost(bytes = "vec", tag = "5")]
     pub data: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint32, tag = "6")]
+    pub offset: u32,
+    /// The last message: everything was sent. The client writes out what it holds, confirms
+    /// it, and closes its side; the daemon ends the call when that side is closed.
+    #[prost(bool, tag = "7")]
+    pub end: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1609,10 +1650,12 @@ pub mod controller_client {
                 .insert(GrpcMethod::new("rjob.v1.Controller", "WaitJobs"));
             self.inner.unary(req, path, codec).await
         }
-        /// Output not received yet; with follow, live output until the job ends.
+        /// Output not received yet; with follow, live output until the job ends. The client's first
+        /// message is the request; without keep, it then confirms what it has written out (acks),
+        /// and only confirmed output is marked received. One such receive per job at a time.
         pub async fn receive_job(
             &mut self,
-            request: impl tonic::IntoRequest<super::ReceiveJobRequest>,
+            request: impl tonic::IntoStreamingRequest<Message = super::ReceiveJobMessage>,
         ) -> std::result::Result<
             tonic::Response<tonic::codec::Streaming<super::JobOutput>>,
             tonic::Status,
@@ -1629,10 +1672,10 @@ pub mod controller_client {
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Controller/ReceiveJob",
             );
-            let mut req = request.into_request();
+            let mut req = request.into_streaming_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("rjob.v1.Controller", "ReceiveJob"));
-            self.inner.server_streaming(req, path, codec).await
+            self.inner.streaming(req, path, codec).await
         }
         pub async fn stop_job(
             &mut self,
@@ -1762,10 +1805,12 @@ pub mod controller_server {
             >
             + std::marker::Send
             + 'static;
-        /// Output not received yet; with follow, live output until the job ends.
+        /// Output not received yet; with follow, live output until the job ends. The client's first
+        /// message is the request; without keep, it then confirms what it has written out (acks),
+        /// and only confirmed output is marked received. One such receive per job at a time.
         async fn receive_job(
             &self,
-            request: tonic::Request<super::ReceiveJobRequest>,
+            request: tonic::Request<tonic::Streaming<super::ReceiveJobMessage>>,
         ) -> std::result::Result<tonic::Response<Self::ReceiveJobStream>, tonic::Status>;
         async fn stop_job(
             &self,
@@ -2003,7 +2048,7 @@ pub mod controller_server {
                     struct ReceiveJobSvc<T: Controller>(pub Arc<T>);
                     impl<
                         T: Controller,
-                    > tonic::server::ServerStreamingService<super::ReceiveJobRequest>
+                    > tonic::server::StreamingService<super::ReceiveJobMessage>
                     for ReceiveJobSvc<T> {
                         type Response = super::JobOutput;
                         type ResponseStream = T::ReceiveJobStream;
@@ -2013,7 +2058,9 @@ pub mod controller_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::ReceiveJobRequest>,
+                            request: tonic::Request<
+                                tonic::Streaming<super::ReceiveJobMessage>,
+                            >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -2039,7 +2086,7 @@ pub mod controller_server {
                                 max_decoding_message_size,
                                 max_encoding_message_size,
                             );
-                        let res = grpc.server_streaming(method, req).await;
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
