@@ -15,6 +15,7 @@ pub enum Action {
 
 pub async fn run(action: Action, args: &JobRefs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     let mut client = daemon.connect().await?;
+    let mut out = super::stdout::Out::new();
     for job in &args.jobs {
         let request = pb::JobRef { job: job.clone() };
         let info = match action {
@@ -24,9 +25,14 @@ pub async fn run(action: Action, args: &JobRefs, daemon: &DaemonAddr) -> anyhow:
         }
         .map_err(from_status)?
         .into_inner();
-        println!("{} {}: {}", info.id, info.name, State::from_pb(info.state));
+        out.line(&format!(
+            "{} {}: {}",
+            info.id,
+            crate::escape::text(&info.name),
+            State::from_pb(info.state)
+        ))?;
     }
-    Ok(0)
+    Ok(out.status(0))
 }
 
 pub async fn remove(args: &RemoveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
@@ -41,8 +47,9 @@ pub async fn remove(args: &RemoveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8
         .map_err(from_status)?
         .into_inner()
         .removed;
+    let mut out = super::stdout::Out::new();
     for job in removed {
-        println!("removed {} {}", job.id, crate::escape::text(&job.name));
+        out.line(&format!("removed {} {}", job.id, crate::escape::text(&job.name)))?;
     }
-    Ok(0)
+    Ok(out.status(0))
 }

@@ -34,14 +34,14 @@ pub async fn run(args: &JobsArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     if let Some(lost) = crate::daemon::client::lost_notice() {
         eprintln!("rjob: warning: {lost}");
     }
+    let mut out = super::stdout::Out::new();
     match args.output {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::Value::Array(jobs.iter().map(job_json).collect())
-        ),
-        OutputFormat::Text => print!("{}", table(&jobs, args.children)),
+        OutputFormat::Json => {
+            out.line(&serde_json::Value::Array(jobs.iter().map(job_json).collect()).to_string())?
+        }
+        OutputFormat::Text => out.print(&table(&jobs, args.children))?,
     }
-    Ok(0)
+    Ok(out.status(0))
 }
 
 /// `12/40 done`.

@@ -5,6 +5,7 @@ pub mod delivered;
 pub mod jobs;
 pub mod receive;
 pub mod start;
+pub mod stdout;
 pub mod wait;
 
 use std::path::PathBuf;

@@ -53,17 +53,18 @@ async fn create(
         .await
         .map_err(from_status)?
         .into_inner();
+    let mut out = super::stdout::Out::new();
     match output {
-        OutputFormat::Text => println!(
+        OutputFormat::Text => out.line(&format!(
             "Id {}  Name {}  InstanceId {}",
             job.id,
             crate::escape::text(&job.name),
             job.instance_id
-        ),
-        OutputFormat::Json => println!(
-            "{}",
-            json!({"id": job.id, "name": job.name, "instance_id": job.instance_id, "children": job.children.len()})
-        ),
+        ))?,
+        OutputFormat::Json => out.line(
+            &json!({"id": job.id, "name": job.name, "instance_id": job.instance_id, "children": job.children.len()})
+                .to_string(),
+        )?,
     }
-    Ok(0)
+    Ok(out.status(0))
 }

@@ -19,19 +19,20 @@ pub async fn run(args: &WaitArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
             .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)),
     };
     let reply = client.wait_jobs(request).await.map_err(from_status)?.into_inner();
+    let mut out = super::stdout::Out::new();
     match args.output {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::json!({
+        OutputFormat::Json => out.line(
+            &serde_json::json!({
                 "timed_out": reply.timed_out,
                 "jobs": reply.jobs.iter().map(super::jobs::job_json).collect::<Vec<_>>(),
             })
-        ),
-        OutputFormat::Text => print!("{}", super::jobs::table(&reply.jobs, false)),
+            .to_string(),
+        )?,
+        OutputFormat::Text => out.print(&super::jobs::table(&reply.jobs, false))?,
     }
     if reply.timed_out {
         eprintln!("rjob: the timeout passed before the jobs finished");
-        return Ok(EXIT_TIMEOUT);
+        return Ok(out.status(EXIT_TIMEOUT));
     }
     let finished: Vec<State> = reply
         .jobs
@@ -44,5 +45,5 @@ pub async fn run(args: &WaitArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     } else {
         finished.iter().all(|s| *s == State::Completed)
     };
-    Ok(if ok { 0 } else { EXIT_FAILED })
+    Ok(out.status(if ok { 0 } else { EXIT_FAILED }))
 }
