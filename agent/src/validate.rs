@@ -19,6 +19,10 @@ pub const MAX_USER_NAME_BYTES: usize = 32;
 /// have: Linux refuses longer ones at exec (`MAX_ARG_STRLEN`, 32 pages).
 pub const MAX_ARG_STRLEN: usize = 32 * 4096;
 
+/// The longest run label accepted (bytes). rjob's labels are `InstanceId/index` (under 50);
+/// a label is kept with the run in memory and in its spool record, so it is bounded.
+pub const MAX_LABEL_BYTES: usize = 256;
+
 /// At most this much of a caller's string is shown back in an error message.
 const SHOWN: usize = 64;
 
@@ -93,6 +97,12 @@ pub fn request(req: &pb::StartRunRequest, c: &AgentConfig) -> Result<Checked, St
     }
     if req.script.contains('\0') {
         return Err(Status::invalid_argument("script contains a NUL byte"));
+    }
+    if req.label.len() > MAX_LABEL_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "label is {} bytes; this agent accepts labels of at most {MAX_LABEL_BYTES}",
+            req.label.len()
+        )));
     }
     let name = if req.interpreter.is_empty() {
         DEFAULT_INTERPRETER

@@ -58,3 +58,141 @@ fn job_commands_end_quietly_when_their_reader_goes_away_and_still_do_their_work(
     let left = ran(daemon.rjob().args(["jobs", "-o", "json"]));
     assert_eq!(left.stdout.trim(), "[]", "both jobs removed\n{left}");
 }
+
+mod hostile {
+    //! Requests `rjob` never sends, from a raw gRPC client with the controller's identity.
+
+    use std::path::Path;
+
+    use rjob_proto::v1 as pb;
+    use rjob_proto::v1::agent_client::AgentClient;
+    use rjob_tests::{Agent, Fleet};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+    use tonic::Code;
+
+    pub async fn client(agent: &Agent, dir: &Path) -> AgentClient<Channel> {
+        let read = |f: &str| std::fs::read(dir.join(f)).expect("identity file");
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.crt")))
+            .identity(Identity::from_pem(read("client.crt"), read("client.key")))
+            .domain_name(agent.addr.ip().to_string());
+        let channel = Endpoint::from_shared(format!("https://{}", agent.addr))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("tls")
+            .connect()
+            .await
+            .expect("connect");
+        AgentClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    pub fn request(script: &str) -> pb::StartRunRequest {
+        pb::StartRunRequest {
+            script: script.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Each request is refused with a one-line INVALID_ARGUMENT (never INTERNAL), and the
+    /// agent still runs a good request afterwards.
+    pub fn refused_as_invalid(fleet: &Fleet, cases: Vec<(&str, pb::StartRunRequest)>) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let mut c = client(&fleet.agents[0], &fleet.pki.dir).await;
+            for (what, req) in cases {
+                let got = c.start_run(req).await;
+                let status = match got {
+                    Ok(r) => panic!("{what}: accepted (run {})", r.into_inner().run_id),
+                    Err(s) => s,
+                };
+                assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+                let m = status.message();
+                assert!(!m.contains('\n') && m.len() < 400, "{what}: not one line: {m:?}");
+            }
+            let ok = c.start_run(request("echo fine")).await;
+            assert!(ok.is_ok(), "the agent no longer runs a good request: {ok:?}");
+        });
+    }
+}
+
+#[test]
+fn arguments_the_system_cannot_pass_are_invalid_argument_not_internal() {
+    let fleet = Fleet::start(1).expect("fleet");
+    let big = "x".repeat(120 * 1024);
+    let mut many = hostile::request("echo $#");
+    many.args = vec![big.clone(); 25];
+    let mut env_and_args = hostile::request("true");
+    env_and_args.args = vec![big.clone(); 16];
+    env_and_args.env = (0..2)
+        .map(|i| (format!("V{i}"), big[..100 * 1024].to_string()))
+        .collect();
+    hostile::refused_as_invalid(
+        &fleet,
+        vec![
+            ("25 arguments of 120 KiB", many),
+            ("16 arguments of 120 KiB and 2 variables of 100 KiB", env_and_args),
+        ],
+    );
+}
+
+#[test]
+fn malformed_fields_of_a_start_request_are_refused_one_line_and_the_agent_keeps_serving() {
+    let fleet = Fleet::start_with(1, |c| {
+        c.args(["--containment", "subreaper"]);
+    })
+    .expect("fleet");
+    let with = |f: &dyn Fn(&mut rjob_proto::v1::StartRunRequest)| {
+        let mut r = hostile::request("true");
+        f(&mut r);
+        r
+    };
+    let big = "x".repeat(120 * 1024);
+    hostile::refused_as_invalid(
+        &fleet,
+        vec![
+            (
+                "arguments past the system's limit (posix_spawn)",
+                with(&|r| r.args = vec![big.clone(); 25]),
+            ),
+            (
+                "a NUL in the working directory",
+                with(&|r| r.working_dir = "/tmp\0x".into()),
+            ),
+            (
+                "a relative working directory",
+                with(&|r| r.working_dir = "../etc".into()),
+            ),
+            ("a NUL in run_as", with(&|r| r.run_as = "root\0".into())),
+            (
+                "a NUL in an env value",
+                with(&|r| {
+                    r.env.insert("A".into(), "b\0c".into());
+                }),
+            ),
+            (
+                "'=' in an env name",
+                with(&|r| {
+                    r.env.insert("A=B".into(), "c".into());
+                }),
+            ),
+            (
+                "an empty env name",
+                with(&|r| {
+                    r.env.insert(String::new(), "c".into());
+                }),
+            ),
+            (
+                "a NUL in the script",
+                with(&|r| r.script = "true\0rm -rf /".into()),
+            ),
+            (
+                "a 1 MiB interpreter name",
+                with(&|r| r.interpreter = "x".repeat(1 << 20)),
+            ),
+            ("a 1 MiB label", with(&|r| r.label = "x".repeat(1 << 20))),
+            ("a timeout past max_timeout", with(&|r| r.timeout_ms = u64::MAX)),
+        ],
+    );
+}
