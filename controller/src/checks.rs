@@ -61,7 +61,7 @@ pub fn script(args: &ScriptArgs) -> Result<(), UsageError> {
         // relative to there).
         if !dir.starts_with('/') {
             return Err(UsageError(format!(
-                "--cwd {:?} must be an absolute path such as /srv/app: it names a directory on each host",
+                "--cwd \"{}\" must be an absolute path such as /srv/app: it names a directory on each host",
                 escape::text(dir)
             )));
         }
@@ -95,7 +95,7 @@ pub fn env_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "environment variable name {:?} is invalid: use letters, digits and _, not starting with a digit (-e NAME=VALUE)",
+            "environment variable name \"{}\" is invalid: use letters, digits and _, not starting with a digit (-e NAME=VALUE)",
             escape::text(name)
         ))
     }
@@ -109,7 +109,7 @@ pub fn user_name(name: &str) -> Result<(), String> {
     }
     if name.len() > MAX_USER_BYTES {
         return Err(format!(
-            "user name {:?}… is {} bytes long; user names have at most {MAX_USER_BYTES}",
+            "user name \"{}\"… is {} bytes long; user names have at most {MAX_USER_BYTES}",
             escape::text(&name.chars().take(16).collect::<String>()),
             name.len()
         ));
@@ -120,7 +120,7 @@ pub fn user_name(name: &str) -> Result<(), String> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !portable {
         return Err(format!(
-            "user name {:?} is invalid: use letters, digits, '.', '_' and '-', not starting with '-'",
+            "user name \"{}\" is invalid: use letters, digits, '.', '_' and '-', not starting with '-'",
             escape::text(name)
         ));
     }
@@ -143,23 +143,23 @@ pub fn job_name(name: &str) -> Result<(), String> {
     let shown = escape::text(name);
     if name.chars().any(char::is_control) {
         return Err(format!(
-            "job name {shown:?} holds control characters: use printable text"
+            "job name \"{shown}\" holds control characters: use printable text"
         ));
     }
     if name.trim() != name {
         return Err(format!(
-            "job name {shown:?} starts or ends with white space: jobs are named without it"
+            "job name \"{shown}\" starts or ends with white space: jobs are named without it"
         ));
     }
     if name.parse::<i64>().is_ok() {
         return Err(format!(
-            "job name {shown:?} is a number, which names a job by its Id: add a letter (e.g. job-{})",
+            "job name \"{shown}\" is a number, which names a job by its Id: add a letter (e.g. job-{})",
             name.trim_start_matches('+')
         ));
     }
     if uuid::Uuid::try_parse(name).is_ok() {
         return Err(format!(
-            "job name {shown:?} is a UUID, which names a job by its InstanceId: choose another"
+            "job name \"{shown}\" is a UUID, which names a job by its InstanceId: choose another"
         ));
     }
     Ok(())

@@ -196,3 +196,37 @@ fn malformed_fields_of_a_start_request_are_refused_one_line_and_the_agent_keeps_
         ],
     );
 }
+
+#[test]
+fn a_refused_name_is_shown_escaped_once_not_twice() {
+    let fleet = Fleet::start(0).expect("fleet");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "invoke",
+                "-H",
+                "h1",
+                "--as-job",
+                "--job-name",
+                "ev\u{1b}]0;x\u{7}il",
+                "-s",
+                "true",
+            ],
+            r#"job name "ev\e]0;x\x07il" holds control characters"#,
+        ),
+        (
+            &["invoke", "-H", "h1", "-e", "A\u{1b}B=1", "-s", "true"],
+            r#"environment variable name "A\eB" is invalid"#,
+        ),
+        (
+            &["invoke", "-H", "h1", "--cwd", "a\u{1b}", "-s", "true"],
+            r#"--cwd "a\e" must be an absolute path"#,
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = ran(fleet.rjob().args(args));
+        assert_eq!(out.code, 2, "{out}");
+        assert_eq!(out.stderr.lines().count(), 1, "{out}");
+        assert!(out.stderr.contains(expected), "{expected:?} not in\n{out}");
+    }
+}
