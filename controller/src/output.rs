@@ -100,6 +100,12 @@ impl<W: Write> Printer<W> {
         Ok(())
     }
 
+    /// Forgets `host`'s unfinished lines unprinted (they come again, whole, from the store).
+    pub fn discard(&mut self, host: usize) {
+        self.partial.remove(&(host, false));
+        self.partial.remove(&(host, true));
+    }
+
     /// A host is done: print what is left of its unfinished lines, then its result record.
     pub fn done(&mut self, host: usize, outcome: &ChildOutcome) -> std::io::Result<()> {
         self.end_lines(host)?;

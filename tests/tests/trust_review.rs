@@ -230,3 +230,46 @@ fn a_refused_name_is_shown_escaped_once_not_twice() {
         assert!(out.stderr.contains(expected), "{expected:?} not in\n{out}");
     }
 }
+
+#[test]
+fn a_receive_of_a_running_job_never_splits_the_line_still_being_written() {
+    let fleet = Fleet::start(1).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let go = fleet.scratch().join("go");
+    let script = format!(
+        "echo one; printf start-; printf err- >&2; while [ ! -e {} ]; do sleep 0.02; done; echo end; echo two; echo e2 >&2",
+        go.display()
+    );
+    let out = daemon.invoke_job(&fleet.hosts(), "partial", &script, &[]);
+    assert_eq!(out.code, 0, "{out}");
+    let host = fleet.hosts();
+    // Wait until both unfinished lines are in the store.
+    let stored = rjob_tests::wait_for(rjob_tests::WAIT, || {
+        let kept = ran(daemon.rjob().args(["receive", "partial", "--keep"]));
+        kept.stdout.contains("start-") && kept.stdout.contains("err-")
+    });
+    assert!(stored, "the unfinished lines never reached the store");
+    let first = ran(daemon.rjob().args(["receive", "partial"]));
+    assert_eq!(first.code, 0, "{first}");
+    assert_eq!(
+        first.stdout,
+        format!("{host}: one\n"),
+        "only whole lines\n{first}"
+    );
+    std::fs::write(&go, b"").expect("go");
+    assert!(
+        daemon.wait_state("partial", "Completed"),
+        "{}",
+        daemon.job("partial")
+    );
+    let second = ran(daemon.rjob().args(["receive", "partial"]));
+    assert_eq!(second.code, 0, "{second}");
+    let mut lines: Vec<&str> = second.stdout.lines().collect();
+    lines.sort_unstable();
+    let stderr_line = format!("{host} [stderr]: err-e2");
+    let mut expected = vec![format!("{host}: start-end"), format!("{host}: two"), stderr_line];
+    expected.sort_unstable();
+    assert_eq!(lines, expected, "the held lines whole, once\n{second}");
+    let third = ran(daemon.rjob().args(["receive", "partial"]));
+    assert_eq!(third.stdout, "", "nothing twice\n{third}");
+}

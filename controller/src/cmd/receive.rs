@@ -69,7 +69,12 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
     if at_end {
         return at_the_end(&mut client, &mut stream, job, how, to_daemon).await;
     }
-    let mut rx = Receiver::new(how, args, to_daemon);
+    let finished = job
+        .children
+        .iter()
+        .map(|c| crate::state::State::from_pb(c.state).is_finished())
+        .collect();
+    let mut rx = Receiver::new(how, args, to_daemon, finished);
     let result = rx.receive(&mut stream).await;
     match result {
         Ok(()) => {
@@ -160,6 +165,9 @@ struct Receiver {
     to_daemon: Option<mpsc::UnboundedSender<pb::ReceiveJobMessage>>,
     keep: bool,
     follow: bool,
+    /// Per child: whether it had ended when the receive began (all its output is stored). A
+    /// child still going may finish its last line later: that line is not printed in part.
+    finished: Vec<bool>,
     last_child: Option<usize>,
     flushed_at: u64,
 }
@@ -169,6 +177,7 @@ impl Receiver {
         how: Presentation,
         args: &ReceiveArgs,
         to_daemon: mpsc::UnboundedSender<pb::ReceiveJobMessage>,
+        finished: Vec<bool>,
     ) -> Self {
         let sink = Sink::stdout();
         let out = Counting::new(
@@ -188,6 +197,7 @@ impl Receiver {
             to_daemon: Some(to_daemon),
             keep: args.keep,
             follow: args.follow,
+            finished,
             last_child: None,
             flushed_at: 0,
         }
@@ -235,10 +245,10 @@ impl Receiver {
             ))));
         }
         // Without --follow the daemon sends child by child: a new child means the last one's
-        // unfinished lines are all there is.
+        // unfinished lines are all there is for now.
         if !self.follow {
             if let Some(prev) = self.last_child.filter(|p| *p != child) {
-                self.release(prev)?;
+                self.end_child(prev)?;
             }
         }
         self.last_child = Some(child);
@@ -308,10 +318,22 @@ impl Receiver {
         Ok(())
     }
 
+    /// The daemon sent all it has of `child`. An unfinished line of a child that had ended
+    /// is all there is: printed as it is (and so with --keep, which takes nothing). One of a
+    /// child still going waits for its newline: it is not printed and not confirmed, so the
+    /// next receive starts with it, whole.
+    fn end_child(&mut self, child: usize) -> Result<(), Stop> {
+        if self.follow || self.keep || self.finished.get(child).copied().unwrap_or(true) {
+            return self.release(child);
+        }
+        self.printer.discard(child);
+        Ok(())
+    }
+
     /// Everything was sent: print what is held, then wait until the reader has it all.
     async fn end(&mut self) -> Result<(), Stop> {
         for child in 0..self.labels {
-            self.release(child)?;
+            self.end_child(child)?;
         }
         self.printer.finish()?;
         loop {
