@@ -5,7 +5,8 @@
 //! letters, digits, `.`, `_` and `-` are written `%XX` (so `/` and control characters never
 //! reach the file system), as are `%` itself and a leading `.` (no `..`, no hidden files).
 //! The mapping is one-to-one: two hosts never share a file. Existing files are refused before
-//! any host is contacted unless `--force`; files are created with `O_EXCL` all the same.
+//! any host is contacted unless `--force`; files are created with `O_EXCL` all the same, and
+//! never opened through a symlink (`O_NOFOLLOW`), with mode 0600.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write as _};
@@ -94,9 +95,12 @@ impl OutDir {
         file.flush()
     }
 
+    /// Opens a file to write: never through a symlink (one planted in a shared directory
+    /// would make `--force` overwrite its target), mode 0600 (output may hold secrets).
     fn create(&self, path: &Path) -> io::Result<io::BufWriter<std::fs::File>> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let mut options = OpenOptions::new();
-        options.write(true);
+        options.write(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
         if self.force {
             options.create(true).truncate(true);
         } else {

@@ -273,3 +273,41 @@ fn a_receive_of_a_running_job_never_splits_the_line_still_being_written() {
     let third = ran(daemon.rjob().args(["receive", "partial"]));
     assert_eq!(third.stdout, "", "nothing twice\n{third}");
 }
+
+#[test]
+fn output_dir_force_never_writes_through_a_planted_symlink_and_keeps_files_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fleet = Fleet::start(1).expect("fleet");
+    let host = fleet.hosts();
+    let dir = fleet.scratch().join("out");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let victim = fleet.scratch().join("victim");
+    std::fs::write(&victim, b"precious\n").expect("victim");
+    let stem = host.replace(':', "%3A");
+    std::os::unix::fs::symlink(&victim, dir.join(format!("{stem}.out"))).expect("plant");
+    let out = ran(fleet
+        .rjob()
+        .args(["invoke", "-H", &host, "--script", "echo owned"])
+        .arg("--output-dir")
+        .arg(&dir)
+        .arg("--force"));
+    assert_eq!(
+        std::fs::read(&victim).expect("victim"),
+        b"precious\n",
+        "written through the symlink\n{out}"
+    );
+    assert_eq!(out.code, 1, "a file it cannot write fails the run\n{out}");
+    assert!(out.stderr.contains("--output-dir"), "{out}");
+    // A clean directory: the files are written, readable by their owner only.
+    let clean = fleet.scratch().join("clean");
+    let out = ran(fleet
+        .rjob()
+        .args(["invoke", "-H", &host, "--script", "echo fine"])
+        .arg("--output-dir")
+        .arg(&clean));
+    assert_eq!(out.code, 0, "{out}");
+    let file = clean.join(format!("{stem}.out"));
+    assert_eq!(std::fs::read_to_string(&file).expect("out file"), "fine\n");
+    let mode = std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", file.display());
+}
