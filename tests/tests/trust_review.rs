@@ -311,3 +311,97 @@ fn output_dir_force_never_writes_through_a_planted_symlink_and_keeps_files_priva
     let mode = std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", file.display());
 }
+
+mod full_disk {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use rjob_tests::ran;
+
+    /// A tmpfs mounted on a directory, unmounted (lazily) when dropped.
+    pub struct Tmpfs(pub PathBuf);
+
+    impl Tmpfs {
+        pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+            std::fs::create_dir_all(dir).expect("mount point");
+            let out = ran(Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size},mode=0700"))
+                .arg("tmpfs")
+                .arg(dir));
+            assert_eq!(out.code, 0, "mounting a tmpfs needs root: {out}");
+            Tmpfs(dir.to_owned())
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+
+    /// Fills the file system of `path` with `path` itself.
+    pub fn fill(path: &Path) {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(path).expect("filler");
+        while file.write_all(&[0u8; 64 << 10]).is_ok() {}
+        while file.write_all(&[0u8; 512]).is_ok() {}
+    }
+
+    /// Pids of `rjob serve` processes on `state_dir` (the ones the CLI started).
+    pub fn daemons(state_dir: &Path) -> Vec<i32> {
+        let pattern = format!("rjob serve --state-dir {} ", state_dir.display());
+        let out = ran(Command::new("pgrep").arg("-f").arg(pattern));
+        out.stdout.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+
+    /// Stops them as systemd would (SIGTERM) and waits until they are gone.
+    pub fn stop_daemons(state_dir: &Path) {
+        for pid in daemons(state_dir) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM);
+        }
+        assert!(
+            rjob_tests::wait_for(rjob_tests::WAIT, || daemons(state_dir).is_empty()),
+            "the daemon did not stop"
+        );
+    }
+}
+
+#[test]
+fn a_daemon_that_cannot_open_its_store_on_a_full_disk_says_so_and_never_advises_moving_it() {
+    let fleet = Fleet::start(0).expect("fleet");
+    let state = fleet.tmp.path().join("full-state");
+    let _mount = full_disk::Tmpfs::mount(&state, "2m");
+    let rjob = || {
+        let mut cmd = fleet.rjob();
+        cmd.env("RJOB_STATE_DIR", &state);
+        cmd
+    };
+    let made = ran(rjob().args(["start", "--name", "kept", "--script", "echo kept"]));
+    assert_eq!(made.code, 0, "{made}");
+    assert!(rjob_tests::wait_for(rjob_tests::WAIT, || ran(
+        rjob().args(["jobs", "kept"])
+    )
+    .stdout
+    .contains("Completed")));
+    full_disk::stop_daemons(&state);
+    full_disk::fill(&state.join("filler"));
+    let out = ran(rjob().arg("jobs"));
+    full_disk::stop_daemons(&state);
+    assert_eq!(out.code, 2, "{out}");
+    let error = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("rjob: error:"))
+        .unwrap_or_default();
+    assert!(error.contains("full"), "the error says the disk is full\n{out}");
+    assert!(
+        !error.contains("move it aside"),
+        "an intact store is never to be moved aside\n{out}"
+    );
+    std::fs::remove_file(state.join("filler")).expect("free the space");
+    let listed = ran(rjob().args(["jobs", "kept"]));
+    full_disk::stop_daemons(&state);
+    assert_eq!(listed.code, 0, "{listed}");
+    assert!(listed.stdout.contains("kept"), "the job is still there\n{listed}");
+}

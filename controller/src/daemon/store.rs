@@ -130,10 +130,7 @@ fn to_i64(v: u64) -> i64 {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        };
+        let open_err = |source| super::store_error::open_error(path, source);
         // The store and SQLite's files beside it: never through a planted symlink, never
         // another user's, mode 0600 (SQLite gives its -wal and -shm the mode of the store).
         for suffix in ["", "-wal", "-shm"] {

@@ -13,6 +13,13 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The store could not be opened for want of space: it is not damaged.
+    #[error("job store {path}: {source}: the file system of the state directory is full (the store itself is intact): free some space and start again")]
+    OpenFull {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("job store: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("the job store holds a damaged request for job {id} ({detail})")]
@@ -28,7 +35,9 @@ impl StoreError {
     pub fn short(&self) -> String {
         use rusqlite::ErrorCode;
         let sql = match self {
-            StoreError::Open { source, .. } | StoreError::Sql(source) => source,
+            StoreError::Open { source, .. }
+            | StoreError::OpenFull { source, .. }
+            | StoreError::Sql(source) => source,
             StoreError::Corrupt { id, .. } => return format!("damaged request for job {id}"),
             StoreError::Ids(e) => return e.to_string(),
             StoreError::File(e) => return e.to_string(),
@@ -41,6 +50,26 @@ impl StoreError {
             Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => "damaged".to_string(),
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => "busy".to_string(),
             _ => sql.to_string(),
+        }
+    }
+}
+
+/// The store at `path` could not be opened: [`StoreError::OpenFull`] when its file system has
+/// no space left (SQLite may then report only an I/O error, growing its -shm file), else
+/// [`StoreError::Open`], which means the store itself is in question.
+pub fn open_error(path: &std::path::Path, source: rusqlite::Error) -> StoreError {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let no_space = source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+        || nix::sys::statvfs::statvfs(dir).is_ok_and(|fs| fs.blocks_available() == 0);
+    if no_space {
+        StoreError::OpenFull {
+            path: path.to_owned(),
+            source,
+        }
+    } else {
+        StoreError::Open {
+            path: path.to_owned(),
+            source,
         }
     }
 }
