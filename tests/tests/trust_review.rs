@@ -385,6 +385,9 @@ fn a_daemon_that_cannot_open_its_store_on_a_full_disk_says_so_and_never_advises_
     .stdout
     .contains("Completed")));
     full_disk::stop_daemons(&state);
+    // With no process on the store, its -shm is rebuilt at open (as after a reboot): SQLite
+    // must then create it, which a full file system refuses.
+    let _ = std::fs::remove_file(state.join("jobs.db-shm"));
     full_disk::fill(&state.join("filler"));
     let out = ran(rjob().arg("jobs"));
     full_disk::stop_daemons(&state);
