@@ -61,6 +61,9 @@ impl PamGate {
             self.failures.succeeded(identity, user);
             return true;
         }
+        // The slot bounds PAM work, not the wait below: a client sleeping out its slow-down
+        // must not keep other clients' password checks waiting.
+        drop(_any);
         let (failures, delay) = self.failures.failed(identity, user);
         tracing::info!(target: "audit", client = identity, run_as = user, failures, delay_ms = delay.as_millis() as u64, "authentication failed");
         tokio::time::sleep(delay).await;

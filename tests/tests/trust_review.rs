@@ -408,3 +408,119 @@ fn a_daemon_that_cannot_open_its_store_on_a_full_disk_says_so_and_never_advises_
     assert_eq!(listed.code, 0, "{listed}");
     assert!(listed.stdout.contains("kept"), "the job is still there\n{listed}");
 }
+
+mod pam {
+    use std::process::Command;
+    use std::sync::OnceLock;
+
+    use rjob_tests::ran;
+
+    pub const USER: &str = "rjvpam";
+    pub const PASSWORD: &str = "Rev1ew-rjob-test-secret";
+    pub const SERVICE: &str = "rjob-review-test";
+
+    pub fn setup() {
+        static DONE: OnceLock<()> = OnceLock::new();
+        DONE.get_or_init(|| {
+            assert!(nix::unistd::geteuid().is_root(), "this test creates a user: run it as root");
+            let sh = |script: &str| {
+                let out = ran(Command::new("sh").args(["-c", script]));
+                assert_eq!(out.code, 0, "{script}: {out}");
+            };
+            sh(&format!("id {USER} >/dev/null 2>&1 || useradd -m -s /bin/sh {USER}"));
+            sh(&format!("echo '{USER}:{PASSWORD}' | chpasswd"));
+            std::fs::write(
+                std::path::Path::new("/etc/pam.d").join(SERVICE),
+                "# rjob integration tests (trust_review)\nauth required pam_unix.so nodelay\naccount required pam_unix.so\n",
+            )
+            .expect("PAM service file");
+        });
+    }
+}
+
+#[test]
+fn clients_sleeping_out_their_password_slow_down_never_hold_up_another_clients_login() {
+    pam::setup();
+    let policy = format!(
+        "[[allow]]\nidentity = \"*\"\nusers = [\"{}\"]\npassword = true\n",
+        pam::USER
+    );
+    let fleet = Fleet::start_policy(1, &policy, |c| {
+        c.args(["--pam-service", pam::SERVICE]);
+    })
+    .expect("fleet");
+    let host = fleet.hosts();
+    let wrong = fleet.scratch().join("wrong");
+    std::fs::write(&wrong, "not-the-password\n").expect("wrong");
+    let right = fleet.scratch().join("right");
+    std::fs::write(&right, format!("{}\n", pam::PASSWORD)).expect("right");
+    // Four other clients (as many as the agent checks passwords at once), each guessing.
+    let guessers: Vec<std::path::PathBuf> = (1..=4)
+        .map(|i| {
+            let dir = fleet.tmp.path().join(format!("guesser{i}"));
+            let out = ran(fleet
+                .rjob()
+                .args(["pki", "issue-client", &format!("guesser{i}"), "--ca-dir"])
+                .arg(&fleet.pki.dir)
+                .arg("--out")
+                .arg(&dir));
+            assert_eq!(out.code, 0, "{out}");
+            dir
+        })
+        .collect();
+    let guess = |dir: &std::path::Path| {
+        let mut cmd = fleet.rjob();
+        cmd.env("RJOB_IDENTITY", dir)
+            .args(["invoke", "-H", &host, "--user", pam::USER, "--password-file"])
+            .arg(&wrong)
+            .args(["--script", "true"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    // Four failures each (slowed down 0, 0, 0.5 and 1 s), side by side.
+    std::thread::scope(|s| {
+        for dir in &guessers {
+            s.spawn(|| {
+                for _ in 0..4 {
+                    let status = guess(dir).status().expect("guess");
+                    assert_eq!(status.code(), Some(1));
+                }
+            });
+        }
+    });
+    // The fifth failure of each is answered only after 2 s.
+    let mut sleeping: Vec<std::process::Child> = guessers
+        .iter()
+        .map(|d| guess(d).spawn().expect("guess"))
+        .collect();
+    let agent = &fleet.agents[0];
+    let all_sleeping = rjob_tests::wait_for(rjob_tests::WAIT, || {
+        agent
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("failures=5"))
+            .count()
+            == 4
+    });
+    assert!(all_sleeping, "{}", agent.log_text());
+    let login = ran(fleet
+        .rjob()
+        .args(["invoke", "-H", &host, "--user", pam::USER, "--password-file"])
+        .arg(&right)
+        .args(["--script", "id -un"]));
+    let still_sleeping = sleeping
+        .iter_mut()
+        .map(|c| matches!(c.try_wait(), Ok(None)))
+        .filter(|&going| going)
+        .count();
+    for mut child in sleeping {
+        let _ = child.wait();
+    }
+    assert_eq!(login.code, 0, "{login}");
+    assert_eq!(login.lines_of(&host), [pam::USER], "{login}");
+    assert_eq!(
+        still_sleeping, 4,
+        "the login waited for the guessers' slow-down to end"
+    );
+}
