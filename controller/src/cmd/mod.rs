@@ -1,5 +1,6 @@
 //! The job commands, CLI side: each talks to the daemon over its Unix socket.
 
+pub mod cells;
 pub mod control;
 pub mod jobs;
 pub mod receive;
