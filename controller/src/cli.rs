@@ -146,6 +146,9 @@ pub struct InvokeArgs {
     /// Name of the background job [default: JobN]
     #[arg(long, value_name = "NAME", requires = "as_job")]
     pub job_name: Option<String>,
+    /// No progress line on stderr (it is shown only on a terminal, with text output)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +196,9 @@ pub struct WaitArgs {
     pub timeout: Option<std::time::Duration>,
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// No progress line on stderr (it is shown only on a terminal, with text output)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +220,10 @@ pub struct ReceiveArgs {
     pub raw: bool,
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// No progress line on stderr with --follow (it is shown only on a terminal, with text
+    /// output)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -145,12 +145,14 @@ struct PrinterSink {
 impl ChildSink for PrinterSink {
     async fn starting(&self) {}
 
-    async fn started(&self, _run_id: &str) {}
+    async fn started(&self, _run_id: &str) {
+        crate::progress::started(self.host);
+    }
 
     async fn state(&self, state: State, reason: Option<String>) {
         // Waiting at a busy agent is worth a word: the fan-out is not stuck.
         if let (State::NotStarted, Some(reason)) = (state, reason) {
-            eprintln!("rjob: {}: {reason}", self.label);
+            crate::progress::eprintln(&format!("rjob: {}: {reason}", self.label));
         }
     }
 
@@ -250,7 +252,7 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            eprintln!("rjob: stopping the runs (Ctrl-C again to quit at once)");
+            crate::progress::eprintln("rjob: stopping the runs (Ctrl-C again to quit at once)");
             desired_tx.send_replace(Desired {
                 stop: true,
                 suspend: false,
@@ -260,8 +262,10 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
             }
         }
     });
+    crate::progress::begin(labels.len(), crate::progress::wanted(args.quiet, format));
     fan_out(invocation, settings, tx, desired).await;
     let outcomes = printer.join().unwrap_or_else(|_| vec![None; labels.len()]);
+    crate::progress::end();
     eprint!("{}", output::summary(&labels, &outcomes, started.elapsed()));
     if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(EXIT_INTERRUPTED);
@@ -281,7 +285,7 @@ fn print_events(
     let mut outcomes = vec![None; labels.len()];
     let stdout = std::io::stdout();
     let mut printer = Printer::new(
-        std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()),
+        std::io::BufWriter::with_capacity(64 * 1024, crate::progress::Guarded::new(stdout.lock())),
         format,
         labels,
     )
@@ -309,6 +313,7 @@ fn print_events(
                 write_ok = write_ok && printer.output(host, stream, seq, &data).is_ok();
             }
             ChildEvent::Done { host, outcome } => {
+                crate::progress::done(host, outcome.state == State::Completed);
                 write_ok = write_ok && printer.done(host, &outcome).is_ok();
                 if let Some(slot) = outcomes.get_mut(host) {
                     *slot = Some(outcome);

@@ -32,7 +32,13 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         .map_err(from_status)?
         .into_inner();
     let stdout = std::io::stdout();
-    let mut printer = Printer::new(std::io::BufWriter::new(stdout.lock()), args.output, labels)
+    let progress = super::wait::ProgressPoller::start(
+        &client,
+        std::slice::from_ref(&job.instance_id),
+        args.follow && crate::progress::wanted(args.quiet, args.output),
+    );
+    let out = crate::progress::Guarded::new(stdout.lock());
+    let mut printer = Printer::new(std::io::BufWriter::new(out), args.output, labels)
         .escape_controls(crate::escape::for_stdout(args.raw));
     while let Some(out) = stream.message().await.map_err(from_status)? {
         let stream = pb::Stream::try_from(out.stream).unwrap_or(pb::Stream::Stdout);
@@ -42,5 +48,6 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         }
     }
     printer.finish()?;
+    drop(progress);
     Ok(0)
 }
