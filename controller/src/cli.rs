@@ -39,6 +39,10 @@ pub enum Command {
     Wait(WaitArgs),
     /// Show a job's output: what came since the last receive (Receive-Job)
     Receive(ReceiveArgs),
+    /// A full-screen live view of one job: a row per host with its state, duration, exit code
+    /// and last output line; / filters hosts, f shows only failed ones, Enter follows one
+    /// host's output, q quits. Never consumes output (as receive --keep)
+    Watch(WatchArgs),
     /// Stop jobs: running children are killed, queued ones never start (Stop-Job)
     Stop(JobRefs),
     /// Suspend jobs: SIGSTOP to every run's process group; queued children wait (Suspend-Job)
@@ -199,6 +203,12 @@ pub struct WaitArgs {
     /// No progress line on stderr (it is shown only on a terminal, with text output)
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The job, by Id, Name or InstanceId
+    pub job: String,
 }
 
 #[derive(Debug, Args)]

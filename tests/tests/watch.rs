@@ -15,11 +15,16 @@ struct Tmux {
 
 impl Tmux {
     fn start(name: &str, command: &str) -> Tmux {
+        Tmux::start_sized(name, command, 200, 50)
+    }
+
+    fn start_sized(name: &str, command: &str, columns: u16, lines: u16) -> Tmux {
         let socket = format!("rjw-{name}-{}", std::process::id());
         let shell = format!("{command}; echo \"[exit $?]\"; exec sleep 3600");
         let status = Command::new("tmux")
             .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d", "-s", "t"])
-            .args(["-x", "200", "-y", "50", "sh", "-c", &shell])
+            .args(["-x", &columns.to_string(), "-y", &lines.to_string()])
+            .args(["sh", "-c", &shell])
             .status()
             .unwrap_or_else(|e| panic!("cannot run tmux (apt-get install -y tmux): {e}"));
         assert!(status.success(), "tmux new-session failed: {status}");
@@ -44,7 +49,6 @@ impl Tmux {
         (ok, last)
     }
 
-    #[allow(dead_code)] // used by the watch tests
     fn keys(&self, keys: &[&str]) {
         let status = Command::new("tmux")
             .args(["-L", &self.socket, "send-keys", "-t", "t"])
@@ -254,4 +258,124 @@ fn receive_follow_shows_the_progress_line_beside_whole_output_lines() {
             "split or mixed line {l:?}:\n{screen}"
         );
     }
+}
+
+/// Host rows of `rjob watch` on a screen: lines that start with an agent's address.
+fn host_rows(screen: &str) -> Vec<&str> {
+    screen
+        .lines()
+        .filter(|l| l.trim_start().starts_with("127.0.0."))
+        .collect()
+}
+
+#[test]
+fn watch_shows_64_hosts_filters_follows_one_and_quits_with_q() {
+    const HOSTS: usize = 64;
+    let fleet = Fleet::start(HOSTS).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let dir = fleet.scratch();
+    let gate = dir.join("gate");
+    // Every host says it started and waits for the gate; then the first four to take a
+    // token fail with exit status 3, the others finish.
+    let script = format!(
+        "echo started; while [ ! -e {gate} ]; do sleep 0.05; done; \
+         for k in 1 2 3 4; do if mkdir {dir}/token$k 2>/dev/null; then echo failing; exit 3; fi; done; \
+         echo finished",
+        gate = gate.display(),
+        dir = dir.display()
+    );
+    let out = daemon.invoke_job(&fleet.hosts(), "watched", &script, &["--throttle-limit", "64"]);
+    assert_eq!(out.code, 0, "{out}");
+    let line = rjob_line(
+        &[
+            ("RJOB_IDENTITY", &fleet.pki.dir),
+            ("RJOB_STATE_DIR", &daemon.state_dir),
+        ],
+        &["watch", "watched"],
+    );
+    let tmux = Tmux::start_sized("watch", &line, 160, 80);
+
+    // All 64 rows, Running, each with its last line.
+    let (ok, screen) = tmux.wait_screen(|s| {
+        s.contains("Running 64")
+            && host_rows(s).len() == HOSTS
+            && host_rows(s)
+                .iter()
+                .all(|r| r.contains("Running") && r.ends_with("started"))
+    });
+    assert!(ok, "not 64 running hosts with their last line:\n{screen}");
+    assert!(screen.contains("throttle 64"), "{screen}");
+    assert!(screen.contains("Job 1 watched · Running · 64 hosts"), "{screen}");
+
+    std::fs::write(&gate, "").expect("open the gate");
+    let (ok, screen) = tmux.wait_screen(|s| {
+        s.contains("Completed 60 · Failed 4")
+            && host_rows(s)
+                .iter()
+                .all(|r| r.ends_with("finished") || r.ends_with("failing"))
+    });
+    assert!(ok, "the job did not end as it should:\n{screen}");
+
+    // f: only the failed hosts, with their exit status.
+    tmux.keys(&["f"]);
+    let (ok, screen) = tmux.wait_screen(|s| {
+        let rows = host_rows(s);
+        rows.len() == 4 && rows.iter().all(|r| r.contains("Failed") && r.contains(" 3 "))
+    });
+    assert!(ok, "f did not show the 4 failed hosts:\n{screen}");
+    tmux.keys(&["f"]);
+
+    // /: a filter on one host's address.
+    let target = fleet.agents[30].host();
+    let address = target.split(':').next().unwrap_or_default().to_string();
+    tmux.keys(&["/"]);
+    tmux.keys(&["-l", &format!("{address}:")]);
+    tmux.keys(&["Enter"]);
+    let (ok, screen) = tmux.wait_screen(|s| {
+        let rows = host_rows(s);
+        rows.len() == 1 && rows[0].trim_start().starts_with(&format!("{address}:"))
+    });
+    assert!(ok, "the filter did not leave one host:\n{screen}");
+
+    // Enter: that host's output, whole.
+    tmux.keys(&["Enter"]);
+    let (ok, screen) = tmux.wait_screen(|s| {
+        s.contains("· following")
+            && s.lines().any(|l| l.trim() == "started")
+            && s.lines().any(|l| l.trim() == "finished" || l.trim() == "failing")
+    });
+    assert!(ok, "Enter did not follow the host:\n{screen}");
+
+    // Esc back to the table, q quits and the terminal is as it was.
+    tmux.keys(&["Escape"]);
+    let (ok, screen) = tmux.wait_screen(|s| host_rows(s).len() == 1 && !s.contains("following"));
+    assert!(ok, "Esc did not go back to the table:\n{screen}");
+    tmux.keys(&["q"]);
+    let (ok, screen) = tmux.wait_screen(|s| s.contains("[exit 0]"));
+    assert!(ok, "q did not quit:\n{screen}");
+    assert!(
+        host_rows(&screen).is_empty(),
+        "the view stayed on screen:\n{screen}"
+    );
+
+    // Watching consumed nothing: a receive still gets every host's output.
+    let received = rjob_tests::ran(daemon.rjob().args(["receive", "watched"]));
+    assert_eq!(received.code, 0, "{received}");
+    assert_eq!(
+        received
+            .stdout
+            .lines()
+            .filter(|l| l.ends_with(": started"))
+            .count(),
+        HOSTS,
+        "{received}"
+    );
+}
+
+#[test]
+fn watch_without_a_terminal_is_a_one_line_usage_error() {
+    let out = rjob_tests::ran(Command::new(bin("rjob")).args(["watch", "anything"]));
+    assert_eq!(out.code, 2, "{out}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    assert!(out.stderr.contains("rjob watch needs a terminal"), "{out}");
 }

@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod receive;
 pub mod start;
 pub mod wait;
+pub mod watch;
 
 use std::path::PathBuf;
 
