@@ -19,7 +19,10 @@ impl Tmux {
     }
 
     fn start_sized(name: &str, command: &str, columns: u16, lines: u16) -> Tmux {
-        let socket = format!("rjw-{name}-{}", std::process::id());
+        // A socket per server, never reused: a server being killed still holds its name.
+        static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("rjw-{name}-{}-{n}", std::process::id());
         let shell = format!("{command}; echo \"[exit $?]\"; exec sleep 3600");
         let status = Command::new("tmux")
             .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d", "-s", "t"])
@@ -378,4 +381,70 @@ fn watch_without_a_terminal_is_a_one_line_usage_error() {
     assert_eq!(out.code, 2, "{out}");
     assert_eq!(out.stderr.lines().count(), 1, "{out}");
     assert!(out.stderr.contains("rjob watch needs a terminal"), "{out}");
+}
+
+/// `ReceiveJob` with `keep` and `after_seq` (what `rjob watch` reads a host's last line with):
+/// only the chunks after that sequence number, and nothing is marked received.
+#[test]
+fn a_kept_receive_after_a_sequence_number_reads_only_the_last_chunks() {
+    use rjob_proto::v1 as pb;
+    let fleet = Fleet::start(1).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    // Ten chunks: a line, then a pause long enough that the agent sends it on its own.
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i; sleep 0.2; done";
+    let out = daemon.invoke_job(&fleet.hosts(), "chunks", script, &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        daemon.wait_state("chunks", "Completed"),
+        "{}",
+        daemon.job("chunks")
+    );
+    let job = daemon.job("chunks");
+    let host = job["children"][0]["host"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let socket = format!("unix://{}", daemon.state_dir.join("rjob.sock").display());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let received = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::try_from(socket)
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the daemon");
+        let mut client = pb::controller_client::ControllerClient::new(channel);
+        let listed = client
+            .list_jobs(pb::ListJobsRequest {
+                jobs: vec!["chunks".into()],
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        let last_seq = listed.jobs[0].children[0].last_seq;
+        assert!(last_seq >= 3, "too few chunks to tell: {last_seq}");
+        let mut stream = client
+            .receive_job(pb::ReceiveJobRequest {
+                job: "chunks".into(),
+                keep: true,
+                host: host.clone(),
+                follow: false,
+                after_seq: last_seq - 2,
+            })
+            .await
+            .expect("receive")
+            .into_inner();
+        let mut seqs = Vec::new();
+        let mut data = Vec::new();
+        while let Some(out) = stream.message().await.expect("message") {
+            seqs.push(out.seq);
+            data.extend_from_slice(&out.data);
+        }
+        assert_eq!(seqs, vec![last_seq - 1, last_seq], "{last_seq}");
+        String::from_utf8_lossy(&data).into_owned()
+    });
+    assert!(received.ends_with("line10\n"), "{received:?}");
+    assert!(!received.contains("line1\n"), "{received:?}");
+    // Nothing was marked received: a receive still gets all ten lines.
+    let all = rjob_tests::ran(daemon.rjob().args(["receive", "chunks"]));
+    assert_eq!(all.stdout.lines().count(), 10, "{all}");
 }

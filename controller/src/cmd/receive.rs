@@ -25,6 +25,7 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         keep: args.keep,
         host: args.host.clone().unwrap_or_default(),
         follow: args.follow,
+        after_seq: 0,
     };
     let mut stream = client
         .receive_job(request)

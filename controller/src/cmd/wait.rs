@@ -1,5 +1,7 @@
 //! `rjob wait` (Wait-Job).
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use rjob_proto::v1 as pb;
 
 use super::{from_status, DaemonAddr};
@@ -13,16 +15,23 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Shows the progress line over the children of some jobs, read from the daemon every
 /// [`POLL`], until dropped (which clears the line). `rjob wait` and `rjob receive --follow`.
-pub struct ProgressPoller(Option<tokio::task::JoinHandle<()>>);
+pub struct ProgressPoller {
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Set when dropped; the task updates the line only while holding it unset, so a task
+    /// still running on another thread never draws the line again once it was cleared.
+    stopped: Arc<Mutex<bool>>,
+}
 
 impl ProgressPoller {
     pub fn start(client: &DaemonClient, jobs: &[String], shown: bool) -> ProgressPoller {
+        let stopped = Arc::new(Mutex::new(false));
         if !shown {
-            return ProgressPoller(None);
+            return ProgressPoller { task: None, stopped };
         }
         let mut lister = client.clone();
         let jobs = jobs.to_vec();
-        ProgressPoller(Some(tokio::spawn(async move {
+        let flag = stopped.clone();
+        let task = tokio::spawn(async move {
             let mut begun = false;
             loop {
                 let listed = lister
@@ -31,6 +40,10 @@ impl ProgressPoller {
                     .map(|r| r.into_inner().jobs);
                 if let Ok(listed) = listed {
                     let counts = counts(&listed);
+                    let stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
+                    if *stopped {
+                        return;
+                    }
                     if !begun {
                         crate::progress::begin(counts.total, true);
                         begun = true;
@@ -39,14 +52,19 @@ impl ProgressPoller {
                 }
                 tokio::time::sleep(POLL).await;
             }
-        })))
+        });
+        ProgressPoller {
+            task: Some(task),
+            stopped,
+        }
     }
 }
 
 impl Drop for ProgressPoller {
     fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
+        if let Some(task) = self.task.take() {
             task.abort();
+            *self.stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
             crate::progress::end();
         }
     }

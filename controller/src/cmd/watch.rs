@@ -2,7 +2,8 @@
 //!
 //! One row per host (state, duration, exit code, last output line) under a header with the
 //! counts per state and the throttle. The job is listed from the daemon four times a second;
-//! the last output line is read only for the hosts on screen whose output grew, and the
+//! the last output line is read only for the hosts on screen whose output grew (from their
+//! last few chunks: `ReceiveJob`'s `after_seq`), and the
 //! followed host's output is streamed: always as `rjob receive --keep` reads it, so watching
 //! never consumes output. The screen is drawn at most ten times a second.
 
@@ -28,6 +29,8 @@ use view::{Action, Model};
 
 /// The shortest time between two draws: at most ten a second.
 const FRAME: Duration = Duration::from_millis(100);
+/// Chunks read back from a host's last one to find its last line.
+const LAST_CHUNKS: u64 = 4;
 /// How often the job is listed.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -35,6 +38,8 @@ enum Update {
     Job(pb::JobInfo),
     LastLine(u32, String),
     Follow(u32, Vec<u8>),
+    /// The job could not be listed (the daemon went away, the job was removed).
+    Trouble(String),
 }
 
 pub async fn run(args: &WatchArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
@@ -86,7 +91,11 @@ pub async fn run(args: &WatchArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
             }
             Some(update) = updates.recv() => {
                 match update {
-                    Update::Job(job) => model.set_job(job),
+                    Update::Job(job) => {
+                        model.trouble = None;
+                        model.set_job(job);
+                    }
+                    Update::Trouble(text) => model.trouble = Some(text),
                     Update::LastLine(index, line) => {
                         model.last_line.insert(index, line);
                     }
@@ -207,7 +216,14 @@ async fn poll(
 ) {
     let mut read_up_to: HashMap<u32, u64> = HashMap::new();
     loop {
-        if let Ok(info) = list(&mut client, &job).await {
+        let listed = list(&mut client, &job).await;
+        if let Err(status) = &listed {
+            let text = crate::connect::describe_status(status);
+            if updates.send(Update::Trouble(text)).await.is_err() {
+                return;
+            }
+        }
+        if let Ok(info) = listed {
             let shown = visible.borrow().clone();
             let children = info.children.clone();
             if updates.send(Update::Job(info)).await.is_err() {
@@ -220,7 +236,7 @@ async fn poll(
                 if child.last_seq <= read_up_to.get(&index).copied().unwrap_or(0) {
                     continue;
                 }
-                if let Ok(line) = last_line(&mut client, &job, &host).await {
+                if let Ok(line) = last_line(&mut client, &job, &host, child.last_seq).await {
                     read_up_to.insert(index, child.last_seq);
                     if updates.send(Update::LastLine(index, line)).await.is_err() {
                         return;
@@ -232,13 +248,20 @@ async fn poll(
     }
 }
 
-/// The last line a host wrote (its unfinished line if it has one), read with `keep`.
-async fn last_line(client: &mut DaemonClient, job: &str, host: &str) -> Result<String, tonic::Status> {
+/// The last line a host wrote (its unfinished line if it has one), read with `keep` from its
+/// last [`LAST_CHUNKS`] chunks only: a host's whole output is never read for one row.
+async fn last_line(
+    client: &mut DaemonClient,
+    job: &str,
+    host: &str,
+    last_seq: u64,
+) -> Result<String, tonic::Status> {
     let request = pb::ReceiveJobRequest {
         job: job.to_string(),
         keep: true,
         host: host.to_string(),
         follow: false,
+        after_seq: last_seq.saturating_sub(LAST_CHUNKS),
     };
     let mut stream = client.receive_job(request).await?.into_inner();
     let mut last = LastLine::default();
@@ -290,6 +313,7 @@ async fn follow(
         keep: true,
         host,
         follow: true,
+        after_seq: 0,
     };
     let Ok(stream) = client.receive_job(request).await else {
         return;

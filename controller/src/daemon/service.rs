@@ -122,7 +122,7 @@ impl Controller for ControllerService {
         let manager = self.manager.clone();
         tokio::spawn(async move {
             if let Err(e) =
-                stream_output(&manager, job.id, &selected, &labels, req.keep, req.follow, &tx).await
+                stream_output(&manager, job.id, &selected, &labels, kept(&req), req.follow, &tx).await
             {
                 let _ = tx.send(Err(status(e))).await;
             }
@@ -161,15 +161,21 @@ impl Controller for ControllerService {
     }
 }
 
+/// With `keep`, where the receive starts for each child past what was received: `after_seq`
+/// (a receive that marks output received never skips any).
+fn kept(req: &pb::ReceiveJobRequest) -> Option<u64> {
+    req.keep.then_some(req.after_seq)
+}
+
 /// Sends output not yet received (child by child, in order); with `follow`, goes on with live
 /// output until the job has ended and everything was sent. Without `keep`, what was sent is
-/// marked received.
+/// marked received; with `keep: Some(after_seq)`, it is left unreceived.
 async fn stream_output(
     manager: &Manager,
     job_id: i64,
     selected: &[u32],
     labels: &[String],
-    keep: bool,
+    keep: Option<u64>,
     follow: bool,
     tx: &mpsc::Sender<Result<pb::JobOutput, Status>>,
 ) -> Result<(), JobError> {
@@ -178,7 +184,13 @@ async fn stream_output(
     let start = store.children(job_id)?;
     let mut cursors: Vec<u64> = selected
         .iter()
-        .map(|idx| start.iter().find(|c| c.idx == *idx).map_or(0, |c| c.received_seq))
+        .map(|idx| {
+            start
+                .iter()
+                .find(|c| c.idx == *idx)
+                .map_or(0, |c| c.received_seq)
+                .max(keep.unwrap_or(0))
+        })
         .collect();
     loop {
         changes.borrow_and_update();
@@ -208,7 +220,7 @@ async fn stream_output(
                     }
                 }
                 cursors[slot] = last;
-                if !keep {
+                if keep.is_none() {
                     store.mark_received(job_id, *idx, last)?;
                 }
             }

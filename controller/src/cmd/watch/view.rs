@@ -44,6 +44,8 @@ pub struct Model {
     follow_partial: Vec<u8>,
     /// Rows the table has room for, from the last draw.
     pub table_rows: usize,
+    /// Why the view is not up to date (the job could not be listed), shown in the header.
+    pub trouble: Option<String>,
     /// Time "now" in ms since the epoch, for durations of running hosts.
     pub now_ms: i64,
 }
@@ -243,9 +245,16 @@ impl Model {
         } else {
             "/ filter · f failed only · Enter follow · q quit"
         };
+        let second = match &self.trouble {
+            Some(why) => Line::styled(
+                format!("not up to date: {}", crate::escape::text(why)),
+                Style::new().fg(Color::Red),
+            ),
+            None => Line::raw(self.counts()),
+        };
         let lines = vec![
             Line::styled(title, Style::new().add_modifier(Modifier::BOLD)),
-            Line::raw(self.counts()),
+            second,
             Line::raw(format!("{view}    [{keys}]")),
         ];
         let block = Block::new().borders(Borders::BOTTOM);
@@ -433,5 +442,13 @@ mod tests {
         assert_eq!(m.visible().first().map(|v| v.0), Some(12));
         press(&mut m, KeyCode::End);
         assert_eq!(m.visible().last().map(|v| v.0), Some(99));
+    }
+
+    #[test]
+    fn trouble_listing_the_job_is_shown_instead_of_the_counts() {
+        let mut m = model(3);
+        m.trouble = Some("no job \"x\"\u{1b}[2J".into());
+        let s = screen(&mut m, 100, 10);
+        assert!(s.contains("not up to date: no job \"x\"\\e[2J"), "{s}");
     }
 }
