@@ -262,7 +262,10 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
             }
         }
     });
-    crate::progress::begin(labels.len(), crate::progress::wanted(args.quiet, format));
+    crate::progress::begin(
+        labels.len(),
+        crate::progress::wanted_beside_output(args.quiet, format),
+    );
     fan_out(invocation, settings, tx, desired).await;
     let outcomes = printer.join().unwrap_or_else(|_| vec![None; labels.len()]);
     crate::progress::end();

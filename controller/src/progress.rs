@@ -56,6 +56,24 @@ pub fn wanted(quiet: bool, format: OutputFormat) -> bool {
     !quiet && format == OutputFormat::Text && std::io::stderr().is_terminal()
 }
 
+/// Whether a command that writes output lines as they come shows the line: as [`wanted`],
+/// and standard output is not a pipe. A pipe's reader (`| grep`, `| less`) may write to the
+/// same terminal at any time later, across the line; a file or the terminal itself is fine.
+pub fn wanted_beside_output(quiet: bool, format: OutputFormat) -> bool {
+    wanted(quiet, format) && !stdout_is_a_pipe()
+}
+
+fn stdout_is_a_pipe() -> bool {
+    use nix::sys::stat::{fstat, SFlag};
+    match fstat(std::io::stdout()) {
+        Ok(st) => {
+            let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+            kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK
+        }
+        Err(_) => true, // unknown: no line
+    }
+}
+
 /// Starts the line for `total` hosts, if `shown` (see [`wanted`]).
 pub fn begin(total: usize, shown: bool) {
     if !shown {

@@ -168,13 +168,19 @@ fn invoke_shows_a_progress_line_while_hosts_run_and_clears_it_before_output_and_
 }
 
 #[test]
-fn no_progress_line_with_quiet_or_json() {
+fn no_progress_line_with_quiet_or_json_or_into_a_pipe() {
     let fleet = Fleet::start(2).expect("fleet");
     let hosts = fleet.hosts();
-    for extra in [&["--quiet"][..], &["--output", "json"][..]] {
+    for (extra, pipe) in [
+        (&["--quiet"][..], ""),
+        (&["--output", "json"][..], ""),
+        // A pipe's reader writes to the terminal whenever it likes: no line beside it.
+        (&[][..], " | cat"),
+    ] {
         let mut args = vec!["invoke", "-H", &hosts, "--script", "echo hi; sleep 1"];
         args.extend_from_slice(extra);
-        let tmux = Tmux::start("quiet", &rjob_line(&[("RJOB_IDENTITY", &fleet.pki.dir)], &args));
+        let line = rjob_line(&[("RJOB_IDENTITY", &fleet.pki.dir)], &args) + pipe;
+        let tmux = Tmux::start("quiet", &line);
         let mut seen = false;
         let (ok, screen) = tmux.wait_screen(|s| {
             seen |= progress_line(s).is_some();

@@ -36,7 +36,7 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
     let progress = super::wait::ProgressPoller::start(
         &client,
         std::slice::from_ref(&job.instance_id),
-        args.follow && crate::progress::wanted(args.quiet, args.output),
+        args.follow && crate::progress::wanted_beside_output(args.quiet, args.output),
     );
     let out = crate::progress::Guarded::new(stdout.lock());
     let mut printer = Printer::new(std::io::BufWriter::new(out), args.output, labels)

@@ -46,6 +46,8 @@ pub struct Model {
     pub table_rows: usize,
     /// Why the view is not up to date (the job could not be listed), shown in the header.
     pub trouble: Option<String>,
+    /// Width of the host column.
+    host_width: usize,
     /// Time "now" in ms since the epoch, for durations of running hosts.
     pub now_ms: i64,
 }
@@ -85,6 +87,15 @@ impl Model {
     }
 
     pub fn set_job(&mut self, job: pb::JobInfo) {
+        // The host column fits the widest host of the job (at most 40 columns): measured once
+        // per listing, not on every draw.
+        self.host_width = job
+            .children
+            .iter()
+            .map(|c| super::super::cells::width(&crate::escape::text(&c.host)))
+            .max()
+            .unwrap_or(4)
+            .clamp(4, 40);
         self.job = job;
         self.clamp();
     }
@@ -298,14 +309,8 @@ impl Model {
                 .style(style)
             })
             .collect();
-        let host_width = shown
-            .iter()
-            .map(|c| super::super::cells::width(&crate::escape::text(&c.host)))
-            .max()
-            .unwrap_or(4)
-            .clamp(4, 40);
         let widths = [
-            Constraint::Length(u16::try_from(host_width).unwrap_or(40)),
+            Constraint::Length(u16::try_from(self.host_width.max(4)).unwrap_or(40)),
             Constraint::Length(12),
             Constraint::Length(9),
             Constraint::Length(6),
@@ -356,17 +361,15 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let mut m = Model {
-            job: pb::JobInfo {
-                id: 4,
-                name: "patch".into(),
-                state: pb::JobState::Failed as i32,
-                throttle_limit: 16,
-                children,
-                ..Default::default()
-            },
-            ..Model::default()
-        };
+        let mut m = Model::default();
+        m.set_job(pb::JobInfo {
+            id: 4,
+            name: "patch".into(),
+            state: pb::JobState::Failed as i32,
+            throttle_limit: 16,
+            children,
+            ..Default::default()
+        });
         m.last_line.insert(1, "hello \u{1b}[2J".into());
         m
     }
