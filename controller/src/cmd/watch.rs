@@ -31,6 +31,8 @@ use view::{Action, Model};
 const FRAME: Duration = Duration::from_millis(100);
 /// Chunks read back from a host's last one to find its last line.
 const LAST_CHUNKS: u64 = 4;
+/// Chunks read back when a host is followed (the view keeps its last lines only).
+const FOLLOW_BACK_CHUNKS: u64 = 256;
 /// How often the job is listed.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -78,7 +80,9 @@ pub async fn run(args: &WatchArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
                             f.abort();
                         }
                         let job = model.job.instance_id.clone();
-                        follower = Some(tokio::spawn(follow(client.clone(), job, index, host, updates_tx.clone())));
+                        let last_seq = model.job.children.iter().find(|c| c.index == index).map_or(0, |c| c.last_seq);
+                        let from = last_seq.saturating_sub(FOLLOW_BACK_CHUNKS);
+                        follower = Some(tokio::spawn(follow(client.clone(), job, (index, host), from, updates_tx.clone())));
                     }
                     Action::Unfollow => {
                         if let Some(f) = follower.take() {
@@ -301,11 +305,13 @@ impl LastLine {
 }
 
 /// Streams one host's output, live, as `rjob receive --keep --follow --host` reads it.
+/// It starts after chunk `after_seq`: the view keeps the last lines only, so a long history
+/// is not read back.
 async fn follow(
     mut client: DaemonClient,
     job: String,
-    index: u32,
-    host: String,
+    (index, host): (u32, String),
+    after_seq: u64,
     updates: mpsc::Sender<Update>,
 ) {
     let request = pb::ReceiveJobRequest {
@@ -313,7 +319,7 @@ async fn follow(
         keep: true,
         host,
         follow: true,
-        after_seq: 0,
+        after_seq,
     };
     let Ok(stream) = client.receive_job(request).await else {
         return;
