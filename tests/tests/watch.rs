@@ -454,3 +454,36 @@ fn a_kept_receive_after_a_sequence_number_reads_only_the_last_chunks() {
     let all = rjob_tests::ran(daemon.rjob().args(["receive", "chunks"]));
     assert_eq!(all.stdout.lines().count(), 10, "{all}");
 }
+
+#[test]
+fn watch_shows_the_true_last_line_of_a_long_output_and_follows_it_from_its_end() {
+    let fleet = Fleet::start(2).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let out = daemon.invoke_job(&fleet.hosts(), "long", "seq 1 200000", &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("long", "Completed"), "{}", daemon.job("long"));
+    let line = rjob_line(
+        &[
+            ("RJOB_IDENTITY", &fleet.pki.dir),
+            ("RJOB_STATE_DIR", &daemon.state_dir),
+        ],
+        &["watch", "long"],
+    );
+    let tmux = Tmux::start("long", &line);
+    let (ok, screen) = tmux.wait_screen(|s| {
+        let rows = host_rows(s);
+        rows.len() == 2 && rows.iter().all(|r| r.ends_with(" 200000"))
+    });
+    assert!(ok, "the last line is not 200000:\n{screen}");
+    tmux.keys(&["Enter"]);
+    let (ok, screen) = tmux.wait_screen(|s| {
+        let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        s.contains("· following")
+            && lines.last() == Some(&"200000")
+            && lines.iter().rev().nth(1) == Some(&"199999")
+    });
+    assert!(ok, "following does not end with the last lines:\n{screen}");
+    tmux.keys(&["q"]);
+    let (ok, screen) = tmux.wait_screen(|s| s.contains("[exit 0]"));
+    assert!(ok, "q did not quit:\n{screen}");
+}
