@@ -258,6 +258,7 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
                 suspend: false,
             });
             if tokio::signal::ctrl_c().await.is_ok() {
+                crate::progress::end();
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
         }
