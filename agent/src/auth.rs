@@ -1,5 +1,5 @@
 //! Who the caller is (from its certificate), password checks through PAM, and the slowing
-//! down of repeated failures per caller.
+//! down of repeated failures per caller and target user.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -66,11 +66,13 @@ pub fn pam_check(service: &str, user: &str, password: Zeroizing<String>) -> bool
     }
 }
 
-/// Slows down callers whose authentication keeps failing: after [`FREE_FAILURES`] failures in
-/// a row, each further failure is answered only after a delay that doubles, up to
-/// [`MAX_DELAY`]. A success, or [`FORGET_AFTER`] without failures, resets the count.
+/// Slows down password guessing: after [`FREE_FAILURES`] failures in a row by one client for
+/// one target user, each further failure is answered only after a delay that doubles, up to
+/// [`MAX_DELAY`]. Only a success by that client for that same user, or [`FORGET_AFTER`]
+/// without failures, resets the count: a valid login to the client's own account does not
+/// wipe its failures against another.
 pub struct FailureLimiter {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    failures: Mutex<HashMap<(String, String), (u32, Instant)>>,
 }
 
 pub const FREE_FAILURES: u32 = 2;
@@ -95,22 +97,26 @@ impl Default for FailureLimiter {
 }
 
 impl FailureLimiter {
-    /// Records a failure for `identity`; returns how long to wait before answering.
-    pub fn failed(&self, identity: &str) -> Duration {
+    /// Records a failure of `identity` for `user`; returns how many failures in a row that
+    /// makes, and how long to wait before answering.
+    pub fn failed(&self, identity: &str, user: &str) -> (u32, Duration) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         map.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
-        let entry = map.entry(identity.to_string()).or_insert((0, now));
-        entry.0 += 1;
+        let entry = map
+            .entry((identity.to_string(), user.to_string()))
+            .or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
         entry.1 = now;
-        failure_delay(entry.0)
+        (entry.0, failure_delay(entry.0))
     }
 
-    pub fn succeeded(&self, identity: &str) {
+    /// A success of `identity` for `user`: its count for that user starts again.
+    pub fn succeeded(&self, identity: &str, user: &str) {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(identity);
+            .remove(&(identity.to_string(), user.to_string()));
     }
 }
 
@@ -126,14 +132,16 @@ mod tests {
     }
 
     #[test]
-    fn a_success_resets_the_count_per_identity() {
+    fn only_a_success_for_the_same_user_resets_the_count() {
         let limiter = FailureLimiter::default();
         for _ in 0..3 {
-            limiter.failed("a");
+            limiter.failed("a", "victim");
         }
-        assert_eq!(limiter.failed("a"), Duration::from_millis(1000));
-        assert_eq!(limiter.failed("b"), Duration::ZERO);
-        limiter.succeeded("a");
-        assert_eq!(limiter.failed("a"), Duration::ZERO);
+        assert_eq!(limiter.failed("a", "victim"), (4, Duration::from_millis(1000)));
+        assert_eq!(limiter.failed("b", "victim"), (1, Duration::ZERO));
+        limiter.succeeded("a", "mine");
+        assert_eq!(limiter.failed("a", "victim").0, 5);
+        limiter.succeeded("a", "victim");
+        assert_eq!(limiter.failed("a", "victim"), (1, Duration::ZERO));
     }
 }

@@ -39,6 +39,15 @@ pub struct Args {
     /// Most runs at once [default: 64]
     #[arg(long)]
     pub max_concurrent_runs: Option<u32>,
+    /// Most runs going at once for one client identity [default: max_concurrent_runs]
+    #[arg(long)]
+    pub max_runs_per_identity: Option<u32>,
+    /// Most environment variables one run may set [default: 1024]
+    #[arg(long)]
+    pub max_env_entries: Option<u32>,
+    /// Most bytes of environment variables one run may set (NAME=value, all together) [default: 262144]
+    #[arg(long)]
+    pub max_env_bytes: Option<u64>,
     /// Largest script accepted, in bytes [default: 1048576]
     #[arg(long)]
     pub max_script_bytes: Option<u64>,
@@ -84,6 +93,14 @@ pub struct Args {
     /// Handshakes that fail are logged as one count per this interval [default: 10s]
     #[arg(long)]
     pub handshake_log_interval: Option<String>,
+    /// Most bytes the spool's run files may hold together before new runs are refused
+    /// [default: 8589934592]
+    #[arg(long)]
+    pub max_spool_bytes: Option<u64>,
+    /// How a run's processes are kept together and killed: auto (cgroup where the agent's
+    /// cgroup is delegated to it, else subreaper), cgroup, subreaper [default: auto]
+    #[arg(long, value_enum)]
+    pub containment: Option<crate::contain::Mode>,
 }
 
 /// The config file; every key is optional, unknown keys are refused.
@@ -96,6 +113,9 @@ pub struct FileConfig {
     pub client_ca: Option<PathBuf>,
     pub spool_dir: Option<PathBuf>,
     pub max_concurrent_runs: Option<u32>,
+    pub max_runs_per_identity: Option<u32>,
+    pub max_env_entries: Option<u32>,
+    pub max_env_bytes: Option<u64>,
     pub max_script_bytes: Option<u64>,
     pub max_stdin_bytes: Option<u64>,
     pub max_output_bytes: Option<u64>,
@@ -110,6 +130,8 @@ pub struct FileConfig {
     pub max_handshakes_per_source: Option<u32>,
     pub handshake_timeout: Option<String>,
     pub handshake_log_interval: Option<String>,
+    pub max_spool_bytes: Option<u64>,
+    pub containment: Option<crate::contain::Mode>,
     /// `LANG` of every run [default: C.UTF-8]
     pub lang: Option<String>,
     /// Interpreters callers may choose by name, with their absolute paths.
@@ -126,6 +148,10 @@ pub struct AgentConfig {
     pub client_ca: PathBuf,
     pub spool_dir: PathBuf,
     pub max_concurrent_runs: u32,
+    /// Most runs going at once (not yet ended) for one client identity.
+    pub max_runs_per_identity: u32,
+    pub max_env_entries: u32,
+    pub max_env_bytes: u64,
     pub max_script_bytes: u64,
     pub max_stdin_bytes: u64,
     pub max_output_bytes: u64,
@@ -143,6 +169,8 @@ pub struct AgentConfig {
     pub max_handshakes_per_source: u32,
     pub handshake_timeout: Duration,
     pub handshake_log_interval: Duration,
+    pub max_spool_bytes: u64,
+    pub containment: crate::contain::Mode,
 }
 
 pub const DEFAULT_INTERPRETER: &str = "sh";
@@ -159,6 +187,9 @@ impl AgentConfig {
             client_ca: PathBuf::new(),
             spool_dir,
             max_concurrent_runs: 64,
+            max_runs_per_identity: 64,
+            max_env_entries: 1024,
+            max_env_bytes: 256 << 10,
             max_script_bytes: 1 << 20,
             max_stdin_bytes: 4 << 20,
             max_output_bytes: 4 << 30,
@@ -178,6 +209,8 @@ impl AgentConfig {
             max_handshakes_per_source: 32,
             handshake_timeout: Duration::from_secs(3),
             handshake_log_interval: Duration::from_secs(10),
+            max_spool_bytes: crate::runs::DEFAULT_MAX_SPOOL_BYTES,
+            containment: crate::contain::Mode::Auto,
         }
     }
 }
@@ -238,7 +271,7 @@ impl AgentConfig {
             ok
         });
         let d = AgentConfig::local(PathBuf::from("/var/lib/rjob-agent/spool"));
-        let config = AgentConfig {
+        let mut config = AgentConfig {
             listen: args
                 .listen
                 .or(file.listen)
@@ -251,6 +284,16 @@ impl AgentConfig {
                 .max_concurrent_runs
                 .or(file.max_concurrent_runs)
                 .unwrap_or(d.max_concurrent_runs),
+            // Set below: its default is max_concurrent_runs.
+            max_runs_per_identity: 0,
+            max_env_entries: args
+                .max_env_entries
+                .or(file.max_env_entries)
+                .unwrap_or(d.max_env_entries),
+            max_env_bytes: args
+                .max_env_bytes
+                .or(file.max_env_bytes)
+                .unwrap_or(d.max_env_bytes),
             max_script_bytes: args
                 .max_script_bytes
                 .or(file.max_script_bytes)
@@ -294,6 +337,11 @@ impl AgentConfig {
                 "handshake_log_interval",
             )?
             .unwrap_or(d.handshake_log_interval),
+            max_spool_bytes: args
+                .max_spool_bytes
+                .or(file.max_spool_bytes)
+                .unwrap_or(d.max_spool_bytes),
+            containment: args.containment.or(file.containment).unwrap_or(d.containment),
         };
         if config.max_handshakes == 0 || config.max_handshakes_per_source == 0 {
             bail!("max_handshakes and max_handshakes_per_source must be at least 1");
@@ -303,6 +351,16 @@ impl AgentConfig {
         }
         if config.max_concurrent_runs == 0 {
             bail!("max_concurrent_runs must be at least 1");
+        }
+        config.max_runs_per_identity = args
+            .max_runs_per_identity
+            .or(file.max_runs_per_identity)
+            .unwrap_or(config.max_concurrent_runs);
+        if config.max_runs_per_identity == 0 {
+            bail!("max_runs_per_identity must be at least 1");
+        }
+        if config.max_spool_bytes == 0 {
+            bail!("max_spool_bytes must be at least 1");
         }
         if config.default_timeout > config.max_timeout {
             bail!("default_timeout is longer than max_timeout");
@@ -331,4 +389,20 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), toml_error(&text, &e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_holds_only_known_keys() {
+        let text = include_str!("../../deploy/agent.toml");
+        let file = toml::from_str::<FileConfig>(text).map_err(|e| toml_error(text, &e));
+        let file = file.as_ref().map_err(String::as_str);
+        assert_eq!(
+            file.map(|f| (f.max_env_entries, f.max_env_bytes)),
+            Ok((Some(1024), Some(256 << 10)))
+        );
+    }
 }

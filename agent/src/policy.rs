@@ -9,8 +9,10 @@
 //! default = "deploy"              # run-as user when a request names none
 //! ```
 //!
-//! An identity no rule names is refused; root is allowed only where a rule names `root` in
-//! `users` explicitly.
+//! An identity no rule names is refused; root (the name `root`, or uid 0 under any name) is
+//! allowed only where a rule names that very user in `users`. The decision comes in two
+//! steps: [`Policy::target`] names the user (before any lookup), [`Policy::decide`] judges
+//! it with what the one lookup of that user found (see `users`).
 
 use std::path::Path;
 
@@ -105,38 +107,50 @@ impl Policy {
         }
     }
 
-    /// Decides a request. `identities` are the names the client's certificate carries;
-    /// `in_group(user, group)` tells group membership, `is_root(user)` whether the user has
-    /// uid 0 (whatever its name: root is allowed only where a rule names that very user).
-    pub fn decide(
-        &self,
-        identities: &[String],
-        requested: Option<&str>,
-        has_password: bool,
-        in_group: impl Fn(&str, &str) -> bool,
-        is_root: impl Fn(&str) -> bool,
-    ) -> Result<Grant, Refusal> {
-        let shown = identities.first().cloned().unwrap_or_default();
+    /// The rules that apply to a client with these certificate names.
+    fn rules(&self, identities: &[String]) -> Result<Vec<&Rule>, Refusal> {
         let rules: Vec<&Rule> = self
             .allow
             .iter()
             .filter(|r| r.identity == "*" || identities.contains(&r.identity))
             .collect();
         if rules.is_empty() {
-            return Err(Refusal::UnknownIdentity(shown));
+            return Err(Refusal::UnknownIdentity(
+                identities.first().cloned().unwrap_or_default(),
+            ));
         }
-        let user = match requested.filter(|u| !u.is_empty()) {
-            Some(u) => u.to_string(),
+        Ok(rules)
+    }
+
+    /// The user a request is for: the one it names, or its client's default. Decided before
+    /// any lookup, so that the user database is asked about one name only.
+    pub fn target(&self, identities: &[String], requested: Option<&str>) -> Result<String, Refusal> {
+        let rules = self.rules(identities)?;
+        match requested.filter(|u| !u.is_empty()) {
+            Some(u) => Ok(u.to_string()),
             None => rules
                 .iter()
                 .find_map(|r| r.default.clone())
-                .ok_or_else(|| Refusal::NoDefault(shown.clone()))?,
-        };
-        let root = user == "root" || is_root(&user);
-        let allowing: Vec<&&Rule> = rules
-            .iter()
-            .filter(|r| r.allows(&user, root, &in_group))
-            .collect();
+                .ok_or_else(|| Refusal::NoDefault(identities.first().cloned().unwrap_or_default())),
+        }
+    }
+
+    /// Decides a request for `user`. `identities` are the names the client's certificate
+    /// carries; `root` whether the user is root (named `root`, or uid 0 in the very record
+    /// that would run: root is allowed only where a rule names that very user);
+    /// `in_group(group)` tells the user's membership.
+    pub fn decide(
+        &self,
+        identities: &[String],
+        user: &str,
+        root: bool,
+        has_password: bool,
+        in_group: impl Fn(&str) -> bool,
+    ) -> Result<Grant, Refusal> {
+        let rules = self.rules(identities)?;
+        let root = root || user == "root";
+        let allowing: Vec<&&Rule> = rules.iter().filter(|r| r.allows(user, root, &in_group)).collect();
+        let user = user.to_string();
         if allowing.iter().any(|r| !r.password) {
             return Ok(Grant {
                 user,
@@ -153,21 +167,21 @@ impl Policy {
             });
         }
         Err(Refusal::NotAllowed {
-            identity: shown,
+            identity: identities.first().cloned().unwrap_or_default(),
             user,
         })
     }
 }
 
 impl Rule {
-    fn allows(&self, user: &str, root: bool, in_group: &impl Fn(&str, &str) -> bool) -> bool {
+    fn allows(&self, user: &str, root: bool, in_group: &impl Fn(&str) -> bool) -> bool {
         if self.users.iter().any(|u| u == user) {
             return true;
         }
         if root {
             return false; // root (uid 0, any name) only where named
         }
-        self.users.iter().any(|u| u == "*") || self.groups.iter().any(|g| in_group(user, g))
+        self.users.iter().any(|u| u == "*") || self.groups.iter().any(|g| in_group(g))
     }
 }
 
@@ -210,15 +224,21 @@ mod tests {
         group == "web" && (user == "www" || user == "root")
     }
 
+    /// A whole decision, as the agent makes it: the target first, then the rules.
+    fn decide(p: &Policy, ids: &[String], requested: Option<&str>, pw: bool) -> Result<Grant, Refusal> {
+        let user = p.target(ids, requested)?;
+        p.decide(ids, &user, is_root(&user), pw, |g| web_group(&user, g))
+    }
+
     #[test]
     fn unknown_identities_are_refused() {
         let p = policy(EXAMPLE);
         assert_eq!(
-            p.decide(&ids("stranger"), Some("deploy"), false, web_group, is_root),
+            decide(&p, &ids("stranger"), Some("deploy"), false),
             Err(Refusal::UnknownIdentity("stranger".into()))
         );
         assert!(matches!(
-            Policy::default().decide(&ids("ops"), None, false, web_group, is_root),
+            decide(&Policy::default(), &ids("ops"), None, false),
             Err(Refusal::UnknownIdentity(_))
         ));
     }
@@ -232,24 +252,12 @@ mod tests {
                 password_required: false,
             })
         };
+        assert_eq!(decide(&p, &ids("ops"), None, false), ok("deploy"));
+        assert_eq!(decide(&p, &ids("ops"), Some("postgres"), false), ok("postgres"));
+        assert_eq!(decide(&p, &ids("ops"), Some("www"), false), ok("www"));
+        assert_eq!(decide(&p, &ids("admin"), Some("root"), false), ok("root"));
         assert_eq!(
-            p.decide(&ids("ops"), None, false, web_group, is_root),
-            ok("deploy")
-        );
-        assert_eq!(
-            p.decide(&ids("ops"), Some("postgres"), false, web_group, is_root),
-            ok("postgres")
-        );
-        assert_eq!(
-            p.decide(&ids("ops"), Some("www"), false, web_group, is_root),
-            ok("www")
-        );
-        assert_eq!(
-            p.decide(&ids("admin"), Some("root"), false, web_group, is_root),
-            ok("root")
-        );
-        assert_eq!(
-            p.decide(&ids("admin"), None, false, web_group, is_root),
+            decide(&p, &ids("admin"), None, false),
             Err(Refusal::NoDefault("admin".into()))
         );
     }
@@ -258,11 +266,11 @@ mod tests {
     fn a_password_rule_needs_a_password() {
         let p = policy(EXAMPLE);
         assert_eq!(
-            p.decide(&ids("ops"), Some("alice"), false, web_group, is_root),
+            decide(&p, &ids("ops"), Some("alice"), false),
             Err(Refusal::PasswordRequired("alice".into()))
         );
         assert_eq!(
-            p.decide(&ids("ops"), Some("alice"), true, web_group, is_root),
+            decide(&p, &ids("ops"), Some("alice"), true),
             Ok(Grant {
                 user: "alice".into(),
                 password_required: true
@@ -275,7 +283,7 @@ mod tests {
         let p = policy(EXAMPLE);
         // A uid-0 alias is root too.
         assert_eq!(
-            p.decide(&ids("ops"), Some("toor"), true, web_group, is_root),
+            decide(&p, &ids("ops"), Some("toor"), true),
             Err(Refusal::NotAllowed {
                 identity: "ops".into(),
                 user: "toor".into()
@@ -284,7 +292,7 @@ mod tests {
         // Neither "*" nor group membership reaches root, with or without a password.
         for pw in [false, true] {
             assert_eq!(
-                p.decide(&ids("ops"), Some("root"), pw, web_group, is_root),
+                decide(&p, &ids("ops"), Some("root"), pw),
                 Err(Refusal::NotAllowed {
                     identity: "ops".into(),
                     user: "root".into()
@@ -297,7 +305,7 @@ mod tests {
     fn any_name_of_the_certificate_matches_and_unknown_keys_are_refused() {
         let p = policy(EXAMPLE);
         let names = vec!["host-7".to_string(), "admin".to_string()];
-        assert!(p.decide(&names, Some("root"), false, web_group, is_root).is_ok());
+        assert!(decide(&p, &names, Some("root"), false).is_ok());
         assert!(toml::from_str::<Policy>("[[allow]]\nidentity = \"a\"\nuser = [\"x\"]\n").is_err());
     }
 }

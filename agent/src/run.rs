@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::contain::{Contained, Containment};
+pub use crate::leftovers::{boot_id, kill_leftovers, process_start_and_session, process_start_time};
 use crate::runner::{self, Spawned};
 use crate::spool::{Extent, Spool};
 
@@ -127,6 +129,12 @@ pub struct RunRecord {
     pub boot_id: String,
     #[serde(default)]
     pub pid_start_time: u64,
+    /// The session of `pid` at its start, and the mechanism that contained the run
+    /// (`cgroup`, `subreaper`; empty in records of older agents).
+    #[serde(default)]
+    pub sid: u32,
+    #[serde(default)]
+    pub containment: String,
     pub started_at_ms: i64,
     pub ended_at_ms: Option<i64>,
     pub outcome: Option<Outcome>,
@@ -186,7 +194,9 @@ impl Run {
 
     /// Loads a run left on disk by an earlier agent process. A run that had not ended is
     /// recorded as lost: its process is no longer supervised, so it can't be trusted to end.
-    pub fn load(path: &Path) -> anyhow::Result<Arc<Run>> {
+    /// What is left of it is killed only where that is provably the run's (see
+    /// [`kill_leftovers`]): a record in the spool never gets another process killed.
+    pub fn load(path: &Path, containment: &Containment) -> anyhow::Result<Arc<Run>> {
         use anyhow::Context as _;
         let (spool, meta) = Spool::open(path)?;
         let meta = meta.with_context(|| format!("{} holds no run record", path.display()))?;
@@ -196,15 +206,8 @@ impl Run {
         let ended_at_ms = match (&record.outcome, record.ended_at_ms) {
             (Some(_), Some(t)) => t,
             _ => {
-                let same_process = record.pid > 1
-                    && !record.boot_id.is_empty()
-                    && record.boot_id == boot_id()
-                    && record.pid_start_time != 0
-                    && record.pid_start_time == process_start_time(record.pid);
-                if same_process {
-                    // Whatever is left of it would write into a pipe nobody reads.
-                    let _ = runner::signal_group(record.pid, Signal::SIGKILL);
-                }
+                // Whatever is left of it would write into a pipe nobody reads.
+                kill_leftovers(&record, containment);
                 let now = now_ms();
                 record.outcome = Some(Outcome::Lost {
                     reason: "the agent restarted while the run was going; its output up to then is kept"
@@ -248,13 +251,20 @@ pub struct RunLimits {
 pub fn start(
     mut record: RunRecord,
     spawned: Spawned,
+    contained: Contained,
     spool: Arc<Spool>,
     limits: RunLimits,
     on_end: impl FnOnce(&Run) + Send + 'static,
 ) -> anyhow::Result<Arc<Run>> {
     record.pid = spawned.pid;
     record.boot_id = boot_id();
-    record.pid_start_time = process_start_time(spawned.pid);
+    record.pid_start_time = spawned.start_time;
+    record.sid = spawned.sid;
+    record.containment = match contained {
+        Contained::Cgroup(_) => "cgroup",
+        Contained::Subreaper => "subreaper",
+    }
+    .to_string();
     // The record was written before the spawn; this adds the pid. The process is supervised
     // whether or not this write works, so a failure is only logged.
     if let Err(e) = write_record(&spool, &record) {
@@ -273,7 +283,8 @@ pub fn start(
     });
     let supervised = run.clone();
     tokio::spawn(async move {
-        supervise(&supervised, spawned, limits, control_rx).await;
+        supervise(&supervised, spawned, &contained, limits, control_rx).await;
+        contained.release();
         on_end(&supervised);
         // Most runs are taken and acknowledged within milliseconds of their end, and then
         // there is nothing left to flush: what is still unacknowledged after SYNC_AFTER is
@@ -292,12 +303,19 @@ pub fn start(
     Ok(run)
 }
 
-async fn supervise(run: &Run, spawned: Spawned, limits: RunLimits, mut control: mpsc::Receiver<Control>) {
+async fn supervise(
+    run: &Run,
+    spawned: Spawned,
+    contained: &Contained,
+    limits: RunLimits,
+    mut control: mpsc::Receiver<Control>,
+) {
     let Spawned {
         mut child,
         pid,
         stdout,
         stderr,
+        ..
     } = spawned;
     let (fault_tx, mut fault_rx) = mpsc::channel::<Outcome>(2);
     let pumps = [
@@ -322,6 +340,8 @@ async fn supervise(run: &Run, spawned: Spawned, limits: RunLimits, mut control: 
     let kill_timer = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(kill_timer);
     let mut ending: Option<Outcome> = None;
+    // The SIGKILL after a stop's grace was sent, or a fault killed at once.
+    let mut killed = false;
     let terminate =
         |why: Outcome, ending: &mut Option<Outcome>, kill_timer: std::pin::Pin<&mut tokio::time::Sleep>| {
             if ending.is_none() {
@@ -329,6 +349,8 @@ async fn supervise(run: &Run, spawned: Spawned, limits: RunLimits, mut control: 
                 run.status.send_modify(|s| s.phase = Phase::Stopping);
                 let _ = runner::signal_group(pid, Signal::SIGCONT);
                 let _ = runner::signal_group(pid, Signal::SIGTERM);
+                contained.signal_others(Signal::SIGCONT, pid);
+                contained.signal_others(Signal::SIGTERM, pid);
                 kill_timer.reset(tokio::time::Instant::now() + limits.kill_grace);
             }
         };
@@ -342,12 +364,16 @@ async fn supervise(run: &Run, spawned: Spawned, limits: RunLimits, mut control: 
             }
             () = &mut kill_timer => {
                 let _ = runner::signal_group(pid, Signal::SIGKILL);
+                contained.kill_now();
+                killed = true;
                 kill_timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
             }
             Some(fault) = fault_rx.recv(), if ending.is_none() => {
                 // Output can no longer be kept: kill at once.
                 ending = Some(fault);
+                killed = true;
                 let _ = runner::signal_group(pid, Signal::SIGKILL);
+                contained.kill_now();
             }
             Some(c) = control.recv() => match c {
                 Control::Stop => terminate(Outcome::Stopped, &mut ending, kill_timer.as_mut()),
@@ -371,16 +397,30 @@ async fn supervise(run: &Run, spawned: Spawned, limits: RunLimits, mut control: 
         }
     };
 
-    // The run is over when its main process is: whatever it left behind in its process
-    // group (background jobs) is killed, so nothing of the run outlives it.
+    // After a stop or timeout, what the SIGTERM reached beyond the main process has the rest
+    // of kill_grace to end too.
+    if ending.is_some() && !killed {
+        contained.drain(kill_timer.deadline()).await;
+    }
+    // The run is over when its main process is: whatever it left behind is killed, in its
+    // process group and beyond it (its cgroup, or what reparented to the subreaper), so
+    // nothing of the run outlives it.
     let _ = runner::signal_group(pid, Signal::SIGCONT);
     let _ = runner::signal_group(pid, Signal::SIGKILL);
+    contained.ended(pid);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     for mut pump in pumps {
-        // A process that escaped the group (setsid) may hold a pipe open: don't wait forever.
-        if tokio::time::timeout(Duration::from_secs(2), &mut pump)
-            .await
-            .is_err()
-        {
+        // The pipes close once every process that held them is gone. One that reparented late
+        // (its parent was killed just now) is looked for again; one that escaped everything
+        // may hold a pipe open: don't wait forever.
+        let finished = loop {
+            match tokio::time::timeout(Duration::from_millis(50), &mut pump).await {
+                Ok(_) => break true,
+                Err(_) if tokio::time::Instant::now() >= deadline => break false,
+                Err(_) => contained.sweep_again(),
+            }
+        };
+        if !finished {
             tracing::warn!(
                 run = run.id(),
                 "an output pipe stayed open after the run ended; closing it"
@@ -485,39 +525,6 @@ fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
 pub fn write_record(spool: &Spool, record: &RunRecord) -> anyhow::Result<()> {
     spool.append_meta(&serde_json::to_vec(record)?)?;
     Ok(())
-}
-
-/// This boot's id (empty where the kernel does not say).
-pub fn boot_id() -> String {
-    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BOOT_ID
-        .get_or_init(|| {
-            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default()
-        })
-        .clone()
-}
-
-/// When a process started, in clock ticks after boot (0: no such process).
-pub fn process_start_time(pid: u32) -> u64 {
-    // One read of a buffer that holds any stat line (procfs reports size 0, so reading "to the
-    // end" would probe with a series of small reads).
-    let read = || -> std::io::Result<String> {
-        use std::io::Read as _;
-        let mut buf = vec![0u8; 1024];
-        let n = std::fs::File::open(format!("/proc/{pid}/stat"))?.read(&mut buf)?;
-        buf.truncate(n);
-        Ok(String::from_utf8_lossy(&buf).into_owned())
-    };
-    read()
-        .ok()
-        .and_then(|stat| {
-            // Field 22; fields after the command name (which may hold spaces) start at 3.
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(19).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 pub fn now_ms() -> i64 {

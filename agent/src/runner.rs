@@ -12,7 +12,10 @@
 //! - a run as the agent's own user is started with `posix_spawn` (no copy of the agent's
 //!   memory map, which is most of the cost of a fork); a change of user needs a fork, to drop
 //!   privileges between the fork and the exec.
-//! - stdin is `/dev/null` unless the caller gave bytes for it.
+//! - stdin is `/dev/null` unless the caller gave bytes for it;
+//! - where runs have cgroups ([`crate::contain`]), the child moves itself into its run's
+//!   cgroup between fork and exec (then a run as the agent's user is forked too: posix_spawn
+//!   cannot do that), so nothing of the run ever starts outside it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -25,6 +28,9 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{Pid, User};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+use crate::contain::Contained;
+use crate::subreaper;
 
 /// The variables a run's environment starts from; nothing of the spawner's own environment
 /// is passed on.
@@ -160,12 +166,17 @@ pub struct Spawned {
     pub child: Child,
     /// Process id, which is also the process group id.
     pub pid: u32,
+    /// Its start time (clock ticks after boot) and session, read right after the spawn.
+    pub start_time: u64,
+    pub sid: u32,
     pub stdout: ChildStdout,
     pub stderr: ChildStderr,
 }
 
-/// Starts the run's process.
-pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
+/// Starts the run's process inside `contained`: in its cgroup from before the exec, or
+/// registered with the subreaper before anything can see it.
+pub fn spawn_contained(spec: &RunSpec, contained: &Contained) -> Result<Spawned, RunnerError> {
+    let cgroup_procs = contained.cgroup_procs_fd();
     let script_fd = script_memfd(&spec.script).map_err(RunnerError::Script)?;
     let cwd = spec.working_dir.clone().unwrap_or_else(|| spec.user.home.clone());
     // Entered in the child after the switch to the run's user, so that it can only reach
@@ -200,8 +211,14 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
         .kill_on_drop(false);
 
     if same_user {
-        // No pre_exec: std then starts the child with posix_spawn (vfork-like).
+        // Without pre_exec std starts the child with posix_spawn (vfork-like).
         cmd.process_group(0).current_dir(&cwd);
+        if let Some(procs) = cgroup_procs {
+            // SAFETY: runs in the forked child before exec; one write(2), async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || enter_cgroup(procs));
+            }
+        }
     } else {
         // Changing user (the agent runs as root): every id, real, effective and saved, becomes
         // the target's, with its supplementary groups, so nothing of root's privileges is kept.
@@ -214,11 +231,15 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
         let gid = nix::unistd::Gid::from_raw(spec.user.gid);
         let uid = nix::unistd::Uid::from_raw(spec.user.uid);
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (setsid, dup2, fcntl, setgroups, setresgid,
+        // async-signal-safe system calls (setsid, write, dup2, fcntl, setgroups, setresgid,
         // setresuid, chdir); it allocates nothing (the group list was built before the fork).
         unsafe {
             cmd.pre_exec(move || {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
+                // Into the run's cgroup while still privileged to write there.
+                if let Some(procs) = cgroup_procs {
+                    enter_cgroup(procs)?;
+                }
                 if raw == SCRIPT_FD {
                     // dup2 onto itself would keep close-on-exec set: clear it instead.
                     clear_cloexec(raw)?;
@@ -237,11 +258,19 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
     }
 
     let spawned = {
+        // The subreaper's table is held from before the fork until the new process is in it,
+        // so that no sweep takes it for an orphan.
+        let mut live = contained.is_subreaper().then(subreaper::live);
         let _serial = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         if same_user {
             clear_cloexec(raw).map_err(RunnerError::Script)?;
         }
         let spawned = cmd.spawn();
+        if let (Some(live), Ok(child)) = (live.as_mut(), &spawned) {
+            if let Some(pid) = child.id() {
+                subreaper::register(live, pid, crate::run::process_start_time(pid));
+            }
+        }
         // The child has its copy (posix_spawn returns after the exec): close ours before
         // another spawn could inherit it.
         drop(script_fd);
@@ -264,6 +293,7 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
         }
     })?;
     let pid = child.id().unwrap_or_default();
+    let (start_time, sid) = crate::run::process_start_and_session(pid);
     let stdout = child.stdout.take().ok_or_else(|| pipe_missing(spec))?;
     let stderr = child.stderr.take().ok_or_else(|| pipe_missing(spec))?;
     if let (Some(mut pipe), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {
@@ -275,6 +305,8 @@ pub fn spawn(spec: &RunSpec) -> Result<Spawned, RunnerError> {
     Ok(Spawned {
         child,
         pid,
+        start_time,
+        sid,
         stdout,
         stderr,
     })
@@ -285,6 +317,16 @@ fn pipe_missing(spec: &RunSpec) -> RunnerError {
         interpreter: spec.interpreter.clone(),
         source: std::io::Error::other("output pipe missing"),
     }
+}
+
+/// Moves the calling process into the cgroup whose `cgroup.procs` is open on `procs`.
+/// Async-signal-safe (one write): used between fork and exec.
+fn enter_cgroup(procs: i32) -> std::io::Result<()> {
+    // SAFETY: write(2) of a 1-byte static buffer to a descriptor the parent opened.
+    if unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) } != 1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Async-signal-safe (only fcntl): also used between fork and exec.

@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::AgentConfig;
+use crate::contain::{self, Containment};
 use crate::run::{self, Control, Phase, Run, RunLimits, RunRecord};
 use crate::runner::{self, RunSpec, RunnerError};
 use crate::spool::{FilePool, Spool};
@@ -18,6 +20,12 @@ pub enum StartError {
         "the agent is at its limit of {limit} concurrent runs; retry later or raise max_concurrent_runs"
     )]
     Busy { limit: u32 },
+    #[error(
+        "the agent's spool holds {used} bytes, at its limit of max_spool_bytes = {limit}: new runs are refused until ended runs' output is received or expires; retry later or raise max_spool_bytes"
+    )]
+    SpoolFull { used: u64, limit: u64 },
+    #[error("cannot give the run a cgroup of its own: {0}")]
+    Contain(#[source] std::io::Error),
     #[error(transparent)]
     Runner(#[from] RunnerError),
     #[error("cannot set up the run's spool: {0:#}")]
@@ -33,24 +41,63 @@ pub struct NotFound {
 /// The extension of a run's file in the spool directory.
 const RUN_EXTENSION: &str = "run";
 
+/// Default of `max_spool_bytes`: 8 GiB, twice the default output limit of one run.
+pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 8 << 30;
+
+/// How a table of runs is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct RunsOptions {
+    pub max_concurrent: u32,
+    /// New runs are refused while the spool's files hold this many bytes together.
+    pub max_spool_bytes: u64,
+    pub containment: contain::Mode,
+}
+
+impl RunsOptions {
+    pub fn of(config: &AgentConfig) -> RunsOptions {
+        RunsOptions {
+            max_concurrent: config.max_concurrent_runs,
+            max_spool_bytes: config.max_spool_bytes,
+            containment: config.containment,
+        }
+    }
+}
+
 pub struct Runs {
     dir: PathBuf,
     pool: FilePool,
     max_concurrent: u32,
+    max_spool_bytes: u64,
+    /// Bytes of every run's file together.
+    spool_bytes: Arc<AtomicU64>,
+    containment: Arc<Containment>,
     running: Arc<AtomicU32>,
     map: Arc<Mutex<HashMap<String, Arc<Run>>>>,
 }
 
 impl Runs {
-    /// Opens the spool directory (mode 0700), loading the runs an earlier agent left there.
+    /// Opens the spool directory, loading the runs an earlier agent left there, with the
+    /// default spool quota and containment.
     pub fn open(dir: &Path, max_concurrent: u32) -> anyhow::Result<Runs> {
+        Runs::open_with(
+            dir,
+            RunsOptions {
+                max_concurrent,
+                max_spool_bytes: DEFAULT_MAX_SPOOL_BYTES,
+                containment: contain::Mode::Auto,
+            },
+        )
+    }
+
+    /// Opens the spool directory (created 0700 when missing; refused unless it is a real
+    /// directory of the agent's user with mode 0700), sets up the containment of runs, and
+    /// loads the runs an earlier agent left there.
+    pub fn open_with(dir: &Path, options: RunsOptions) -> anyhow::Result<Runs> {
         use anyhow::Context as _;
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating spool directory {}", dir.display()))?;
+        crate::private_dir::ensure_private_dir(dir, "spool directory")?;
+        let containment = Containment::init(options.containment)?;
+        let spool_bytes = Arc::new(AtomicU64::new(0));
+        let max_concurrent = options.max_concurrent;
         let mut map = HashMap::new();
         // Room for a burst of runs as large as the concurrency limit, within reason.
         let pool = FilePool::new(usize::try_from(max_concurrent.min(256)).unwrap_or(256));
@@ -65,15 +112,16 @@ impl Runs {
             if path.extension().is_none_or(|e| e != RUN_EXTENSION) {
                 continue;
             }
-            if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
                 // Emptied after its run was acknowledged: kept for reuse.
                 if !pool.offer(path.clone()) {
                     let _ = std::fs::remove_file(&path);
                 }
                 continue;
             }
-            match Run::load(&path) {
+            match Run::load(&path, &containment) {
                 Ok(run) => {
+                    run.spool.count_in(spool_bytes.clone());
                     map.insert(run.id().to_string(), run);
                 }
                 Err(e) => {
@@ -88,6 +136,9 @@ impl Runs {
             dir: dir.to_owned(),
             pool,
             max_concurrent,
+            max_spool_bytes: options.max_spool_bytes,
+            spool_bytes,
+            containment,
             running: Arc::new(AtomicU32::new(0)),
             map: Arc::new(Mutex::new(map)),
         })
@@ -99,6 +150,16 @@ impl Runs {
 
     pub fn running(&self) -> u32 {
         self.running.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the spool's run files hold together.
+    pub fn spool_bytes(&self) -> u64 {
+        self.spool_bytes.load(Ordering::Acquire)
+    }
+
+    /// The mechanism that contains runs here (`cgroup` or `subreaper`).
+    pub fn containment(&self) -> &'static str {
+        self.containment.name()
     }
 
     /// Starts a run. `record` holds what the caller knows (label, user, client, script hash).
@@ -115,28 +176,50 @@ impl Runs {
             })
             .map_err(|_| StartError::Busy { limit })?;
         let release = SlotGuard(self.running.clone());
+        // Runs going are never cut for the quota: it only keeps new ones out.
+        let used = self.spool_bytes();
+        if used >= self.max_spool_bytes {
+            return Err(StartError::SpoolFull {
+                used,
+                limit: self.max_spool_bytes,
+            });
+        }
         let path = self.dir.join(format!("{}.{RUN_EXTENSION}", record.id));
-        let spool = Spool::create_from(&path, &self.pool).map_err(|e| StartError::Storage(e.into()))?;
-        let file = spool.path().to_owned();
-        let result = self.start_in(spool, spec, record, limits, release);
+        let spool =
+            Arc::new(Spool::create_from(&path, &self.pool).map_err(|e| StartError::Storage(e.into()))?);
+        spool.count_in(self.spool_bytes.clone());
+        let result = self.start_in(spool.clone(), spec, record, limits, release);
         if result.is_err() {
-            let _ = std::fs::remove_file(&file);
+            // Nothing ran: the file goes (back to the pool) and out of the count.
+            let _ = spool.remove(&self.pool);
         }
         result
     }
 
     fn start_in(
         &self,
-        spool: Spool,
+        spool: Arc<Spool>,
         spec: &RunSpec,
         record: RunRecord,
         limits: RunLimits,
         slot: SlotGuard,
     ) -> Result<Arc<Run>, StartError> {
+        let mut record = record;
+        record.containment = self.containment.name().to_string();
         // The record exists before the process does: nothing runs unrecorded.
         run::write_record(&spool, &record).map_err(StartError::Storage)?;
-        let spawned = runner::spawn(spec)?;
-        let run = run::start(record, spawned, Arc::new(spool), limits, move |run| {
+        let contained = self
+            .containment
+            .prepare(&record.id)
+            .map_err(StartError::Contain)?;
+        let spawned = match runner::spawn_contained(spec, &contained) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                contained.release();
+                return Err(e.into());
+            }
+        };
+        let run = run::start(record, spawned, contained, spool, limits, move |run| {
             drop(slot);
             audit_end(run);
         })

@@ -10,7 +10,7 @@ use tonic::transport::Server;
 
 use crate::config::AgentConfig;
 use crate::listener::{self, Limits};
-use crate::runs::Runs;
+use crate::runs::{Runs, RunsOptions};
 use crate::service::AgentService;
 
 /// Serves until `shutdown` resolves, then stops every run still going.
@@ -28,7 +28,7 @@ pub async fn serve(
     )
     .context("setting up TLS")?;
 
-    let runs = Arc::new(Runs::open(&config.spool_dir, config.max_concurrent_runs)?);
+    let runs = Arc::new(Runs::open_with(&config.spool_dir, RunsOptions::of(&config))?);
     let expiring = runs.clone();
     let retention = config.retention;
     tokio::spawn(async move {

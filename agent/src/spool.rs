@@ -16,8 +16,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rjob_proto::v1::Stream;
 
@@ -65,6 +65,15 @@ pub struct Spool {
     /// The file was removed or recycled (its output acknowledged): nothing is left to make
     /// durable, and readers must stop (a recycled file may hold another run's output).
     removed: Arc<AtomicBool>,
+    /// The bytes of every run's file together (the agent's spool quota), which this file's
+    /// writes and removal keep up to date once it is counted in ([`Spool::count_in`]).
+    usage: OnceLock<Arc<AtomicU64>>,
+}
+
+/// Every file of the spool is opened without following a symlink: a link planted in the
+/// spool directory is refused, never written through.
+fn no_follow(options: &mut OpenOptions) -> &mut OpenOptions {
+    options.custom_flags(libc::O_NOFOLLOW)
 }
 
 /// Emptied run files kept for reuse. Creating a file costs an inode allocation (on a busy
@@ -119,7 +128,7 @@ pub struct Chunk {
 impl Spool {
     /// Creates a new, empty spool file (mode 0600).
     pub fn create(path: &Path) -> Result<Spool, SpoolError> {
-        let file = OpenOptions::new()
+        let file = no_follow(&mut OpenOptions::new())
             .read(true)
             .append(true)
             .create_new(true)
@@ -134,13 +143,18 @@ impl Spool {
         let Some(free) = pool.lock().pop() else {
             return Spool::create(path);
         };
-        let reused = OpenOptions::new()
+        let reused = no_follow(&mut OpenOptions::new())
             .read(true)
             .append(true)
             .open(&free)
             .and_then(|file| {
-                if file.metadata()?.len() > 0 {
+                use std::os::unix::fs::PermissionsExt as _;
+                let meta = file.metadata()?;
+                if meta.len() > 0 {
                     file.set_len(0)?;
+                }
+                if meta.permissions().mode() & 0o077 != 0 {
+                    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
                 }
                 Ok(file)
             });
@@ -163,13 +177,22 @@ impl Spool {
                 index: Vec::new(),
             }),
             removed: Arc::new(AtomicBool::new(false)),
+            usage: OnceLock::new(),
+        }
+    }
+
+    /// Counts this file in `usage` from now on (its present size at once).
+    pub fn count_in(&self, usage: Arc<AtomicU64>) {
+        let inner = self.lock();
+        if self.usage.set(usage.clone()).is_ok() && !self.is_removed() {
+            usage.fetch_add(inner.extent.end_offset, Ordering::AcqRel);
         }
     }
 
     /// Opens an existing spool, rebuilding the index, and returns it with the data of its
     /// last meta record; a torn record at the end (from a crash mid-write) is cut off.
     pub fn open(path: &Path) -> Result<(Spool, Option<Vec<u8>>), SpoolError> {
-        let file = OpenOptions::new()
+        let file = no_follow(&mut OpenOptions::new())
             .read(true)
             .append(true)
             .open(path)
@@ -212,7 +235,13 @@ impl Spool {
             let mut tail = vec![0u8; usize::try_from(len - extent.end_offset).unwrap_or(0)];
             file.read_exact_at(&mut tail, extent.end_offset)
                 .map_err(|source| io_err(path, source))?;
-            std::fs::write(&aside, &tail).map_err(|source| io_err(&aside, source))?;
+            no_follow(&mut OpenOptions::new())
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&aside)
+                .and_then(|mut f| f.write_all(&tail))
+                .map_err(|source| io_err(&aside, source))?;
             tracing::warn!(spool = %path.display(), kept = %aside.display(), bytes = tail.len(), "the spool ended in a damaged record; cut it off and kept a copy");
             file.set_len(extent.end_offset)
                 .map_err(|source| io_err(path, source))?;
@@ -221,6 +250,7 @@ impl Spool {
             path: path.to_owned(),
             inner: Mutex::new(Inner { file, extent, index }),
             removed: Arc::new(AtomicBool::new(false)),
+            usage: OnceLock::new(),
         };
         Ok((spool, meta))
     }
@@ -276,6 +306,9 @@ impl Spool {
             return Err(io_err(&self.path, source));
         }
         inner.extent.end_offset = offset + record.len() as u64;
+        if let Some(usage) = self.usage.get() {
+            usage.fetch_add(record.len() as u64, Ordering::AcqRel);
+        }
         Ok(offset)
     }
 
@@ -297,6 +330,9 @@ impl Spool {
         let inner = self.lock();
         if self.removed.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        if let Some(usage) = self.usage.get() {
+            usage.fetch_sub(inner.extent.end_offset, Ordering::AcqRel);
         }
         if inner.file.set_len(0).is_ok() && pool.offer(self.path.clone()) {
             return Ok(());

@@ -153,6 +153,27 @@ pub struct InvokeArgs {
     /// No progress line on stderr (it is shown only on a terminal, with text output)
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Gather: print identical outputs once, under their folded host set, largest set first,
+    /// at the end (clush -b, dshbak -c). With --output json, adds one "group" record per set
+    #[arg(long = "gather", short = 'b', conflicts_with_all = ["as_job", "sort"])]
+    pub gather: bool,
+    /// Print the output at the end, host by host in host order (clush -L)
+    #[arg(long, short = 'L', conflicts_with = "as_job")]
+    pub sort: bool,
+    /// Colour host labels, stderr marks, failures and state counts [NO_COLOR and
+    /// CLICOLOR_FORCE are honoured in auto]
+    #[arg(long = "color", value_name = "WHEN", value_enum, default_value_t = crate::colour::ColorChoice::Auto)]
+    pub color: crate::colour::ColorChoice,
+    /// Also write each host's output to DIR/HOST.out, DIR/HOST.err and DIR/HOST.json (its
+    /// result record); existing files are refused unless --force
+    #[arg(long, value_name = "DIR", conflicts_with = "as_job")]
+    pub output_dir: Option<PathBuf>,
+    /// With --output-dir: overwrite files that are already there
+    #[arg(long, requires = "output_dir")]
+    pub force: bool,
+    /// After the summary, list the N hosts that ran longest, with their durations
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub slowest: usize,
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +255,21 @@ pub struct ReceiveArgs {
     /// output)
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Gather: print identical outputs once, under their folded host set, largest set first,
+    /// at the end (clush -b, dshbak -c). With --output json, adds one "group" record per set
+    #[arg(long = "gather", short = 'b', conflicts_with = "host")]
+    pub gather: bool,
+    /// Colour host labels, stderr marks and failures [NO_COLOR and CLICOLOR_FORCE are
+    /// honoured in auto]
+    #[arg(long = "color", value_name = "WHEN", value_enum, default_value_t = crate::colour::ColorChoice::Auto)]
+    pub color: crate::colour::ColorChoice,
+    /// Also write each host's output to DIR/HOST.out, DIR/HOST.err and DIR/HOST.json (its
+    /// result record); existing files are refused unless --force
+    #[arg(long, value_name = "DIR", conflicts_with = "host")]
+    pub output_dir: Option<PathBuf>,
+    /// With --output-dir: overwrite files that are already there
+    #[arg(long, requires = "output_dir")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ use rjob_proto::DEFAULT_PORT;
 
 use range::Pattern;
 
+pub mod fold;
 mod range;
 
 /// Largest number of hosts one entry (or the whole list) may expand to.

@@ -7,10 +7,12 @@ use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
-use crate::cli::{InvokeArgs, ScriptArgs};
+use crate::cli::{InvokeArgs, OutputFormat, ScriptArgs};
+use crate::colour::{self, Paint};
 use crate::connect::Tls;
 use crate::hosts::{self, Host};
-use crate::output::{self, Printer};
+use crate::output;
+use crate::present::{Presentation, Presenter};
 use crate::state::State;
 use crate::throttle::Slot;
 use crate::UsageError;
@@ -186,7 +188,8 @@ pub async fn fan_out(
     let throttle = Arc::new(Semaphore::new(invocation.throttle_limit));
     let settings = Arc::new(settings);
     let mut children = tokio::task::JoinSet::new();
-    for (index, host) in invocation.hosts.into_iter().enumerate() {
+    let labels = hosts::fold::labels(&invocation.hosts);
+    for ((index, host), label) in invocation.hosts.into_iter().enumerate().zip(labels) {
         let permit = loop {
             if desired.borrow().stop {
                 break None;
@@ -209,7 +212,7 @@ pub async fn fan_out(
         children.spawn(async move {
             let sink = PrinterSink {
                 host: index,
-                label: host.label(),
+                label,
                 events: events.clone(),
                 slot: Slot::new(throttle, permit),
             };
@@ -229,8 +232,21 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// groups are killed on the agents) and still prints what came and the summary; a second
 /// Ctrl-C quits at once.
 pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
-    let invocation = Invocation::from_args(args)?;
-    let labels: Vec<String> = invocation.hosts.iter().map(Host::label).collect();
+    let hosts = host_list(args)?;
+    // Labels leave the port out when two or more hosts share one (so `dshbak -c` works).
+    let labels = hosts::fold::labels(&hosts);
+    let show_port = !hosts::fold::same_port(&hosts);
+    let outdir = match &args.output_dir {
+        Some(dir) => Some(crate::outdir::OutDir::prepare(dir, args.force, &labels)?),
+        None => None,
+    };
+    // The output directory is checked before a password is asked or a host dialled.
+    let invocation = Invocation {
+        hosts: hosts.clone(),
+        request: run_request(&args.script)?,
+        throttle_limit: args.throttle_limit as usize,
+        connect_timeout: args.connect_timeout,
+    };
     let settings = ChildSettings {
         tls: Some(tls),
         connect_timeout: invocation.connect_timeout,
@@ -240,12 +256,22 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     // Up to 16 chunks (1 MiB at most) wait for the printer: bounded whatever the fleet size
     // and the output.
     let (tx, rx) = mpsc::channel(16);
-    let format = args.output;
-    let printer_labels = labels.clone();
+    let stdout_tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let how = Presentation {
+        format: args.output,
+        hosts: hosts.clone(),
+        labels: labels.clone(),
+        escape: crate::escape::for_stdout(args.raw),
+        // JSON is for programs: never coloured.
+        paint: Paint::new(args.output == OutputFormat::Text && colour::enabled(args.color, stdout_tty)),
+        gather: args.gather,
+        sort: args.sort,
+        outdir,
+        show_port,
+    };
     // Writing to stdout may block (a slow reader): do it on a thread of its own, so the
     // runtime goes on and backpressure reaches the agents through the bounded channel.
-    let escape = crate::escape::for_stdout(args.raw);
-    let printer = std::thread::spawn(move || print_events(rx, format, printer_labels, escape));
+    let printer = std::thread::spawn(move || print_events(rx, how));
     let (desired_tx, desired) = watch::channel(Desired::default());
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = interrupted.clone();
@@ -265,42 +291,54 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     });
     crate::progress::begin(
         labels.len(),
-        crate::progress::wanted_beside_output(args.quiet, format),
+        crate::progress::wanted_beside_output(args.quiet, args.output),
     );
     fan_out(invocation, settings, tx, desired).await;
-    let outcomes = printer.join().unwrap_or_else(|_| vec![None; labels.len()]);
+    let (outcomes, file_errors) = printer
+        .join()
+        .unwrap_or_else(|_| (vec![None; labels.len()], true));
     crate::progress::end();
-    eprint!("{}", output::summary(&labels, &outcomes, started.elapsed()));
+    let look = output::SummaryLook {
+        paint: Paint::new(colour::enabled(
+            args.color,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )),
+        show_port,
+        slowest: args.slowest,
+    };
+    eprint!(
+        "{}",
+        output::summary(&hosts, &labels, &outcomes, started.elapsed(), &look)
+    );
     if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(EXIT_INTERRUPTED);
     }
     let all_completed = outcomes
         .iter()
         .all(|o| o.as_ref().is_some_and(|o| o.state == State::Completed));
-    Ok(if all_completed { 0 } else { crate::EXIT_FAILED })
+    Ok(if all_completed && !file_errors {
+        0
+    } else {
+        crate::EXIT_FAILED
+    })
 }
 
-fn print_events(
-    mut rx: mpsc::Receiver<ChildEvent>,
-    format: crate::cli::OutputFormat,
-    labels: Vec<String>,
-    escape: bool,
-) -> Vec<Option<ChildOutcome>> {
-    let mut outcomes = vec![None; labels.len()];
+/// The printer thread: hands each event to the [`Presenter`]; returns every host's outcome
+/// and whether a file (spool, `--output-dir`) could not be written.
+fn print_events(mut rx: mpsc::Receiver<ChildEvent>, how: Presentation) -> (Vec<Option<ChildOutcome>>, bool) {
+    let mut outcomes = vec![None; how.labels.len()];
     let stdout = std::io::stdout();
-    let mut printer = Printer::new(
+    let mut presenter = Presenter::new(
         std::io::BufWriter::with_capacity(64 * 1024, crate::progress::Guarded::new(stdout.lock())),
-        format,
-        labels,
-    )
-    .escape_controls(escape);
+        how,
+    );
     let mut write_ok = true;
     loop {
         let event = match rx.try_recv() {
             Ok(e) => e,
             Err(_) => {
                 // Nothing waiting: show what we have before blocking.
-                write_ok = write_ok && printer.flush().is_ok();
+                write_ok = write_ok && presenter.flush().is_ok();
                 match rx.blocking_recv() {
                     Some(e) => e,
                     None => break,
@@ -314,17 +352,20 @@ fn print_events(
                 seq,
                 data,
             } => {
-                write_ok = write_ok && printer.output(host, stream, seq, &data).is_ok();
+                write_ok = write_ok && presenter.output(host, stream, seq, &data).is_ok();
             }
             ChildEvent::Done { host, outcome } => {
                 crate::progress::done(host, outcome.state == State::Completed);
-                write_ok = write_ok && printer.done(host, &outcome).is_ok();
+                write_ok = write_ok && presenter.done(host, &outcome).is_ok();
                 if let Some(slot) = outcomes.get_mut(host) {
                     *slot = Some(outcome);
                 }
             }
         }
     }
-    let _ = printer.flush();
-    outcomes
+    if write_ok && presenter.finish(&outcomes).is_err() {
+        // stdout went away (a closed pipe): nothing more to show.
+    }
+    let file_errors = presenter.file_errors();
+    (outcomes, file_errors)
 }

@@ -8,6 +8,8 @@ use serde_json::json;
 
 use crate::child::ChildOutcome;
 use crate::cli::OutputFormat;
+use crate::colour::Paint;
+use crate::hosts::{self, Host};
 use crate::state::State;
 
 /// The longest line kept back waiting for its newline.
@@ -29,16 +31,7 @@ pub struct Printer<W: Write> {
 
 impl<W: Write> Printer<W> {
     pub fn new(out: W, format: OutputFormat, labels: Vec<String>) -> Self {
-        let prefixes = labels
-            .iter()
-            .map(|l| {
-                let l = crate::escape::text(l);
-                [
-                    format!("{l}: ").into_bytes(),
-                    format!("{l} [stderr]: ").into_bytes(),
-                ]
-            })
-            .collect();
+        let prefixes = prefixes(&labels, Paint::new(false));
         Printer {
             out,
             format,
@@ -53,6 +46,12 @@ impl<W: Write> Printer<W> {
     /// ([`crate::escape::output`]); host labels are always escaped.
     pub fn escape_controls(mut self, on: bool) -> Self {
         self.escape = on;
+        self
+    }
+
+    /// Colours host labels (each its own, stably) and the `[stderr]` mark.
+    pub fn paint(mut self, paint: Paint) -> Self {
+        self.prefixes = prefixes(&self.labels, paint);
         self
     }
 
@@ -84,26 +83,46 @@ impl<W: Write> Printer<W> {
         Ok(())
     }
 
-    /// A host is done: print what is left of its unfinished lines, then its result record.
-    pub fn done(&mut self, host: usize, outcome: &ChildOutcome) -> std::io::Result<()> {
+    /// Bytes of `host`'s unfinished line on `stream`, held back waiting for its newline.
+    pub fn held(&self, host: usize, stream: Stream) -> usize {
+        self.partial
+            .get(&(host, stream == Stream::Stderr))
+            .map_or(0, Vec::len)
+    }
+
+    /// Prints what is left of `host`'s unfinished lines, each as a line.
+    pub fn release(&mut self, host: usize) -> std::io::Result<()> {
         for is_err in [false, true] {
             if let Some(line) = self.partial.remove(&(host, is_err)) {
                 self.line(host, is_err, 0, &line)?;
             }
         }
+        Ok(())
+    }
+
+    /// A host is done: print what is left of its unfinished lines, then its result record.
+    pub fn done(&mut self, host: usize, outcome: &ChildOutcome) -> std::io::Result<()> {
+        self.end_lines(host)?;
         if self.format == OutputFormat::Json {
-            let record = json!({
-                "type": "result",
-                "host": self.labels[host],
-                "state": outcome.state,
-                "exit_code": outcome.exit_code,
-                "signal": outcome.signal,
-                "duration_ms": u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
-                "error": outcome.reason,
-            });
+            let record = result_record(&self.labels[host], outcome);
             writeln!(self.out, "{record}")?;
         }
         Ok(())
+    }
+
+    /// Prints what is left of a host's unfinished lines.
+    pub fn end_lines(&mut self, host: usize) -> std::io::Result<()> {
+        for is_err in [false, true] {
+            if let Some(line) = self.partial.remove(&(host, is_err)) {
+                self.line(host, is_err, 0, &line)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The writer, for what is printed around the lines (gathered groups).
+    pub fn writer(&mut self) -> &mut W {
+        &mut self.out
     }
 
     fn line(&mut self, host: usize, is_err: bool, seq: u64, line: &[u8]) -> std::io::Result<()> {
@@ -151,13 +170,73 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// The closing summary: counts per state, then each host that did not complete and why.
-pub fn summary(labels: &[String], outcomes: &[Option<ChildOutcome>], elapsed: std::time::Duration) -> String {
+/// A host's `{"type":"result",…}` record.
+pub fn result_record(label: &str, outcome: &ChildOutcome) -> serde_json::Value {
+    json!({
+        "type": "result",
+        "host": label,
+        "state": outcome.state,
+        "exit_code": outcome.exit_code,
+        "signal": outcome.signal,
+        "duration_ms": u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+        "error": outcome.reason,
+    })
+}
+
+/// `label: ` and `label [stderr]: ` per host.
+fn prefixes(labels: &[String], paint: Paint) -> Vec<[Vec<u8>; 2]> {
+    labels
+        .iter()
+        .map(|l| {
+            let l = paint.host(&crate::escape::text(l));
+            let mark = paint.stderr_mark();
+            [
+                format!("{l}: ").into_bytes(),
+                format!("{l} {mark}: ").into_bytes(),
+            ]
+        })
+        .collect()
+}
+
+/// How the summary is written.
+#[derive(Debug, Clone, Copy)]
+pub struct SummaryLook {
+    pub paint: Paint,
+    /// Hosts are labelled with their port (not all on one port).
+    pub show_port: bool,
+    /// List this many of the longest-running hosts (`--slowest N`).
+    pub slowest: usize,
+}
+
+impl Default for SummaryLook {
+    fn default() -> Self {
+        SummaryLook {
+            paint: Paint::new(false),
+            show_port: true,
+            slowest: 0,
+        }
+    }
+}
+
+/// The closing summary: counts per state and the wall time, then one line per state and
+/// reason with the folded set of hosts that did not complete for it (so 100 unreachable hosts
+/// are one line), then the slowest hosts when asked.
+pub fn summary(
+    hosts: &[Host],
+    labels: &[String],
+    outcomes: &[Option<ChildOutcome>],
+    elapsed: std::time::Duration,
+    look: &SummaryLook,
+) -> String {
+    let paint = look.paint;
     let mut counts: BTreeMap<State, usize> = BTreeMap::new();
     for o in outcomes.iter().flatten() {
         *counts.entry(o.state).or_default() += 1;
     }
-    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let counts: Vec<String> = counts
+        .iter()
+        .map(|(s, n)| paint.state(*s, &format!("{n} {s}")))
+        .collect();
     let mut text = format!(
         "rjob: {} host{}: {} in {:.1}s\n",
         labels.len(),
@@ -165,15 +244,56 @@ pub fn summary(labels: &[String], outcomes: &[Option<ChildOutcome>], elapsed: st
         counts.join(", "),
         elapsed.as_secs_f64()
     );
-    for (label, outcome) in labels.iter().zip(outcomes) {
-        let label = crate::escape::text(label);
-        match outcome {
-            Some(o) if o.state != State::Completed => {
-                let reason = crate::escape::text(o.reason.as_deref().unwrap_or("no reason given"));
-                text.push_str(&format!("rjob: {label}: {}: {reason}\n", o.state));
+    // Hosts that did not complete, by (state, reason), in the order first seen.
+    let mut order: Vec<(Option<State>, String)> = Vec::new();
+    let mut sets: std::collections::HashMap<(Option<State>, String), Vec<usize>> = Default::default();
+    for (i, outcome) in outcomes.iter().enumerate().take(labels.len()) {
+        let key = match outcome {
+            Some(o) if o.state == State::Completed => continue,
+            Some(o) => (
+                Some(o.state),
+                o.reason.clone().unwrap_or_else(|| "no reason given".into()),
+            ),
+            None => (None, String::new()),
+        };
+        let set = sets.entry(key.clone()).or_default();
+        if set.is_empty() {
+            order.push(key);
+        }
+        set.push(i);
+    }
+    for key in order {
+        let set = &sets[&key];
+        let who = if set.len() == 1 {
+            crate::escape::text(&labels[set[0]]).into_owned()
+        } else {
+            let folded = hosts::fold::fold_hosts(set.iter().filter_map(|&i| hosts.get(i)), look.show_port);
+            format!("{} ({})", crate::escape::text(&folded), set.len())
+        };
+        let who = paint.failure(&who);
+        match key {
+            (Some(state), reason) => {
+                let reason = crate::escape::text(&reason);
+                text.push_str(&format!("rjob: {who}: {state}: {reason}\n"));
             }
-            Some(_) => {}
-            None => text.push_str(&format!("rjob: {label}: no result\n")),
+            (None, _) => text.push_str(&format!("rjob: {who}: no result\n")),
+        }
+    }
+    if look.slowest > 0 {
+        let mut timed: Vec<(usize, &ChildOutcome)> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_ref().map(|o| (i, o)))
+            .collect();
+        timed.sort_by(|a, b| b.1.duration.cmp(&a.1.duration).then(a.0.cmp(&b.0)));
+        for (i, o) in timed.into_iter().take(look.slowest) {
+            let label = labels.get(i).map_or("?".into(), |l| crate::escape::text(l));
+            text.push_str(&format!(
+                "rjob: slowest: {} {:.3}s {}\n",
+                paint.host(&label),
+                o.duration.as_secs_f64(),
+                paint.state(o.state, &o.state.to_string())
+            ));
         }
     }
     text
@@ -194,6 +314,32 @@ mod tests {
             reason: None,
             duration: Duration::from_millis(5),
         }
+    }
+
+    #[test]
+    fn hosts_failing_for_one_reason_are_one_folded_line() {
+        let hosts = crate::hosts::parse_host_list(&["10.0.9.[1-100],web1".to_string()]).unwrap();
+        let labels = crate::hosts::fold::labels(&hosts);
+        let mut outcomes: Vec<Option<ChildOutcome>> = (0..100)
+            .map(|_| {
+                let mut o = outcome(State::Failed);
+                o.reason = Some("connection refused".into());
+                Some(o)
+            })
+            .collect();
+        outcomes.push(Some(outcome(State::Completed)));
+        let look = SummaryLook {
+            slowest: 1,
+            show_port: false,
+            ..SummaryLook::default()
+        };
+        let text = summary(&hosts, &labels, &outcomes, Duration::from_millis(1500), &look);
+        assert_eq!(
+            text,
+            "rjob: 101 hosts: 1 Completed, 100 Failed in 1.5s\n\
+             rjob: 10.0.9.[1-100] (100): Failed: connection refused\n\
+             rjob: slowest: 10.0.9.1 0.005s Failed\n"
+        );
     }
 
     #[test]

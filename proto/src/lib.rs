@@ -22,7 +22,9 @@ pub mod v1 {
     include!("gen/rjob.v1.rs");
 }
 
+pub mod client_verify;
 pub mod coalesce;
+pub mod codec;
 pub mod pushback;
 pub mod tls;
 

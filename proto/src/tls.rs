@@ -2,7 +2,9 @@
 //! process built once and shared by every connection.
 //!
 //! Both ends are rjob, so nothing older than TLS 1.3 is offered. AES-128-GCM comes first
-//! (SHA-256 key schedule, hardware AES on the machines rjob runs on). Session tickets are
+//! (SHA-256 key schedule, hardware AES on the machines rjob runs on), and the agent picks by
+//! its own order, whatever order the client offers. Client certificates are checked as
+//! [`crate::client_verify`] says (clientAuth purpose, the CA's path length). Session tickets are
 //! neither sent nor kept: a controller process talks to each agent once per run, and a ticket
 //! cache would only cost memory and an extra record per connection.
 
@@ -19,6 +21,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::client_verify::ClientChains;
 
 /// The ALPN protocol of gRPC.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -63,8 +67,17 @@ pub fn server_config(
 ) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let roots = Arc::new(roots(client_ca_pem, "client CA certificate")?);
+    let chains = ClientChains::new(
+        &certs(client_ca_pem, "client CA certificate")?,
+        provider.signature_verification_algorithms,
+    )
+    .map_err(|source| TlsError::Rustls {
+        what: "client CA certificate",
+        source,
+    })?;
     let verifier = Arc::new(RememberingClientVerifier::new(
         WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).build()?,
+        chains,
     ));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -79,6 +92,8 @@ pub fn server_config(
             source,
         })?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // The agent's order of cipher suites, not the client's.
+    config.ignore_client_order = true;
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(config)
@@ -138,22 +153,25 @@ const CHAIN_REMEMBERED: Duration = Duration::from_secs(60);
 /// How many accepted chains are remembered (a handful of controllers is usual).
 const CHAINS_REMEMBERED: usize = 64;
 
-/// Verifies client certificates with webpki and remembers the chains it accepted, for
+/// Verifies client certificates ([`ClientChains`]: webpki and rjob's stricter checks) and remembers the chains it accepted, for
 /// [`CHAIN_REMEMBERED`]: a controller shows the same certificate on every connection, and the
 /// CA signature on it was a quarter of the agent's handshake work. The client's proof that it
 /// holds the certificate's key (the handshake signature) is checked on every connection, and
 /// a chain that fails is never remembered.
 #[derive(Debug)]
 struct RememberingClientVerifier {
+    /// rustls's verifier, for the handshake signatures and the CA names offered to clients.
     inner: Arc<dyn ClientCertVerifier>,
+    chains: ClientChains,
     /// Chain (length-prefixed DER of each certificate) -> when it was verified, in Unix seconds.
     accepted: Mutex<HashMap<Vec<u8>, u64>>,
 }
 
 impl RememberingClientVerifier {
-    fn new(inner: Arc<dyn ClientCertVerifier>) -> RememberingClientVerifier {
+    fn new(inner: Arc<dyn ClientCertVerifier>, chains: ClientChains) -> RememberingClientVerifier {
         RememberingClientVerifier {
             inner,
+            chains,
             accepted: Mutex::new(HashMap::new()),
         }
     }
@@ -196,7 +214,7 @@ impl ClientCertVerifier for RememberingClientVerifier {
                 return Ok(ClientCertVerified::assertion());
             }
         }
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self.chains.verify(end_entity, intermediates, now)?;
         let mut accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
         accepted.retain(|_, at| fresh(*at));
         if accepted.len() < CHAINS_REMEMBERED {

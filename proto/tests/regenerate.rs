@@ -16,6 +16,8 @@ fn generate(out_dir: &Path) {
     config.file_descriptor_set_path(&fds_path).skip_protoc_run();
     tonic_prost_build::configure()
         .out_dir(out_dir)
+        // prost's codec, with a scan of start requests before they are decoded.
+        .codec_path("crate::codec::GuardCodec")
         .compile_with_config(config, PROTOS, &includes)
         .expect("code generation");
     std::fs::remove_file(&fds_path).expect("remove descriptor set");

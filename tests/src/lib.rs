@@ -341,7 +341,9 @@ impl Daemon {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        std::fs::create_dir_all(&self.state_dir)?;
+        // The daemon refuses a state directory other users could enter.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.state_dir)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -495,5 +497,62 @@ impl Proxy {
     /// Accepts connections again.
     pub fn reopen(&self) {
         self.inner.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Fleet {
+    /// Starts `n` agents on 127.0.0.2, 127.0.0.3, … that all listen on one port, so that
+    /// `rjob` labels them by address alone (as a real fleet on one port is labelled).
+    pub fn start_one_port(n: usize) -> Result<Fleet> {
+        let ips: Vec<Ipv4Addr> = (0..n)
+            .map(|i| u8::try_from(2 + i).map(|o| Ipv4Addr::new(127, 0, 0, o)))
+            .collect::<Result<_, _>>()
+            .context("at most 250 agents")?;
+        let port = (0..50)
+            .map(|_| free_port(ips[0]))
+            .find(|&p| p != 0 && ips.iter().all(|&ip| TcpListener::bind((ip, p)).is_ok()))
+            .context("no port is free on every agent address")?;
+        let tmp = tempfile::Builder::new().prefix("rjob-test-").tempdir()?;
+        let pki = Pki::init(&tmp.path().join("pki"))?;
+        let mut fleet = Fleet {
+            tmp,
+            pki,
+            agents: Vec::new(),
+        };
+        let policy = test_policy();
+        for ip in ips {
+            let dir = fleet.tmp.path().join(format!("agent-{ip}"));
+            fleet
+                .pki
+                .issue_agent(&format!("agent-{ip}"), &ip.to_string(), &dir)?;
+            let addr = SocketAddr::from((ip, port));
+            let (spool, log) = (dir.join("spool"), dir.join("agent.log"));
+            std::fs::write(dir.join("policy.toml"), &policy)?;
+            let child = agent_command(addr, &dir, &spool, &log)?
+                .spawn()
+                .context("starting rjob-agent")?;
+            fleet.agents.push(Agent {
+                addr,
+                dir,
+                spool,
+                log,
+                child,
+            });
+        }
+        for agent in &fleet.agents {
+            if !wait_for(WAIT, || TcpStream::connect(agent.addr).is_ok()) {
+                bail!(
+                    "agent {} did not start listening: {}",
+                    agent.addr,
+                    agent.log_text()
+                );
+            }
+        }
+        Ok(fleet)
+    }
+
+    /// The agents' port, when they share one ([`Fleet::start_one_port`]).
+    pub fn port(&self) -> u16 {
+        self.agents.first().map_or(0, |a| a.addr.port())
     }
 }

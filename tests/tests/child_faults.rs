@@ -33,6 +33,11 @@ impl Serve {
 
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.state_dir).expect("state dir");
+        std::fs::set_permissions(
+            &self.state_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("state dir mode");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

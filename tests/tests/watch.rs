@@ -428,20 +428,27 @@ fn a_kept_receive_after_a_sequence_number_reads_only_the_last_chunks() {
             .into_inner();
         let last_seq = listed.jobs[0].children[0].last_seq;
         assert!(last_seq >= 3, "too few chunks to tell: {last_seq}");
-        let mut stream = client
-            .receive_job(pb::ReceiveJobRequest {
+        // One request, then the request stream stays open (a closed one ends the receive).
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(pb::ReceiveJobMessage {
+            message: Some(pb::receive_job_message::Message::Request(pb::ReceiveJobRequest {
                 job: "chunks".into(),
                 keep: true,
                 host: host.clone(),
                 follow: false,
                 after_seq: last_seq - 2,
-            })
-            .await
-            .expect("receive")
-            .into_inner();
+            })),
+        })
+        .await
+        .expect("queue the request");
+        let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut stream = client.receive_job(requests).await.expect("receive").into_inner();
         let mut seqs = Vec::new();
         let mut data = Vec::new();
         while let Some(out) = stream.message().await.expect("message") {
+            if out.end {
+                break;
+            }
             seqs.push(out.seq);
             data.extend_from_slice(&out.data);
         }

@@ -2,6 +2,7 @@
 
 pub mod cells;
 pub mod control;
+pub mod delivered;
 pub mod jobs;
 pub mod receive;
 pub mod start;

@@ -1,10 +1,38 @@
 //! `rjob receive` (Receive-Job): output labelled by host, the same formats as `rjob invoke`.
+//!
+//! Without `--keep` the daemon marks output received only as far as this client confirms it,
+//! and this client confirms only what it has delivered (see [`super::delivered`]): whole
+//! lines written out and, into a pipe, read by the reader. A reader that goes away or a
+//! killed client loses nothing; the next receive resumes after the last confirmed line.
+
+use std::io::{BufWriter, Write};
+use std::time::Duration;
 
 use rjob_proto::v1 as pb;
+use rjob_proto::v1::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use super::delivered::{Counting, Sink, Tracker};
 use super::{from_status, DaemonAddr};
 use crate::cli::ReceiveArgs;
+use crate::daemon::receive::WINDOW;
+use crate::daemon::store::Mark;
 use crate::output::Printer;
+use crate::present::{Presentation, Presenter};
+
+/// Exit status when stdout is a pipe whose reader went away: what a shell shows for a
+/// process that SIGPIPE ended (128 + 13), as `cat` or `yes` give under `head`.
+pub const EXIT_PIPE_CLOSED: u8 = 141;
+
+/// Output printed between two flushes (and confirmations) at most.
+const FLUSH_EVERY: u64 = 64 * 1024;
+
+/// How often a client waiting for its reader looks at the pipe again.
+const TICK: Duration = Duration::from_millis(10);
+
+/// How long the client waits, after closing its side, for the daemon to end the call.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     let mut client = daemon.connect().await?;
@@ -19,36 +47,340 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("no job {:?}", args.job))?;
-    let labels: Vec<String> = job.children.iter().map(|c| c.host.clone()).collect();
+    let how = crate::receive_view::presentation(args, &job)?;
+    // -b and --output-dir show the output at the end, so they take nothing from the job: they
+    // read it as --keep does (a receive that died before the end would otherwise lose it).
+    let at_end = args.gather || args.output_dir.is_some();
     let request = pb::ReceiveJobRequest {
         job: job.instance_id.clone(),
-        keep: args.keep,
+        keep: args.keep || at_end,
         host: args.host.clone().unwrap_or_default(),
         follow: args.follow,
         after_seq: 0,
     };
+    let (to_daemon, outbound) = mpsc::unbounded_channel();
+    let _ = to_daemon.send(pb::ReceiveJobMessage {
+        message: Some(pb::receive_job_message::Message::Request(request)),
+    });
     let mut stream = client
-        .receive_job(request)
+        .receive_job(UnboundedReceiverStream::new(outbound))
         .await
         .map_err(from_status)?
         .into_inner();
+    if at_end {
+        return at_the_end(&mut client, &mut stream, job, how, to_daemon).await;
+    }
+    // The progress line (a terminal, --follow): whole lines around it. Never into a pipe, so
+    // what the reader took out of it stays what was written.
+    let progress = args.follow && crate::progress::wanted_beside_output(args.quiet, args.output);
+    let _poller =
+        super::wait::ProgressPoller::start(&client, std::slice::from_ref(&job.instance_id), progress);
+    let mut rx = Receiver::new(how, args, to_daemon, progress);
+    let result = rx.receive(&mut stream).await;
+    match result {
+        Ok(()) => {
+            rx.close(&mut stream).await;
+            Ok(0)
+        }
+        Err(Stop::PipeClosed) => {
+            // Confirm what the reader did read before it went; nothing written after it.
+            let _ = rx.confirm();
+            rx.close(&mut stream).await;
+            Ok(EXIT_PIPE_CLOSED)
+        }
+        Err(Stop::Io(e)) => Err(anyhow::Error::new(e).context("writing the output")),
+        Err(Stop::Daemon(status)) => Err(from_status(status)),
+    }
+}
+
+/// `-b` and `--output-dir`: everything first (read as --keep), then the groups or the files.
+async fn at_the_end(
+    client: &mut crate::daemon::client::DaemonClient,
+    stream: &mut tonic::Streaming<pb::JobOutput>,
+    job: pb::JobInfo,
+    how: Presentation,
+    to_daemon: mpsc::UnboundedSender<pb::ReceiveJobMessage>,
+) -> anyhow::Result<u8> {
     let stdout = std::io::stdout();
-    let progress = super::wait::ProgressPoller::start(
-        &client,
-        std::slice::from_ref(&job.instance_id),
-        args.follow && crate::progress::wanted_beside_output(args.quiet, args.output),
-    );
-    let out = crate::progress::Guarded::new(stdout.lock());
-    let mut printer = Printer::new(std::io::BufWriter::new(out), args.output, labels)
-        .escape_controls(crate::escape::for_stdout(args.raw));
+    let mut printer = Presenter::new(BufWriter::new(stdout.lock()), how);
     while let Some(out) = stream.message().await.map_err(from_status)? {
-        let stream = pb::Stream::try_from(out.stream).unwrap_or(pb::Stream::Stdout);
-        printer.output(out.child as usize, stream, out.seq, &out.data)?;
-        if args.follow {
-            printer.flush()?;
+        if out.end {
+            break;
+        }
+        let s = Stream::try_from(out.stream).unwrap_or(Stream::Stdout);
+        printer.output(out.child as usize, s, out.seq, &out.data)?;
+    }
+    drop(to_daemon);
+    // Each child's state as it is now.
+    let job = client
+        .list_jobs(pb::ListJobsRequest {
+            jobs: vec![job.instance_id.clone()],
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner()
+        .jobs
+        .into_iter()
+        .next()
+        .unwrap_or(job);
+    match printer.finish(&crate::receive_view::outcomes(&job)) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_PIPE_CLOSED),
+        other => other?,
+    }
+    Ok(if printer.file_errors() {
+        crate::EXIT_FAILED
+    } else {
+        0
+    })
+}
+
+enum Stop {
+    PipeClosed,
+    Io(std::io::Error),
+    Daemon(tonic::Status),
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Stop::PipeClosed
+        } else {
+            Stop::Io(e)
         }
     }
-    printer.finish()?;
-    drop(progress);
-    Ok(0)
+}
+
+type Out = Counting<BufWriter<Counting<Box<dyn Write>>>>;
+
+/// The printer, and what of each child's output it has delivered.
+struct Receiver {
+    printer: Printer<Out>,
+    labels: usize,
+    sink: Sink,
+    tracker: Tracker,
+    /// Per child and stream (stdout, stderr): where the line held back starts.
+    held_from: Vec<[Option<Mark>; 2]>,
+    /// Per child and stream: the end of its output given to the printer.
+    fed: Vec<[Option<Mark>; 2]>,
+    /// Where confirmations go (the request's stream); `None` once closed.
+    to_daemon: Option<mpsc::UnboundedSender<pb::ReceiveJobMessage>>,
+    keep: bool,
+    follow: bool,
+    last_child: Option<usize>,
+    flushed_at: u64,
+}
+
+impl Receiver {
+    fn new(
+        how: Presentation,
+        args: &ReceiveArgs,
+        to_daemon: mpsc::UnboundedSender<pb::ReceiveJobMessage>,
+        progress: bool,
+    ) -> Self {
+        let sink = Sink::stdout();
+        let stdout: Box<dyn Write> = if progress {
+            Box::new(crate::progress::Guarded::new(std::io::stdout().lock()))
+        } else {
+            Box::new(std::io::stdout().lock())
+        };
+        let out = Counting::new(
+            BufWriter::new(Counting::new(stdout, sink.written.clone())),
+            sink.printed.clone(),
+        );
+        let n = how.labels.len();
+        Receiver {
+            printer: Printer::new(out, how.format, how.labels)
+                .escape_controls(how.escape)
+                .paint(how.paint),
+            labels: n,
+            sink,
+            tracker: Tracker::new(2 * n),
+            held_from: vec![[None, None]; n],
+            fed: vec![[None, None]; n],
+            to_daemon: Some(to_daemon),
+            keep: args.keep,
+            follow: args.follow,
+            last_child: None,
+            flushed_at: 0,
+        }
+    }
+
+    async fn receive(&mut self, stream: &mut tonic::Streaming<pb::JobOutput>) -> Result<(), Stop> {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let waiting = self.tracker.has_pending();
+            let msg = tokio::select! {
+                biased;
+                msg = stream.message() => msg.map_err(Stop::Daemon)?,
+                _ = tick.tick(), if waiting => {
+                    if self.sink.reader_gone() {
+                        return Err(Stop::PipeClosed);
+                    }
+                    self.deliver()?;
+                    continue;
+                }
+            };
+            let Some(out) = msg else {
+                // The call ended without its end message: print what is held, confirm nothing more.
+                self.printer.finish()?;
+                return Ok(());
+            };
+            if out.end {
+                return self.end().await;
+            }
+            self.feed(&out)?;
+            if self.follow || self.sink.printed.get() - self.flushed_at >= FLUSH_EVERY {
+                self.deliver()?;
+            }
+        }
+    }
+
+    /// Prints one chunk line by line, noting after each line how far the child's output is
+    /// printed (short of any line held back).
+    fn feed(&mut self, out: &pb::JobOutput) -> Result<(), Stop> {
+        let child = out.child as usize;
+        if child >= self.labels || out.seq == 0 {
+            return Err(Stop::Daemon(tonic::Status::internal(format!(
+                "the daemon sent output of child {} seq {}",
+                out.child, out.seq
+            ))));
+        }
+        // Without --follow the daemon sends child by child: a new child means the last one's
+        // unfinished lines are all there is.
+        if !self.follow {
+            if let Some(prev) = self.last_child.filter(|p| *p != child) {
+                self.release(prev)?;
+            }
+        }
+        self.last_child = Some(child);
+        let stream = Stream::try_from(out.stream).unwrap_or(Stream::Stdout);
+        let si = usize::from(stream == Stream::Stderr);
+        let len = u32::try_from(out.data.len()).unwrap_or(u32::MAX);
+        let chunk_end = out.offset.saturating_add(len);
+        let mut at = out.offset;
+        let mut rest = out.data.as_slice();
+        while !rest.is_empty() {
+            let cut = memchr::memchr(b'\n', rest).map_or(rest.len(), |p| p + 1);
+            let (piece, tail) = rest.split_at(cut);
+            self.printer.output(child, stream, out.seq, piece)?;
+            let start = Mark {
+                seq: out.seq - 1,
+                off: at,
+            };
+            at = at.saturating_add(u32::try_from(piece.len()).unwrap_or(u32::MAX));
+            self.held_from[child][si] = if self.printer.held(child, stream) == 0 {
+                None
+            } else {
+                self.held_from[child][si].or(Some(start))
+            };
+            self.fed[child][si] = Some(if at >= chunk_end {
+                Mark { seq: out.seq, off: 0 }
+            } else {
+                Mark {
+                    seq: out.seq - 1,
+                    off: at,
+                }
+            });
+            self.note(child, si);
+            rest = tail;
+        }
+        // Held lines keep their output unconfirmed: never let them fill the daemon's window
+        // (it would wait for a confirmation that waits for more output). Past half the
+        // window, held lines are printed as they are, as over-long lines are.
+        let held: usize = (0..self.labels)
+            .map(|c| self.printer.held(c, Stream::Stdout) + self.printer.held(c, Stream::Stderr))
+            .sum();
+        if held as u64 >= WINDOW / 2 {
+            for c in 0..self.labels {
+                self.release(c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes how far one stream of `child` is printed now.
+    fn note(&mut self, child: usize, si: usize) {
+        let Some(mark) = self.held_from[child][si].or(self.fed[child][si]) else {
+            return;
+        };
+        self.tracker
+            .printed(self.sink.printed.get(), 2 * child + si, mark);
+    }
+
+    /// Prints `child`'s held lines as they are.
+    fn release(&mut self, child: usize) -> Result<(), Stop> {
+        if self.held_from[child].iter().all(Option::is_none) {
+            return Ok(());
+        }
+        self.printer.release(child)?;
+        self.held_from[child] = [None, None];
+        self.note(child, 0);
+        self.note(child, 1);
+        Ok(())
+    }
+
+    /// Everything was sent: print what is held, then wait until the reader has it all.
+    async fn end(&mut self) -> Result<(), Stop> {
+        for child in 0..self.labels {
+            self.release(child)?;
+        }
+        self.printer.finish()?;
+        loop {
+            self.deliver()?;
+            if self.keep || !self.tracker.has_pending() {
+                return Ok(());
+            }
+            if self.sink.reader_gone() {
+                return Err(Stop::PipeClosed);
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// Flushes, then confirms what the reader has.
+    fn deliver(&mut self) -> Result<(), Stop> {
+        self.printer.flush()?;
+        self.flushed_at = self.sink.printed.get();
+        self.confirm()?;
+        Ok(())
+    }
+
+    /// Sends an ack for each child whose delivered output moved on.
+    fn confirm(&mut self) -> std::io::Result<()> {
+        self.tracker.taken(self.sink.taken()?);
+        let acks = self.tracker.to_ack();
+        if self.keep {
+            return Ok(());
+        }
+        if let Some(to_daemon) = &self.to_daemon {
+            for (slot, mark) in acks {
+                let stream = if slot % 2 == 1 {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                let ack = pb::ReceiveAck {
+                    child: u32::try_from(slot / 2).unwrap_or(u32::MAX),
+                    seq: mark.seq,
+                    offset: mark.off,
+                    stream: stream as i32,
+                };
+                let _ = to_daemon.send(pb::ReceiveJobMessage {
+                    message: Some(pb::receive_job_message::Message::Ack(ack)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes our side, then waits for the daemon to end the call: it has then committed
+    /// every confirmation sent.
+    async fn close(&mut self, stream: &mut tonic::Streaming<pb::JobOutput>) {
+        self.to_daemon = None;
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Ok(Some(_)) = stream.message().await {}
+        })
+        .await;
+    }
 }

@@ -267,12 +267,28 @@ async fn last_line(
         follow: false,
         after_seq: last_seq.saturating_sub(LAST_CHUNKS),
     };
+    let (_open, request) = opened(request);
     let mut stream = client.receive_job(request).await?.into_inner();
     let mut last = LastLine::default();
     while let Some(out) = stream.message().await? {
         last.push(&out.data);
     }
     Ok(last.text())
+}
+
+/// A receive's request stream: the request, then nothing (a `keep` receive sends no acks). The
+/// sender is held for as long as the receive goes on: a closed request stream ends it.
+fn opened(
+    request: pb::ReceiveJobRequest,
+) -> (
+    mpsc::UnboundedSender<pb::ReceiveJobMessage>,
+    tokio_stream::wrappers::UnboundedReceiverStream<pb::ReceiveJobMessage>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = tx.send(pb::ReceiveJobMessage {
+        message: Some(pb::receive_job_message::Message::Request(request)),
+    });
+    (tx, tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
 }
 
 /// Keeps the last whole line and the unfinished one of an output stream.
@@ -321,6 +337,7 @@ async fn follow(
         follow: true,
         after_seq,
     };
+    let (_open, request) = opened(request);
     let Ok(stream) = client.receive_job(request).await else {
         return;
     };

@@ -173,19 +173,11 @@ impl Started {
 }
 
 fn start_daemon(state_dir: &Path, identity: Option<&Path>) -> anyhow::Result<Started> {
-    use std::os::unix::fs::DirBuilderExt;
     use std::os::unix::process::CommandExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    // The same checks as the daemon's: the log is opened here, never through a symlink.
+    super::statedir::ensure_dir(state_dir)?;
     let log_path: PathBuf = state_dir.join("daemon.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+    let log = super::statedir::open_private(&log_path, true)?;
     let log_start = log.metadata().map_or(0, |m| m.len());
     let exe = std::env::current_exe().context("finding the rjob binary to start the daemon")?;
     let mut cmd = std::process::Command::new(exe);

@@ -90,51 +90,72 @@ impl Health {
 
     /// Runs the store write `op` until it succeeds, waiting between attempts.
     pub async fn retry<T>(&self, what: &str, mut op: impl FnMut() -> Result<T, StoreError>) -> T {
-        let mut attempt = 0;
+        let mut waiting = Waiting::new(self, what);
         loop {
             match op() {
-                Ok(v) => {
-                    if attempt > 0 {
-                        self.recovered();
-                        tracing::info!(what, attempts = attempt + 1, "the job store took the write");
-                    }
-                    return v;
-                }
-                Err(e) => {
-                    self.note_failure(what, attempt, &e);
-                    tokio::time::sleep(retry_delay(attempt)).await;
-                    attempt += 1;
-                }
+                Ok(v) => return waiting.done(v),
+                Err(e) => tokio::time::sleep(waiting.failed(&e)).await,
             }
         }
     }
 
     /// [`Health::retry`] for a thread that may block (the output writer).
     pub fn retry_blocking<T>(&self, what: &str, mut op: impl FnMut() -> Result<T, StoreError>) -> T {
-        let mut attempt = 0;
+        let mut waiting = Waiting::new(self, what);
         loop {
             match op() {
-                Ok(v) => {
-                    if attempt > 0 {
-                        self.recovered();
-                        tracing::info!(what, attempts = attempt + 1, "the job store took the write");
-                    }
-                    return v;
-                }
-                Err(e) => {
-                    self.note_failure(what, attempt, &e);
-                    std::thread::sleep(retry_delay(attempt));
-                    attempt += 1;
-                }
+                Ok(v) => return waiting.done(v),
+                Err(e) => std::thread::sleep(waiting.failed(&e)),
             }
         }
     }
+}
 
-    fn note_failure(&self, what: &str, attempt: u32, e: &StoreError) {
-        self.failing(attempt == 0, e);
+/// One write's retries; counted among the waiting writes from its first failure until it
+/// goes through, or until it is given up (dropped), whichever comes first.
+struct Waiting<'a> {
+    health: &'a Health,
+    what: &'a str,
+    attempt: u32,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(health: &'a Health, what: &'a str) -> Self {
+        Waiting {
+            health,
+            what,
+            attempt: 0,
+        }
+    }
+
+    /// The delay before the next attempt.
+    fn failed(&mut self, e: &StoreError) -> Duration {
+        self.health.failing(self.attempt == 0, e);
         // One line when it starts, then one every ~minute: a full disk must not flood the log.
-        if attempt.is_multiple_of(30) {
-            tracing::error!(what, error = %e, attempt, "cannot write the job store; retrying");
+        if self.attempt.is_multiple_of(30) {
+            tracing::error!(what = self.what, error = %e, attempt = self.attempt, "cannot write the job store; retrying");
+        }
+        let delay = retry_delay(self.attempt);
+        self.attempt += 1;
+        delay
+    }
+
+    fn done<T>(&mut self, v: T) -> T {
+        if self.attempt > 0 {
+            tracing::info!(
+                what = self.what,
+                attempts = self.attempt + 1,
+                "the job store took the write"
+            );
+        }
+        v
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.attempt > 0 {
+            self.health.recovered();
         }
     }
 }
@@ -148,6 +169,38 @@ mod tests {
         let ms: Vec<u128> = (0..7).map(|a| retry_delay(a).as_millis()).collect();
         assert_eq!(ms, [100, 200, 400, 800, 1600, 2000, 2000]);
         assert_eq!(retry_delay(u32::MAX), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_write_is_retried_until_it_goes_through_and_a_dropped_one_is_not_left_waiting() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let health = Health::default();
+        let full = || {
+            StoreError::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                None,
+            ))
+        };
+        let mut tries = 0;
+        let got = runtime.block_on(health.retry("test", || {
+            tries += 1;
+            if tries < 3 {
+                Err(full())
+            } else {
+                Ok(tries)
+            }
+        }));
+        assert_eq!(got, 3);
+        assert_eq!(health.reason(), None);
+        let given_up = runtime.block_on(async {
+            let retry = health.retry("test", || Err::<(), _>(full()));
+            tokio::time::timeout(Duration::from_millis(150), retry).await
+        });
+        assert!(given_up.is_err());
+        assert_eq!(health.reason(), None, "a dropped retry is no longer waiting");
     }
 
     #[test]

@@ -217,7 +217,16 @@ impl Manager {
         job: JobRow,
         desired: watch::Receiver<Desired>,
     ) -> Result<(), StoreError> {
-        let request = self.store.job_request(job.id)?;
+        // A request that cannot be read: children already running on their agents are followed
+        // (their request is not needed any more); the others end Failed with the reason.
+        let request = match self.store.job_request(job.id) {
+            Ok(request) => Ok(request),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                tracing::error!(job = job.id, error = %e, "a job's request cannot be read");
+                Err(e.to_string())
+            }
+            Err(e) => return Err(e),
+        };
         let mut children = self.store.children(job.id)?;
         // Children that had started go first: they hold the throttle slots they had.
         children.sort_by_key(|c| (c.run_id.is_none(), c.idx));
@@ -229,6 +238,22 @@ impl Manager {
         });
         let mut running = tokio::task::JoinSet::new();
         for child in children.into_iter().filter(|c| !c.state.is_finished()) {
+            let request = match (&request, &child.run_id) {
+                (Ok(request), _) => request.clone(),
+                (Err(_), Some(_)) => pb::StartRunRequest::default(),
+                (Err(reason), None) => {
+                    let reason = format!("{reason}: it cannot be started");
+                    let outcome = ChildOutcome::new(State::Failed, reason, std::time::Instant::now());
+                    let at = now_ms();
+                    self.health
+                        .retry("a child's end", || {
+                            self.store.finish_child(job.id, child.idx, &outcome, at)
+                        })
+                        .await;
+                    self.changed();
+                    continue;
+                }
+            };
             let Some(permit) = self.wait_for_slot(&throttle, desired.clone()).await else {
                 // Stopped while queued: it never starts.
                 let outcome = ChildOutcome::new(
@@ -247,7 +272,6 @@ impl Manager {
             };
             let manager = self.clone();
             let job = job.clone();
-            let request = request.clone();
             let settings = settings.clone();
             let desired = desired.clone();
             let slot = Slot::new(throttle.clone(), permit);
@@ -366,7 +390,12 @@ impl Manager {
         }
         let named: Vec<&JobRow> = jobs.iter().filter(|j| j.name == reference).collect();
         match named.as_slice() {
-            [] => Err(JobError::NotFound(reference.to_string())),
+            [] => match reference.parse::<i64>() {
+                Ok(id) if self.store.was_lost(id) => Err(JobError::Invalid(format!(
+                    "job {id} was lost from the job store (found missing when the daemon started): its state and output are gone"
+                ))),
+                _ => Err(JobError::NotFound(reference.to_string())),
+            },
             [one] => Ok((*one).clone()),
             many => Err(JobError::Ambiguous {
                 name: reference.to_string(),
@@ -407,15 +436,31 @@ impl Manager {
             stop: job.stop_requested,
             suspend: job.suspended,
         };
-        if let Some(tx) = self.active().get(&job.id) {
+        let active = if let Some(tx) = self.active().get(&job.id) {
             want = *tx.borrow();
             change(&mut want);
             tx.send_replace(want);
+            true
         } else {
             change(&mut want);
+            false
+        };
+        let (stop, suspend) = (Some(want.stop), Some(want.suspend));
+        match self.store.set_job_flags(job.id, stop, suspend) {
+            Ok(()) => {}
+            // Applied already to the job going on: it is recorded once the store takes it.
+            Err(_) if active => {
+                let (store, health, id) = (self.store.clone(), self.health.clone(), job.id);
+                tokio::spawn(async move {
+                    health
+                        .retry("a job's stop or suspend", || {
+                            store.set_job_flags(id, stop, suspend)
+                        })
+                        .await;
+                });
+            }
+            Err(e) => return Err(e.into()),
         }
-        self.store
-            .set_job_flags(job.id, Some(want.stop), Some(want.suspend))?;
         self.changed();
         Ok(())
     }

@@ -4,11 +4,15 @@
 
 pub mod client;
 pub mod health;
+pub mod ids;
 pub mod jobs;
 pub mod notices;
 pub mod orphans;
+pub mod receive;
 pub mod service;
+pub mod statedir;
 pub mod store;
+pub mod store_error;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,21 +96,13 @@ pub async fn serve(
     config: DaemonConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let dir = &config.state_dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating state directory {}", dir.display()))?;
+    // The user's own, 0700, not a symlink (created so when missing): nobody else can read the
+    // store or plant files in it. Every file in it is opened with O_NOFOLLOW, mode 0600.
+    statedir::ensure_dir(dir)?;
     // One daemon per state directory, for its whole life: two would run jobs twice.
-    let lock_path = dir.join("daemon.lock");
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let lock_file = statedir::open_private(&dir.join("daemon.lock"), false)?;
     let _lock =
         nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
             anyhow::anyhow!(
@@ -115,6 +111,8 @@ pub async fn serve(
             )
         })?;
     let socket = socket_path(dir);
+    // Whatever is there (a stale socket, or something planted) goes; remove_file never
+    // follows a symlink.
     let _ = std::fs::remove_file(&socket);
 
     let store = Arc::new(store::Store::open(&dir.join("jobs.db"))?);
@@ -150,7 +148,13 @@ pub async fn serve(
     // Runs an earlier daemon gave up on are stopped once their agents answer.
     let orphans = orphans::Orphans::open(dir, config.tls.clone());
     orphans.resume();
+    let lost = store.lost_notice().map(str::to_string);
     let manager = jobs::Manager::new(store, config.tls, local_socket, config.reconnect_window, orphans);
+    if let Some(lost) = lost {
+        // Said once here, in the log, and by `rjob jobs` for as long as this daemon runs.
+        tracing::error!("{lost}");
+        manager.health().set_lost(lost);
+    }
     let resumed = manager.recover()?;
 
     let listener =

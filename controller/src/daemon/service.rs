@@ -7,22 +7,28 @@ use rjob_proto::v1 as pb;
 use rjob_proto::v1::controller_server::Controller;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::daemon::jobs::{JobError, Manager};
+use crate::daemon::receive;
 use crate::state::State;
 
 pub struct ControllerService {
     manager: Arc<Manager>,
+    /// Jobs with a consuming receive going (one at a time per job).
+    consumers: receive::Consumers,
 }
 
 impl ControllerService {
     pub fn new(manager: Arc<Manager>) -> Self {
-        ControllerService { manager }
+        ControllerService {
+            manager,
+            consumers: receive::Consumers::default(),
+        }
     }
 }
 
-fn status(e: JobError) -> Status {
+pub(crate) fn status(e: JobError) -> Status {
     match e {
         JobError::NotFound(_) => Status::not_found(e.to_string()),
         JobError::Ambiguous { .. } | JobError::Invalid(_) => Status::invalid_argument(e.to_string()),
@@ -94,23 +100,28 @@ impl Controller for ControllerService {
 
     async fn receive_job(
         &self,
-        request: Request<pb::ReceiveJobRequest>,
+        request: Request<Streaming<pb::ReceiveJobMessage>>,
     ) -> Result<Response<Self::ReceiveJobStream>, Status> {
-        let req = request.into_inner();
+        let mut inbound = request.into_inner();
+        let req = match inbound.message().await? {
+            Some(pb::ReceiveJobMessage {
+                message: Some(pb::receive_job_message::Message::Request(req)),
+            }) => req,
+            _ => return Err(Status::invalid_argument("a receive starts with its request")),
+        };
         let job = self.manager.resolve(&req.job).map_err(status)?;
         let children = self
             .manager
             .store()
             .children(job.id)
             .map_err(|e| status(e.into()))?;
-        let labels: Vec<String> = children.iter().map(|c| c.label(&job.location)).collect();
-        let selected: Vec<u32> = children
+        let selected: Vec<(u32, String)> = children
             .iter()
-            .zip(&labels)
-            .filter(|(_, label)| req.host.is_empty() || **label == req.host)
-            .map(|(c, _)| c.idx)
+            .map(|c| (c.idx, c.label(&job.location)))
+            .filter(|(_, label)| req.host.is_empty() || *label == req.host)
             .collect();
         if selected.is_empty() {
+            let labels: Vec<String> = children.iter().map(|c| c.label(&job.location)).collect();
             return Err(Status::invalid_argument(format!(
                 "job {} has no host {:?}; its hosts: {}",
                 job.name,
@@ -118,15 +129,26 @@ impl Controller for ControllerService {
                 labels.join(", ")
             )));
         }
+        let claim = if req.keep {
+            None
+        } else {
+            Some(self.consumers.claim(job.id).ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "job {} (Id {}) is being received by another `rjob receive`; wait for it to end, \
+                     or add --keep to read the output without taking it",
+                    job.name, job.id
+                ))
+            })?)
+        };
+        let plan = receive::Plan {
+            job_id: job.id,
+            children: selected,
+            keep: req.keep,
+            after_seq: if req.keep { req.after_seq } else { 0 },
+            follow: req.follow,
+        };
         let (tx, rx) = mpsc::channel(4);
-        let manager = self.manager.clone();
-        tokio::spawn(async move {
-            if let Err(e) =
-                stream_output(&manager, job.id, &selected, &labels, kept(&req), req.follow, &tx).await
-            {
-                let _ = tx.send(Err(status(e))).await;
-            }
-        });
+        tokio::spawn(receive::run(self.manager.clone(), plan, inbound, tx, claim));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -158,88 +180,5 @@ impl Controller for ControllerService {
         }
         let removed = self.manager.remove(&req.jobs, req.force).await.map_err(status)?;
         Ok(Response::new(pb::RemoveJobResponse { removed }))
-    }
-}
-
-/// With `keep`, where the receive starts for each child past what was received: `after_seq`
-/// (a receive that marks output received never skips any).
-fn kept(req: &pb::ReceiveJobRequest) -> Option<u64> {
-    req.keep.then_some(req.after_seq)
-}
-
-/// Sends output not yet received (child by child, in order); with `follow`, goes on with live
-/// output until the job has ended and everything was sent. Without `keep`, what was sent is
-/// marked received; with `keep: Some(after_seq)`, it is left unreceived.
-async fn stream_output(
-    manager: &Manager,
-    job_id: i64,
-    selected: &[u32],
-    labels: &[String],
-    keep: Option<u64>,
-    follow: bool,
-    tx: &mpsc::Sender<Result<pb::JobOutput, Status>>,
-) -> Result<(), JobError> {
-    let store = manager.store();
-    let mut changes = manager.subscribe();
-    let start = store.children(job_id)?;
-    let mut cursors: Vec<u64> = selected
-        .iter()
-        .map(|idx| {
-            start
-                .iter()
-                .find(|c| c.idx == *idx)
-                .map_or(0, |c| c.received_seq)
-                .max(keep.unwrap_or(0))
-        })
-        .collect();
-    loop {
-        changes.borrow_and_update();
-        let children = store.children(job_id)?;
-        if children.is_empty() {
-            return Err(JobError::NotFound(job_id.to_string())); // removed meanwhile
-        }
-        for (slot, idx) in selected.iter().enumerate() {
-            let Some(child) = children.iter().find(|c| c.idx == *idx) else {
-                continue;
-            };
-            loop {
-                let rows = store.output(job_id, *idx, cursors[slot], child.last_seq, 256)?;
-                let Some(last) = rows.last().map(|r| r.0) else {
-                    break;
-                };
-                for (seq, stream, data) in rows {
-                    let out = pb::JobOutput {
-                        child: *idx,
-                        host: labels.get(*idx as usize).cloned().unwrap_or_default(),
-                        stream: stream as i32,
-                        seq,
-                        data,
-                    };
-                    if tx.send(Ok(out)).await.is_err() {
-                        return Ok(()); // the reader went away; what it did not get stays unreceived
-                    }
-                }
-                cursors[slot] = last;
-                if keep.is_none() {
-                    store.mark_received(job_id, *idx, last)?;
-                }
-            }
-        }
-        if !follow {
-            return Ok(());
-        }
-        let all_sent_and_done = selected.iter().enumerate().all(|(slot, idx)| {
-            children
-                .iter()
-                .find(|c| c.idx == *idx)
-                .is_none_or(|c| c.state.is_finished() && cursors[slot] >= c.last_seq)
-        });
-        if all_sent_and_done {
-            return Ok(());
-        }
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return Ok(()) },
-            () = tx.closed() => return Ok(()),
-        }
     }
 }

@@ -2,47 +2,19 @@
 //! metadata, child states and every output chunk with its sequence number; output lives on
 //! disk, not in memory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rjob_proto::v1 as pb;
 use rusqlite::{params, Connection};
 
+use crate::daemon::ids::Ids;
+use crate::daemon::statedir;
+pub use crate::daemon::store_error::StoreError;
 use crate::state::{parent_state, State};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("job store {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("job store: {0}")]
-    Sql(#[from] rusqlite::Error),
-    #[error("job store holds a damaged request for job {0}")]
-    Corrupt(i64),
-}
-
-impl StoreError {
-    /// What went wrong, in a few words (`disk full`), for reasons and warnings.
-    pub fn short(&self) -> String {
-        use rusqlite::ErrorCode;
-        let sql = match self {
-            StoreError::Open { source, .. } | StoreError::Sql(source) => source,
-            StoreError::Corrupt(id) => return format!("damaged request for job {id}"),
-        };
-        match sql.sqlite_error_code() {
-            Some(ErrorCode::DiskFull) => "disk full".to_string(),
-            Some(ErrorCode::ReadOnly) => "read-only".to_string(),
-            Some(ErrorCode::PermissionDenied) => "permission denied".to_string(),
-            Some(ErrorCode::SystemIoFailure) => "I/O error".to_string(),
-            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => "damaged".to_string(),
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => "busy".to_string(),
-            _ => sql.to_string(),
-        }
-    }
-}
+mod received;
+pub use received::Mark;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -144,6 +116,12 @@ pub struct Chunk {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The high-water mark of Ids beside the store; locked inside `conn`.
+    ids: Mutex<Ids>,
+    /// What was found lost at open, in one line.
+    lost: Option<String>,
+    /// The Ids of the jobs found lost at open.
+    lost_ids: Vec<i64>,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -156,6 +134,16 @@ impl Store {
             path: path.to_owned(),
             source,
         };
+        // The store and SQLite's files beside it: never through a planted symlink, never
+        // another user's, mode 0600 (SQLite gives its -wal and -shm the mode of the store).
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            statedir::check_file(Path::new(&name))?;
+        }
+        drop(statedir::open_private(path, false)?);
+        // SQLite opens the store, its -wal and -shm with O_NOFOLLOW itself. (Not
+        // SQLITE_OPEN_NOFOLLOW: that refuses a symlink anywhere in the path, /home included.)
         let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
@@ -165,9 +153,39 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        received::migrate(&conn).map_err(open_err)?;
+        let in_store: Vec<i64> = {
+            let mut stmt = conn
+                .prepare("SELECT id FROM jobs ORDER BY id")
+                .map_err(open_err)?;
+            let ids = stmt
+                .query_map([], |r| r.get(0))
+                .map_err(open_err)?
+                .collect::<Result<_, _>>()
+                .map_err(open_err)?;
+            ids
+        };
+        let (ids, found) = Ids::open(&path.with_extension("ids"), &in_store)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            ids: Mutex::new(ids),
+            lost: crate::daemon::ids::lost_notice(&found, path),
+            lost_ids: found.lost,
         })
+    }
+
+    /// What the store was found to have lost when it was opened, in one line.
+    pub fn lost_notice(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+
+    /// Whether job `id` was found lost when the store was opened.
+    pub fn was_lost(&self, id: i64) -> bool {
+        self.lost_ids.contains(&id)
+    }
+
+    fn ids(&self) -> MutexGuard<'_, Ids> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -183,12 +201,29 @@ impl Store {
         hosts: &[(String, u16)],
     ) -> Result<i64, StoreError> {
         let mut conn = self.lock();
+        // The Id is recorded in the mark (fsynced) before the job is stored: never handed
+        // out twice, whatever the store loses later.
+        let id = self.ids().take_next()?;
+        let stored = Self::insert_job(&mut conn, id, job, request, hosts);
+        if stored.is_err() {
+            let _ = self.ids().forget(id);
+        }
+        stored
+    }
+
+    fn insert_job(
+        conn: &mut Connection,
+        id: i64,
+        job: &JobRow,
+        request: &pb::StartRunRequest,
+        hosts: &[(String, u16)],
+    ) -> Result<i64, StoreError> {
         let tx = conn.transaction()?;
         let mut request = request.clone();
         request.password.clear(); // never stored
         tx.execute(
-            "INSERT INTO jobs (instance_id, name, command, location, request, throttle_limit, connect_timeout_ms, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO jobs (id, instance_id, name, command, location, request, throttle_limit, connect_timeout_ms, created_at_ms)
+             VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 job.instance_id,
                 job.name,
@@ -197,10 +232,10 @@ impl Store {
                 prost::Message::encode_to_vec(&request),
                 job.throttle_limit,
                 to_i64(job.connect_timeout_ms),
-                job.created_at_ms
+                job.created_at_ms,
+                id
             ],
         )?;
-        let id = tx.last_insert_rowid();
         if job.name.is_empty() {
             tx.execute(
                 "UPDATE jobs SET name = ?1 WHERE id = ?2",
@@ -218,11 +253,20 @@ impl Store {
     }
 
     /// What a job's children run (the password was never stored).
+    /// A request that cannot be read or decoded is [`StoreError::Corrupt`].
     pub fn job_request(&self, id: i64) -> Result<pb::StartRunRequest, StoreError> {
-        let blob: Vec<u8> = self
+        let corrupt = |detail: String| StoreError::Corrupt { id, detail };
+        let blob: Vec<u8> = match self
             .lock()
-            .query_row("SELECT request FROM jobs WHERE id = ?1", [id], |r| r.get(0))?;
-        prost::Message::decode(blob.as_slice()).map_err(|_| StoreError::Corrupt(id))
+            .query_row("SELECT request FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+        {
+            Ok(blob) => blob,
+            Err(
+                e @ (rusqlite::Error::InvalidColumnType(..) | rusqlite::Error::FromSqlConversionFailure(..)),
+            ) => return Err(corrupt(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        prost::Message::decode(blob.as_slice()).map_err(|e| corrupt(e.to_string()))
     }
 
     /// Every job's metadata, by Id (ids are never reused).
@@ -437,22 +481,22 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn mark_received(&self, job_id: i64, idx: u32, seq: u64) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE children SET received_seq = ?3 WHERE job_id = ?1 AND idx = ?2 AND received_seq < ?3",
-            params![job_id, idx, to_i64(seq)],
-        )?;
-        Ok(())
-    }
-
     pub fn remove_job(&self, job_id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM output WHERE job_id = ?1", [job_id])?;
-        tx.execute("DELETE FROM children WHERE job_id = ?1", [job_id])?;
-        tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
-        tx.commit()?;
-        Ok(())
+        // Out of the mark first: a removal cut short leaves a job the next start finds in the
+        // store (and keeps), never one it reports lost.
+        self.ids().forget(job_id)?;
+        let removed = (|| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM output WHERE job_id = ?1", [job_id])?;
+            tx.execute("DELETE FROM children WHERE job_id = ?1", [job_id])?;
+            tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
+            tx.commit()
+        })();
+        if removed.is_err() {
+            self.ids().keep(job_id);
+        }
+        Ok(removed?)
     }
 }
 

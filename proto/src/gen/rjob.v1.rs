@@ -385,7 +385,7 @@ pub mod agent_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static("/rjob.v1.Agent/StartRun");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("rjob.v1.Agent", "StartRun"));
@@ -408,7 +408,7 @@ pub mod agent_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static("/rjob.v1.Agent/AttachRun");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("rjob.v1.Agent", "AttachRun"));
@@ -435,7 +435,7 @@ pub mod agent_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Agent/StartAndAttachRun",
             );
@@ -457,7 +457,7 @@ pub mod agent_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static("/rjob.v1.Agent/GetRun");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("rjob.v1.Agent", "GetRun"));
@@ -476,7 +476,7 @@ pub mod agent_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static("/rjob.v1.Agent/StopRun");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("rjob.v1.Agent", "StopRun"));
@@ -495,7 +495,7 @@ pub mod agent_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static("/rjob.v1.Agent/SuspendRun");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("rjob.v1.Agent", "SuspendRun"));
@@ -513,7 +513,7 @@ pub mod agent_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static("/rjob.v1.Agent/ResumeRun");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("rjob.v1.Agent", "ResumeRun"));
@@ -533,7 +533,7 @@ pub mod agent_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static("/rjob.v1.Agent/AckRun");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("rjob.v1.Agent", "AckRun"));
@@ -555,7 +555,7 @@ pub mod agent_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static("/rjob.v1.Agent/ListRuns");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("rjob.v1.Agent", "ListRuns"));
@@ -574,7 +574,7 @@ pub mod agent_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Agent/GetAgentInfo",
             );
@@ -781,7 +781,7 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = StartRunSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -827,7 +827,7 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = AttachRunSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -875,7 +875,7 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = StartAndAttachRunSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -918,7 +918,7 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetRunSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -961,7 +961,7 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = StopRunSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1004,7 +1004,7 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SuspendRunSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1047,7 +1047,7 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ResumeRunSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1090,7 +1090,7 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = AckRunSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1133,7 +1133,7 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListRunsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1178,7 +1178,7 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetAgentInfoSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1372,6 +1372,40 @@ pub struct ReceiveJobRequest {
     #[prost(uint64, tag = "5")]
     pub after_seq: u64,
 }
+/// What the receiving client sends: the request first, then acks.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReceiveJobMessage {
+    #[prost(oneof = "receive_job_message::Message", tags = "1, 2")]
+    pub message: ::core::option::Option<receive_job_message::Message>,
+}
+/// Nested message and enum types in `ReceiveJobMessage`.
+pub mod receive_job_message {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Message {
+        #[prost(message, tag = "1")]
+        Request(super::ReceiveJobRequest),
+        #[prost(message, tag = "2")]
+        Ack(super::ReceiveAck),
+    }
+}
+/// The client has written out (and, into a pipe, its reader has read) one stream of one child
+/// up to here: every chunk of that stream through `seq` whole, and the first `offset` bytes of
+/// its next chunk. The daemon commits it as that stream's received mark, then sends more: it
+/// keeps at most 256 KiB of output sent and not confirmed per receive.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReceiveAck {
+    #[prost(uint32, tag = "1")]
+    pub child: u32,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(uint32, tag = "3")]
+    pub offset: u32,
+    #[prost(enumeration = "Stream", tag = "4")]
+    pub stream: i32,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct JobOutput {
@@ -1383,8 +1417,15 @@ pub struct JobOutput {
     pub stream: i32,
     #[prost(uint64, tag = "4")]
     pub seq: u64,
+    /// From byte `offset` of the chunk on (a receive that resumes inside a chunk).
     #[prost(bytes = "vec", tag = "5")]
     pub data: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint32, tag = "6")]
+    pub offset: u32,
+    /// The last message: everything was sent. The client writes out what it holds, confirms
+    /// it, and closes its side; the daemon ends the call when that side is closed.
+    #[prost(bool, tag = "7")]
+    pub end: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1555,7 +1596,7 @@ pub mod controller_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Controller/CreateJob",
             );
@@ -1579,7 +1620,7 @@ pub mod controller_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Controller/ListJobs",
             );
@@ -1604,7 +1645,7 @@ pub mod controller_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Controller/WaitJobs",
             );
@@ -1613,10 +1654,12 @@ pub mod controller_client {
                 .insert(GrpcMethod::new("rjob.v1.Controller", "WaitJobs"));
             self.inner.unary(req, path, codec).await
         }
-        /// Output not received yet; with follow, live output until the job ends.
+        /// Output not received yet; with follow, live output until the job ends. The client's first
+        /// message is the request; without keep, it then confirms what it has written out (acks),
+        /// and only confirmed output is marked received. One such receive per job at a time.
         pub async fn receive_job(
             &mut self,
-            request: impl tonic::IntoRequest<super::ReceiveJobRequest>,
+            request: impl tonic::IntoStreamingRequest<Message = super::ReceiveJobMessage>,
         ) -> std::result::Result<
             tonic::Response<tonic::codec::Streaming<super::JobOutput>>,
             tonic::Status,
@@ -1629,14 +1672,14 @@ pub mod controller_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Controller/ReceiveJob",
             );
-            let mut req = request.into_request();
+            let mut req = request.into_streaming_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("rjob.v1.Controller", "ReceiveJob"));
-            self.inner.server_streaming(req, path, codec).await
+            self.inner.streaming(req, path, codec).await
         }
         pub async fn stop_job(
             &mut self,
@@ -1650,7 +1693,7 @@ pub mod controller_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Controller/StopJob",
             );
@@ -1671,7 +1714,7 @@ pub mod controller_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Controller/SuspendJob",
             );
@@ -1692,7 +1735,7 @@ pub mod controller_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Controller/ResumeJob",
             );
@@ -1716,7 +1759,7 @@ pub mod controller_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::GuardCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/rjob.v1.Controller/RemoveJob",
             );
@@ -1766,10 +1809,12 @@ pub mod controller_server {
             >
             + std::marker::Send
             + 'static;
-        /// Output not received yet; with follow, live output until the job ends.
+        /// Output not received yet; with follow, live output until the job ends. The client's first
+        /// message is the request; without keep, it then confirms what it has written out (acks),
+        /// and only confirmed output is marked received. One such receive per job at a time.
         async fn receive_job(
             &self,
-            request: tonic::Request<super::ReceiveJobRequest>,
+            request: tonic::Request<tonic::Streaming<super::ReceiveJobMessage>>,
         ) -> std::result::Result<tonic::Response<Self::ReceiveJobStream>, tonic::Status>;
         async fn stop_job(
             &self,
@@ -1897,7 +1942,7 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CreateJobSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1942,7 +1987,7 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListJobsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1987,7 +2032,7 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = WaitJobsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2007,7 +2052,7 @@ pub mod controller_server {
                     struct ReceiveJobSvc<T: Controller>(pub Arc<T>);
                     impl<
                         T: Controller,
-                    > tonic::server::ServerStreamingService<super::ReceiveJobRequest>
+                    > tonic::server::StreamingService<super::ReceiveJobMessage>
                     for ReceiveJobSvc<T> {
                         type Response = super::JobOutput;
                         type ResponseStream = T::ReceiveJobStream;
@@ -2017,7 +2062,9 @@ pub mod controller_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::ReceiveJobRequest>,
+                            request: tonic::Request<
+                                tonic::Streaming<super::ReceiveJobMessage>,
+                            >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -2033,7 +2080,7 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReceiveJobSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2043,7 +2090,7 @@ pub mod controller_server {
                                 max_decoding_message_size,
                                 max_encoding_message_size,
                             );
-                        let res = grpc.server_streaming(method, req).await;
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
@@ -2076,7 +2123,7 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = StopJobSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2119,7 +2166,7 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SuspendJobSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2162,7 +2209,7 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ResumeJobSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2207,7 +2254,7 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RemoveJobSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
