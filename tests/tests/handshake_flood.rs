@@ -40,6 +40,9 @@ fn stall(to: SocketAddr, sources: &[Ipv4Addr], n: usize) -> Vec<TcpStream> {
                 .bind(SocketAddr::from((sources[i % sources.len()], 0)))
                 .expect("binding a loopback source address");
             let tcp = socket.connect(to).await.expect("connect");
+            // Closed with a reset when dropped: no TIME_WAIT (nor a connection-tracking entry
+            // for two minutes) for thousands of connections.
+            let _ = tcp.set_zero_linger();
             let mut tcp = tcp.into_std().expect("std stream");
             tcp.set_nonblocking(false).expect("blocking");
             // A refused connection may already be reset: that is what the agent should do.
