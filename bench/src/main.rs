@@ -3,6 +3,7 @@
 
 mod fleet;
 mod flood;
+mod flood_report;
 mod flood_worker;
 mod opts;
 mod peers;
