@@ -269,3 +269,55 @@ fn out_of_descriptors_the_agent_sheds_new_connections_and_recovers() {
         agent.log_text()
     );
 }
+
+#[test]
+fn a_handshake_that_stalls_past_the_deadline_is_closed_and_counted() {
+    raise_own_fd_limit();
+    let fleet = Fleet::start_with(1, |cmd: &mut Command| {
+        cmd.args(["--handshake-timeout", "1s", "--handshake-log-interval", "1s"]);
+    })
+    .expect("fleet");
+    let agent = &fleet.agents[0];
+    let held = stall(agent.addr, &sources(4, 5), 5);
+    for tcp in &held {
+        assert!(
+            closed_by_peer(tcp),
+            "a stalled handshake was not closed at the deadline"
+        );
+    }
+    assert!(
+        wait_for(WAIT, || logged(agent, "timed_out") == 5),
+        "timeouts not counted:\n{}",
+        agent.log_text()
+    );
+    invoke_works(&fleet, "after-the-deadline");
+}
+
+#[test]
+fn handshake_caps_and_deadlines_of_zero_are_refused() {
+    for (flag, value) in [
+        ("--max-handshakes", "0"),
+        ("--max-handshakes-per-source", "0"),
+        ("--handshake-timeout", "0s"),
+        ("--handshake-log-interval", "0s"),
+    ] {
+        let out = ran(Command::new(rjob_tests::bin("rjob-agent")).args([
+            "--cert",
+            "/nonexistent",
+            "--key",
+            "/nonexistent",
+            "--client-ca",
+            "/nonexistent",
+            "--config",
+            "/dev/null",
+            flag,
+            value,
+        ]));
+        assert_eq!(out.code, 2, "{flag} {value}: {out}");
+        let name = flag.trim_start_matches("--").replace('-', "_");
+        assert!(
+            out.stderr.contains(&format!("{name} must be")),
+            "{flag} {value}: the error does not name it: {out}"
+        );
+    }
+}
