@@ -321,3 +321,22 @@ fn handshake_caps_and_deadlines_of_zero_are_refused() {
         );
     }
 }
+
+#[test]
+fn audit_records_are_kept_when_the_log_is_quieted() {
+    let fleet = Fleet::start_with(1, |cmd: &mut Command| {
+        cmd.env("RJOB_LOG", "warn");
+    })
+    .expect("fleet");
+    invoke_works(&fleet, "quiet-log");
+    let log = fleet.agents[0].log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("audit") && l.contains("run started")),
+        "RJOB_LOG=warn dropped the audit record:\n{log}"
+    );
+    assert!(
+        !log.contains("rjob-agent ready"),
+        "RJOB_LOG=warn still logs info lines:\n{log}"
+    );
+}
