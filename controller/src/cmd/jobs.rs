@@ -93,7 +93,7 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
             cells::cut(&shown(&job.name), MAX_NAME),
             State::from_pb(job.state).to_string(),
             yes_no(job.has_more_data).to_string(),
-            cells::cut(&shown(&job.location), MAX_NAME),
+            cells::cut(&shown(&location(job)), MAX_NAME),
             job.children.len().to_string(),
             progress(job),
             cells::cut(&shown(&job.command), MAX_COMMAND),
@@ -141,6 +141,17 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
         }
     }
     out
+}
+
+/// Where a job runs, as Get-Job's Location says it: `localhost`, or its hosts folded
+/// (`web[01-40]`), without the port when it is the default or the same for all.
+fn location(job: &pb::JobInfo) -> String {
+    if job.location == "local" {
+        return "localhost".to_string();
+    }
+    let hosts = crate::receive_view::hosts_of(job);
+    let show_port = hosts.len() < 2 || !crate::hosts::fold::same_port(&hosts);
+    crate::hosts::fold::fold_hosts(&hosts, show_port)
 }
 
 /// A name, host or message as the table shows it: control characters escaped.
@@ -239,10 +250,10 @@ mod tests {
         ];
         let text = table(&jobs, false);
         let expected = "\
-Id  Name                                      State      HasMoreData  Location  Hosts  Progress  Command
-1   パッチ確認                                Completed  False        remote    2      2/2 done  uptime
-2   patch-check                               Completed  False        remote    1      1/1 done  uptime
-3   xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…  Completed  False        remote    1      1/1 done  uptime
+Id  Name                                      State      HasMoreData  Location    Hosts  Progress  Command
+1   パッチ確認                                Completed  False        web[01-02]  2      2/2 done  uptime
+2   patch-check                               Completed  False        db1         1      1/1 done  uptime
+3   xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…  Completed  False        db2         1      1/1 done  uptime
 ";
         assert_eq!(text, expected, "\n{text}");
         // Every row's State column starts at the same terminal column.
@@ -257,10 +268,10 @@ Id  Name                                      State      HasMoreData  Location  
     fn child_rows_line_up_under_wide_host_names() {
         let text = table(&[job(7, "確認", &["ホスト1", "web01"])], true);
         let expected = "\
-Id  Name       State      HasMoreData  Location  Hosts  Progress  Command
-7   確認       Completed  False        remote    2      2/2 done  uptime
-      ホスト1  Completed  False                                   exit 0
-      web01    Completed  False                                   exit 0
+Id  Name       State      HasMoreData  Location       Hosts  Progress  Command
+7   確認       Completed  False        web01,ホスト1  2      2/2 done  uptime
+      ホスト1  Completed  False                                        exit 0
+      web01    Completed  False                                        exit 0
 ";
         assert_eq!(text, expected, "\n{text}");
     }
