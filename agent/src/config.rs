@@ -343,11 +343,21 @@ impl AgentConfig {
                 .unwrap_or(d.max_spool_bytes),
             containment: args.containment.or(file.containment).unwrap_or(d.containment),
         };
-        if config.max_handshakes == 0 || config.max_handshakes_per_source == 0 {
-            bail!("max_handshakes and max_handshakes_per_source must be at least 1");
+        for (name, value) in [
+            ("max_handshakes", config.max_handshakes),
+            ("max_handshakes_per_source", config.max_handshakes_per_source),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1 (0 would refuse every controller)");
+            }
         }
-        if config.handshake_timeout.is_zero() || config.handshake_log_interval.is_zero() {
-            bail!("handshake_timeout and handshake_log_interval must be longer than 0s");
+        for (name, value) in [
+            ("handshake_timeout", config.handshake_timeout),
+            ("handshake_log_interval", config.handshake_log_interval),
+        ] {
+            if value.is_zero() {
+                bail!("{name} must be longer than 0s");
+            }
         }
         if config.max_concurrent_runs == 0 {
             bail!("max_concurrent_runs must be at least 1");

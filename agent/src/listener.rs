@@ -3,7 +3,8 @@
 //!
 //! - Handshakes in flight are capped overall and per source ([`crate::handshake`]); a
 //!   connection beyond the caps is closed at once, unread, with a reset.
-//! - Each handshake has `handshake_timeout` to complete.
+//! - Each handshake has `handshake_timeout` to complete. One that times out or is evicted is
+//!   closed with a reset too.
 //! - Failures are counted and logged once per interval ([`crate::handshake_log`]).
 //! - Out of descriptors (EMFILE), the loop does not spin on the error: it frees a spare
 //!   descriptor kept for this, takes the waiting connection, closes it, and takes the spare
@@ -124,26 +125,39 @@ async fn accept_loop(
         let mut slot = admitted.slot;
         let timeout = limits.handshake_timeout;
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(timeout, acceptor.accept(CoalescingStream::new(tcp)));
+            let mut handshake = acceptor.accept(CoalescingStream::new(tcp));
             let outcome = tokio::select! {
-                outcome = handshake => outcome,
-                // Counted when the newcomer was admitted; dropping the handshake closes it.
-                () = slot.evicted() => return,
+                outcome = &mut handshake => Some(outcome),
+                () = tokio::time::sleep(timeout) => None,
+                // Counted when the newcomer was admitted.
+                () = slot.evicted() => return reset(handshake),
             };
-            // Established or failed, it is no longer a handshake in flight.
+            // Established, failed or timed out, it is no longer a handshake in flight.
             drop(slot);
             match outcome {
-                Ok(Ok(mut tls)) => {
+                Some(Ok(mut tls)) => {
                     // HTTP/2's opening (SETTINGS, WINDOW_UPDATE, and the answers to what came
                     // with the client's preface) leaves in one write, when the connection
                     // first waits for the client.
                     tls.get_mut().0.hold_until_read();
                     let _ = tx.send(Ok(tls)).await;
                 }
-                Ok(Err(e)) => failures.record(source, Outcome::Failed, Some(&e)),
-                Err(_) => failures.record(source, Outcome::TimedOut, None),
+                // Closed normally: a TLS alert may be on its way to the peer.
+                Some(Err(e)) => failures.record(source, Outcome::Failed, Some(&e)),
+                None => {
+                    failures.record(source, Outcome::TimedOut, None);
+                    reset(handshake);
+                }
             }
         });
+    }
+}
+
+/// Closes a stalled handshake with a reset: there is nothing to tell the peer, and a reset
+/// leaves no TIME_WAIT behind (nor a connection-tracking entry for two minutes).
+fn reset(handshake: tokio_rustls::Accept<CoalescingStream>) {
+    if let Some(stream) = handshake.get_ref() {
+        let _ = stream.get_ref().set_zero_linger();
     }
 }
 

@@ -76,3 +76,19 @@ fn raise_open_file_limit() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::with_audit;
+
+    #[test]
+    fn audit_records_stay_on_unless_the_filter_names_them() {
+        assert_eq!(with_audit("warn"), "warn,audit=info");
+        assert_eq!(with_audit("info,h2=warn"), "info,h2=warn,audit=info");
+        assert_eq!(with_audit("warn,audit=off"), "warn,audit=off");
+        assert_eq!(with_audit("audit"), "audit");
+        assert_eq!(with_audit("warn, audit[run]=debug"), "warn, audit[run]=debug");
+        // A target that merely starts with the word is not the audit target.
+        assert_eq!(with_audit("auditor=debug"), "auditor=debug,audit=info");
+    }
+}

@@ -2,6 +2,9 @@
 //! ansible ad-hoc, and the local spawn floor. See bench/README.md.
 
 mod fleet;
+mod flood;
+mod flood_report;
+mod flood_worker;
 mod opts;
 mod peers;
 mod procs;
@@ -35,6 +38,11 @@ fn main() -> ExitCode {
         let k = argv.get(3).and_then(|v| v.parse().ok()).unwrap_or(1);
         let script = argv.get(4).cloned().unwrap_or_else(|| "true".into());
         return ExitCode::from(procs::floor_main(n, k, &script) as u8);
+    }
+    match argv.get(1).map(String::as_str) {
+        Some("handshake-flood") => return flood::main(&argv[1..]),
+        Some("__flood-worker") => return flood_worker::main(&argv[2..]),
+        _ => {}
     }
     let opts = Opts::parse();
     if let Err(e) = procs::install_signal_thread() {
@@ -71,8 +79,13 @@ fn workspace_root() -> PathBuf {
 
 /// Builds rjob and rjob-agent with the same profile and target directory as this binary.
 fn ensure_bins(opts: &Opts) -> Result<PathBuf> {
-    if let Some(dir) = &opts.bin_dir {
-        return Ok(dir.clone());
+    build_bins(opts.bin_dir.as_deref())
+}
+
+/// `bin_dir`, or rjob and rjob-agent built with the same profile and target directory.
+pub fn build_bins(bin_dir: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = bin_dir {
+        return Ok(dir.to_path_buf());
     }
     let exe = std::env::current_exe()?;
     let profile_dir = exe

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 /// rjob fan-out, throughput and memory against N real agents on loopback addresses, with
-/// pdsh over ssh, ansible ad-hoc and N local spawns (the floor) side by side.
+/// pdsh over ssh, ansible ad-hoc and N local spawns (the floor) side by side. The handshake
+/// flood of issue 11 is a mode of its own: `rjob-bench handshake-flood --help`.
 #[derive(Debug, Parser)]
 #[command(name = "rjob-bench")]
 pub struct Opts {

@@ -39,6 +39,10 @@ pub enum Command {
     Wait(WaitArgs),
     /// Show a job's output: what came since the last receive (Receive-Job)
     Receive(ReceiveArgs),
+    /// A full-screen live view of one job: a row per host with its state, duration, exit code
+    /// and last output line; / filters hosts, f shows only failed ones, Enter follows one
+    /// host's output, q quits. Never consumes output (as receive --keep)
+    Watch(WatchArgs),
     /// Stop jobs: running children are killed, queued ones never start (Stop-Job)
     Stop(JobRefs),
     /// Suspend jobs: SIGSTOP to every run's process group; queued children wait (Suspend-Job)
@@ -146,6 +150,9 @@ pub struct InvokeArgs {
     /// Name of the background job [default: JobN]
     #[arg(long, value_name = "NAME", requires = "as_job")]
     pub job_name: Option<String>,
+    /// No progress line on stderr (it is shown only on a terminal, with text output)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// Gather: print identical outputs once, under their folded host set, largest set first,
     /// at the end (clush -b, dshbak -c). With --output json, adds one "group" record per set
     #[arg(long = "gather", short = 'b', conflicts_with_all = ["as_job", "sort"])]
@@ -214,6 +221,15 @@ pub struct WaitArgs {
     pub timeout: Option<std::time::Duration>,
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// No progress line on stderr (it is shown only on a terminal, with text output)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The job, by Id, Name or InstanceId
+    pub job: String,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +251,10 @@ pub struct ReceiveArgs {
     pub raw: bool,
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// No progress line on stderr with --follow (it is shown only on a terminal, with text
+    /// output)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// Gather: print identical outputs once, under their folded host set, largest set first,
     /// at the end (clush -b, dshbak -c). With --output json, adds one "group" record per set
     #[arg(long = "gather", short = 'b', conflicts_with = "host")]

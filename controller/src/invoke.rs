@@ -147,12 +147,14 @@ struct PrinterSink {
 impl ChildSink for PrinterSink {
     async fn starting(&self) {}
 
-    async fn started(&self, _run_id: &str) {}
+    async fn started(&self, _run_id: &str) {
+        crate::progress::started(self.host);
+    }
 
     async fn state(&self, state: State, reason: Option<String>) {
         // Waiting at a busy agent is worth a word: the fan-out is not stuck.
         if let (State::NotStarted, Some(reason)) = (state, reason) {
-            eprintln!("rjob: {}: {reason}", self.label);
+            crate::progress::eprintln(&format!("rjob: {}: {reason}", self.label));
         }
     }
 
@@ -276,20 +278,26 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            eprintln!("rjob: stopping the runs (Ctrl-C again to quit at once)");
+            crate::progress::eprintln("rjob: stopping the runs (Ctrl-C again to quit at once)");
             desired_tx.send_replace(Desired {
                 stop: true,
                 suspend: false,
             });
             if tokio::signal::ctrl_c().await.is_ok() {
+                crate::progress::end();
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
         }
     });
+    crate::progress::begin(
+        labels.len(),
+        crate::progress::wanted_beside_output(args.quiet, args.output),
+    );
     fan_out(invocation, settings, tx, desired).await;
     let (outcomes, file_errors) = printer
         .join()
         .unwrap_or_else(|_| (vec![None; labels.len()], true));
+    crate::progress::end();
     let look = output::SummaryLook {
         paint: Paint::new(colour::enabled(
             args.color,
@@ -320,7 +328,10 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
 fn print_events(mut rx: mpsc::Receiver<ChildEvent>, how: Presentation) -> (Vec<Option<ChildOutcome>>, bool) {
     let mut outcomes = vec![None; how.labels.len()];
     let stdout = std::io::stdout();
-    let mut presenter = Presenter::new(std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()), how);
+    let mut presenter = Presenter::new(
+        std::io::BufWriter::with_capacity(64 * 1024, crate::progress::Guarded::new(stdout.lock())),
+        how,
+    );
     let mut write_ok = true;
     loop {
         let event = match rx.try_recv() {
@@ -344,6 +355,7 @@ fn print_events(mut rx: mpsc::Receiver<ChildEvent>, how: Presentation) -> (Vec<O
                 write_ok = write_ok && presenter.output(host, stream, seq, &data).is_ok();
             }
             ChildEvent::Done { host, outcome } => {
+                crate::progress::done(host, outcome.state == State::Completed);
                 write_ok = write_ok && presenter.done(host, &outcome).is_ok();
                 if let Some(slot) = outcomes.get_mut(host) {
                     *slot = Some(outcome);

@@ -8,6 +8,7 @@
 //! - [`child`]: one host's run (a child job), followed to its end;
 //! - [`invoke`]: `rjob invoke`, the fan-out with a throttle limit;
 //! - [`output`]: host-labelled lines, JSON records and the summary;
+//! - [`progress`]: the progress line on a terminal's stderr;
 //! - [`escape`]: control characters made visible on terminals;
 //! - [`limits`]: size-checked reads of the files the command line names;
 //! - [`checks`]: what the command line asks, checked before anything is read or contacted;
@@ -34,6 +35,7 @@ pub mod output;
 pub mod password;
 pub mod pki;
 pub mod present;
+pub mod progress;
 pub mod receive_view;
 pub mod spool;
 pub mod state;

@@ -99,6 +99,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Jobs(args) => runtime()?.block_on(cmd::jobs::run(args, &daemon_addr(&cli)?)),
         Command::Wait(args) => runtime()?.block_on(cmd::wait::run(args, &daemon_addr(&cli)?)),
         Command::Receive(args) => runtime()?.block_on(cmd::receive::run(args, &daemon_addr(&cli)?)),
+        Command::Watch(args) => runtime()?.block_on(cmd::watch::run(args, &daemon_addr(&cli)?)),
         Command::Stop(args) => {
             runtime()?.block_on(cmd::control::run(Action::Stop, args, &daemon_addr(&cli)?))
         }

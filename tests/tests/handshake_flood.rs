@@ -40,6 +40,9 @@ fn stall(to: SocketAddr, sources: &[Ipv4Addr], n: usize) -> Vec<TcpStream> {
                 .bind(SocketAddr::from((sources[i % sources.len()], 0)))
                 .expect("binding a loopback source address");
             let tcp = socket.connect(to).await.expect("connect");
+            // Closed with a reset when dropped: no TIME_WAIT (nor a connection-tracking entry
+            // for two minutes) for thousands of connections.
+            let _ = tcp.set_zero_linger();
             let mut tcp = tcp.into_std().expect("std stream");
             tcp.set_nonblocking(false).expect("blocking");
             // A refused connection may already be reset: that is what the agent should do.
@@ -264,5 +267,76 @@ fn out_of_descriptors_the_agent_sheds_new_connections_and_recovers() {
             < 20,
         "EMFILE logged per connection:\n{}",
         agent.log_text()
+    );
+}
+
+#[test]
+fn a_handshake_that_stalls_past_the_deadline_is_closed_and_counted() {
+    raise_own_fd_limit();
+    let fleet = Fleet::start_with(1, |cmd: &mut Command| {
+        cmd.args(["--handshake-timeout", "1s", "--handshake-log-interval", "1s"]);
+    })
+    .expect("fleet");
+    let agent = &fleet.agents[0];
+    let held = stall(agent.addr, &sources(4, 5), 5);
+    for tcp in &held {
+        assert!(
+            closed_by_peer(tcp),
+            "a stalled handshake was not closed at the deadline"
+        );
+    }
+    assert!(
+        wait_for(WAIT, || logged(agent, "timed_out") == 5),
+        "timeouts not counted:\n{}",
+        agent.log_text()
+    );
+    invoke_works(&fleet, "after-the-deadline");
+}
+
+#[test]
+fn handshake_caps_and_deadlines_of_zero_are_refused() {
+    for (flag, value) in [
+        ("--max-handshakes", "0"),
+        ("--max-handshakes-per-source", "0"),
+        ("--handshake-timeout", "0s"),
+        ("--handshake-log-interval", "0s"),
+    ] {
+        let out = ran(Command::new(rjob_tests::bin("rjob-agent")).args([
+            "--cert",
+            "/nonexistent",
+            "--key",
+            "/nonexistent",
+            "--client-ca",
+            "/nonexistent",
+            "--config",
+            "/dev/null",
+            flag,
+            value,
+        ]));
+        assert_eq!(out.code, 2, "{flag} {value}: {out}");
+        let name = flag.trim_start_matches("--").replace('-', "_");
+        assert!(
+            out.stderr.contains(&format!("{name} must be")),
+            "{flag} {value}: the error does not name it: {out}"
+        );
+    }
+}
+
+#[test]
+fn audit_records_are_kept_when_the_log_is_quieted() {
+    let fleet = Fleet::start_with(1, |cmd: &mut Command| {
+        cmd.env("RJOB_LOG", "warn");
+    })
+    .expect("fleet");
+    invoke_works(&fleet, "quiet-log");
+    let log = fleet.agents[0].log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("audit") && l.contains("run started")),
+        "RJOB_LOG=warn dropped the audit record:\n{log}"
+    );
+    assert!(
+        !log.contains("rjob-agent ready"),
+        "RJOB_LOG=warn still logs info lines:\n{log}"
     );
 }

@@ -421,7 +421,7 @@ fn auto_colours_a_real_terminal_unless_no_color() {
     );
     let rjob = rjob_tests::bin("rjob");
     let command = format!(
-        "{} invoke -H {} --script 'echo hi; echo oops >&2'",
+        "{} invoke -q -H {} --script 'echo hi; echo oops >&2'",
         rjob.display(),
         fleet.hosts()
     );

@@ -3,7 +3,7 @@
 use rjob_proto::v1 as pb;
 use serde_json::json;
 
-use super::{from_status, time_text, DaemonAddr};
+use super::{cells, from_status, time_text, DaemonAddr};
 use crate::cli::{JobsArgs, OutputFormat};
 use crate::state::State;
 use crate::UsageError;
@@ -62,6 +62,15 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
+/// Widest a name, location or host cell gets (in terminal columns); longer ones end with `…`.
+const MAX_NAME: usize = 40;
+/// Widest a command gets.
+const MAX_COMMAND: usize = 60;
+/// Widest a child's reason gets (the last column: it is cut only so one line stays one line).
+const MAX_DETAIL: usize = 200;
+
+/// The jobs as a table lined up by display width (`パッチ確認` takes ten columns), every cell
+/// escaped and long ones cut with `…`; `rjob jobs --output json` has them whole.
 pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
     let mut rows = vec![[
         "Id".to_string(),
@@ -81,13 +90,13 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
         }
         rows.push([
             job.id.to_string(),
-            shown(&job.name),
+            cells::cut(&shown(&job.name), MAX_NAME),
             State::from_pb(job.state).to_string(),
             yes_no(job.has_more_data).to_string(),
-            shown(&job.location),
+            cells::cut(&shown(&location(job)), MAX_NAME),
             job.children.len().to_string(),
             progress(job),
-            shown(&job.command),
+            cells::cut(&shown(&job.command), MAX_COMMAND),
         ]);
         if children {
             for c in &job.children {
@@ -97,19 +106,19 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
                 }
                 rows.push([
                     String::new(),
-                    format!("  {}", shown(&c.host)),
+                    format!("  {}", cells::cut(&shown(&c.host), MAX_NAME)),
                     State::from_pb(c.state).to_string(),
                     yes_no(c.has_more_data).to_string(),
                     String::new(),
                     String::new(),
                     String::new(),
-                    shown(&detail),
+                    cells::cut(&shown(&detail), MAX_DETAIL),
                 ]);
             }
         }
     }
     let widths: Vec<usize> = (0..8)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .map(|i| rows.iter().map(|r| cells::width(&r[i])).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for (i, row) in rows.iter().enumerate() {
@@ -117,14 +126,11 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
             .iter()
             .enumerate()
             .map(|(i, cell)| {
-                let mut cell = cell.clone();
-                if i != 7 {
-                    // Padded by hand: a width in a format string is capped at 65,535 and
-                    // panics past it.
-                    let pad = widths[i].saturating_sub(cell.chars().count());
-                    cell.extend(std::iter::repeat_n(' ', pad));
+                if i == 7 {
+                    cell.clone()
+                } else {
+                    cells::pad(cell, widths[i])
                 }
-                cell
             })
             .collect();
         out.push_str(cells.join("  ").trim_end());
@@ -135,6 +141,17 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
         }
     }
     out
+}
+
+/// Where a job runs, as Get-Job's Location says it: `localhost`, or its hosts folded
+/// (`web[01-40]`), without the port when it is the default or the same for all.
+fn location(job: &pb::JobInfo) -> String {
+    if job.location == "local" {
+        return "localhost".to_string();
+    }
+    let hosts = crate::receive_view::hosts_of(job);
+    let show_port = hosts.len() < 2 || !crate::hosts::fold::same_port(&hosts);
+    crate::hosts::fold::fold_hosts(&hosts, show_port)
 }
 
 /// A name, host or message as the table shows it: control characters escaped.
@@ -202,5 +219,60 @@ mod tests {
         assert!(text.contains("bad\\e[2J"));
         assert!(!text.contains('\u{1b}') && !text.contains('\r'));
         assert_eq!(text.lines().count(), 3);
+    }
+
+    fn job(id: u32, name: &str, hosts: &[&str]) -> pb::JobInfo {
+        pb::JobInfo {
+            id,
+            name: name.into(),
+            state: pb::JobState::Completed as i32,
+            location: "remote".into(),
+            command: "uptime".into(),
+            children: hosts
+                .iter()
+                .map(|h| pb::ChildInfo {
+                    host: (*h).into(),
+                    state: pb::JobState::Completed as i32,
+                    exit_code: Some(0),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_wide_name_does_not_misalign_its_row() {
+        let jobs = [
+            job(1, "パッチ確認", &["web01", "web02"]),
+            job(2, "patch-check", &["db1"]),
+            job(3, &"x".repeat(100), &["db2"]),
+        ];
+        let text = table(&jobs, false);
+        let expected = "\
+Id  Name                                      State      HasMoreData  Location    Hosts  Progress  Command
+1   パッチ確認                                Completed  False        web[01-02]  2      2/2 done  uptime
+2   patch-check                               Completed  False        db1         1      1/1 done  uptime
+3   xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…  Completed  False        db2         1      1/1 done  uptime
+";
+        assert_eq!(text, expected, "\n{text}");
+        // Every row's State column starts at the same terminal column.
+        let at: Vec<usize> = text
+            .lines()
+            .map(|l| cells::width(&l[..l.find("Complet").or_else(|| l.find("State")).unwrap_or(0)]))
+            .collect();
+        assert!(at.iter().all(|c| *c == at[0]), "{at:?}\n{text}");
+    }
+
+    #[test]
+    fn child_rows_line_up_under_wide_host_names() {
+        let text = table(&[job(7, "確認", &["ホスト1", "web01"])], true);
+        let expected = "\
+Id  Name       State      HasMoreData  Location       Hosts  Progress  Command
+7   確認       Completed  False        web01,ホスト1  2      2/2 done  uptime
+      ホスト1  Completed  False                                        exit 0
+      web01    Completed  False                                        exit 0
+";
+        assert_eq!(text, expected, "\n{text}");
     }
 }

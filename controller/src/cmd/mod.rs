@@ -1,5 +1,6 @@
 //! The job commands, CLI side: each talks to the daemon over its Unix socket.
 
+pub mod cells;
 pub mod control;
 pub mod delivered;
 pub mod jobs;
@@ -7,6 +8,7 @@ pub mod receive;
 pub mod start;
 pub mod stdout;
 pub mod wait;
+pub mod watch;
 
 use std::path::PathBuf;
 

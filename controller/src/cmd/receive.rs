@@ -5,7 +5,7 @@
 //! lines written out and, into a pipe, read by the reader. A reader that goes away or a
 //! killed client loses nothing; the next receive resumes after the last confirmed line.
 
-use std::io::{BufWriter, StdoutLock};
+use std::io::{BufWriter, Write};
 use std::time::Duration;
 
 use rjob_proto::v1 as pb;
@@ -56,6 +56,7 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         keep: args.keep || at_end,
         host: args.host.clone().unwrap_or_default(),
         follow: args.follow,
+        after_seq: 0,
     };
     let (to_daemon, outbound) = mpsc::unbounded_channel();
     let _ = to_daemon.send(pb::ReceiveJobMessage {
@@ -74,7 +75,12 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         .iter()
         .map(|c| crate::state::State::from_pb(c.state).is_finished())
         .collect();
-    let mut rx = Receiver::new(how, args, to_daemon, finished);
+    // The progress line (a terminal, --follow): whole lines around it. Never into a pipe, so
+    // what the reader took out of it stays what was written.
+    let progress = args.follow && crate::progress::wanted_beside_output(args.quiet, args.output);
+    let _poller =
+        super::wait::ProgressPoller::start(&client, std::slice::from_ref(&job.instance_id), progress);
+    let mut rx = Receiver::new(how, args, to_daemon, finished, progress);
     let result = rx.receive(&mut stream).await;
     match result {
         Ok(()) => {
@@ -149,7 +155,7 @@ impl From<std::io::Error> for Stop {
     }
 }
 
-type Out = Counting<BufWriter<Counting<StdoutLock<'static>>>>;
+type Out = Counting<BufWriter<Counting<Box<dyn Write>>>>;
 
 /// The printer, and what of each child's output it has delivered.
 struct Receiver {
@@ -178,10 +184,16 @@ impl Receiver {
         args: &ReceiveArgs,
         to_daemon: mpsc::UnboundedSender<pb::ReceiveJobMessage>,
         finished: Vec<bool>,
+        progress: bool,
     ) -> Self {
         let sink = Sink::stdout();
+        let stdout: Box<dyn Write> = if progress {
+            Box::new(crate::progress::Guarded::new(std::io::stdout().lock()))
+        } else {
+            Box::new(std::io::stdout().lock())
+        };
         let out = Counting::new(
-            BufWriter::new(Counting::new(std::io::stdout().lock(), sink.written.clone())),
+            BufWriter::new(Counting::new(stdout, sink.written.clone())),
             sink.printed.clone(),
         );
         let n = how.labels.len();

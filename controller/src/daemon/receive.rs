@@ -61,6 +61,8 @@ pub struct Plan {
     /// The selected children: index and label.
     pub children: Vec<(u32, String)>,
     pub keep: bool,
+    /// With `keep`: start after this sequence number (what `rjob watch` shows is the end).
+    pub after_seq: u64,
     pub follow: bool,
 }
 
@@ -146,7 +148,17 @@ async fn start(
     let store = manager.store();
     let mut slots = Vec::with_capacity(plan.children.len());
     for (idx, label) in &plan.children {
-        let marks = store.received_marks(plan.job_id, *idx)?;
+        let mut marks = store.received_marks(plan.job_id, *idx)?;
+        if plan.keep {
+            for mark in &mut marks {
+                if mark.seq < plan.after_seq {
+                    *mark = Mark {
+                        seq: plan.after_seq,
+                        off: 0,
+                    };
+                }
+            }
+        }
         slots.push(Slot {
             idx: *idx,
             label: label.clone(),

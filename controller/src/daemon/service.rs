@@ -144,6 +144,7 @@ impl Controller for ControllerService {
             job_id: job.id,
             children: selected,
             keep: req.keep,
+            after_seq: if req.keep { req.after_seq } else { 0 },
             follow: req.follow,
         };
         let (tx, rx) = mpsc::channel(4);

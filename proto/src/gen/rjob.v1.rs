@@ -1367,6 +1367,10 @@ pub struct ReceiveJobRequest {
     pub host: ::prost::alloc::string::String,
     #[prost(bool, tag = "4")]
     pub follow: bool,
+    /// With keep: only chunks after this sequence number (0: from what was not yet received).
+    /// `rjob watch` reads a host's last line from its last chunks this way.
+    #[prost(uint64, tag = "5")]
+    pub after_seq: u64,
 }
 /// What the receiving client sends: the request first, then acks.
 #[allow(clippy::all)]
