@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Exit status: 0 when every host ran and exited 0; 1 when any host failed (its script
 /// exited non-zero, it could not be reached, or it timed out); 2 for usage and configuration
-/// errors; 3 when `rjob wait` timed out; 130 when Ctrl-C stopped `rjob invoke`.
+/// errors; 3 when `rjob wait` timed out; 4 when `rjob wait` ended on a Suspended or
+/// Disconnected job; 130 when Ctrl-C stopped `rjob invoke`.
 #[derive(Debug, Parser)]
 #[command(name = "rjob", version, propagate_version = true)]
 pub struct Cli {
@@ -216,6 +217,10 @@ pub struct WaitArgs {
     /// Return when any of the jobs has finished (default: all)
     #[arg(long)]
     pub any: bool,
+    /// Wait through Suspended and Disconnected for a final state (Completed, Failed,
+    /// Stopped). Without it, a Suspended or Disconnected job also ends the wait (exit 4)
+    #[arg(long)]
+    pub force: bool,
     /// Give up after this long (exit status 3), leaving the jobs running
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,

@@ -1,0 +1,60 @@
+//! The PowerShell job model (issue 13): Wait-Job's terminating states, HasMoreData, Start-Job's
+//! directory, the throttle limit's default, `--state` on wait/stop/remove and Get-Job's
+//! filters. The real daemon and real agents.
+
+use std::process::Stdio;
+
+use rjob_tests::{ran, Daemon, Fleet, Ran};
+
+/// A script that waits until the file `gate` exists, then prints `done`.
+fn gated(gate: &std::path::Path) -> String {
+    format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo done",
+        gate.display()
+    )
+}
+
+#[test]
+fn wait_returns_on_suspended_with_status_4_and_force_waits_for_a_final_state() {
+    let fleet = Fleet::start(1).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let gate = fleet.scratch().join("gate");
+    let out = daemon.invoke_job(&fleet.hosts(), "held", &gated(&gate), &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("held", "Running"), "{}", daemon.job("held"));
+    let out = ran(daemon.rjob().args(["suspend", "held"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("held", "Suspended"), "{}", daemon.job("held"));
+
+    // Untimed: Suspended is one of Wait-Job's terminating states.
+    let out = ran(daemon.rjob().args(["wait", "held", "-q"]));
+    assert_eq!(out.code, 4, "{out}");
+    assert!(out.stdout.contains("Suspended"), "{out}");
+    let out = ran(daemon.rjob().args(["wait", "held", "--any", "-o", "json"]));
+    assert_eq!(out.code, 4, "{out}");
+
+    // --force waits through it: with a timeout it times out, untimed it waits on.
+    let out = ran(daemon
+        .rjob()
+        .args(["wait", "held", "--force", "--timeout", "1s", "-q"]));
+    assert_eq!(out.code, 3, "{out}");
+    let mut forced = daemon
+        .rjob()
+        .args(["wait", "held", "--force", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rjob wait --force");
+    let out = ran(daemon.rjob().args(["resume", "held"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("held", "Running"), "{}", daemon.job("held"));
+    assert!(
+        forced.try_wait().expect("try_wait").is_none(),
+        "wait --force returned while the job was suspended"
+    );
+    std::fs::write(&gate, "").expect("gate");
+    let out = Ran::of(forced.wait_with_output().expect("wait --force"));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("Completed"), "{out}");
+    assert_eq!(daemon.job("held")["state"], "Completed");
+}
