@@ -58,3 +58,50 @@ fn wait_returns_on_suspended_with_status_4_and_force_waits_for_a_final_state() {
     assert!(out.stdout.contains("Completed"), "{out}");
     assert_eq!(daemon.job("held")["state"], "Completed");
 }
+
+#[test]
+fn has_more_data_is_true_while_a_job_runs_even_before_it_wrote_anything() {
+    let fleet = Fleet::start(2).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let gate = fleet.scratch().join("gate");
+    let out = daemon.invoke_job(&fleet.hosts(), "quiet", &gated(&gate), &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("quiet", "Running"), "{}", daemon.job("quiet"));
+    let job = daemon.job("quiet");
+    assert_eq!(job["has_more_data"], true, "{job}");
+    for child in job["children"].as_array().expect("children") {
+        assert_eq!(child["has_more_data"], true, "{job}");
+    }
+    let table = ran(daemon.rjob().args(["jobs", "quiet"]));
+    let row = table.stdout.lines().nth(1).unwrap_or_default().to_string();
+    assert!(row.contains("Running") && row.contains("True"), "{table}");
+    // A receive of nothing yet leaves it true: the "receive while HasMoreData" loop goes on.
+    let out = ran(daemon.rjob().args(["receive", "quiet"]));
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out}");
+    assert_eq!(daemon.job("quiet")["has_more_data"], true);
+
+    std::fs::write(&gate, "").expect("gate");
+    assert!(daemon.wait_state("quiet", "Completed"), "{}", daemon.job("quiet"));
+    assert_eq!(
+        daemon.job("quiet")["has_more_data"],
+        true,
+        "its output is not received yet"
+    );
+    let out = ran(daemon.rjob().args(["receive", "quiet"]));
+    assert_eq!(
+        out.stdout.lines().filter(|l| l.ends_with(": done")).count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(daemon.job("quiet")["has_more_data"], false);
+
+    // A job that ends without output has no more data.
+    let out = daemon.invoke_job(&fleet.hosts(), "silent", "true", &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        daemon.wait_state("silent", "Completed"),
+        "{}",
+        daemon.job("silent")
+    );
+    assert_eq!(daemon.job("silent")["has_more_data"], false);
+}
