@@ -132,8 +132,9 @@ pub struct InvokeArgs {
     pub hosts_file: Option<PathBuf>,
     #[command(flatten)]
     pub script: ScriptArgs,
-    /// Never more than this many hosts in flight at once
-    #[arg(long, short = 't', value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Never more than this many hosts in flight at once; 0 means the default, 32 (as in
+    /// PowerShell)
+    #[arg(long, short = 't', value_name = "N", default_value_t = DEFAULT_THROTTLE_LIMIT, value_parser = parse_throttle_limit)]
     pub throttle_limit: u32,
     /// Give up on a host that does not answer (TCP and TLS) within this time
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -336,6 +337,22 @@ pub enum PkiCommand {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+}
+
+/// The throttle limit without `--throttle-limit`, or with `--throttle-limit 0` (PowerShell's).
+pub const DEFAULT_THROTTLE_LIMIT: u32 = 32;
+
+/// Most hosts in flight at once that `--throttle-limit` takes.
+const MAX_THROTTLE_LIMIT: u32 = 100_000;
+
+fn parse_throttle_limit(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Ok(DEFAULT_THROTTLE_LIMIT),
+        Ok(n) if n <= MAX_THROTTLE_LIMIT => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 0 to {MAX_THROTTLE_LIMIT} (0 means the default, {DEFAULT_THROTTLE_LIMIT})"
+        )),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

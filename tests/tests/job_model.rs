@@ -105,3 +105,49 @@ fn has_more_data_is_true_while_a_job_runs_even_before_it_wrote_anything() {
     );
     assert_eq!(daemon.job("silent")["has_more_data"], false);
 }
+
+/// A script that holds until `n` runs have reached it (each leaves a file in `dir`), so it
+/// ends only when `n` runs are in flight at once; it gives up after 30s with exit 7.
+fn barrier(dir: &std::path::Path, n: usize) -> String {
+    format!(
+        "mkdir -p {d}; touch {d}/run.$$; i=0; \
+         while [ $(ls {d} | wc -l) -lt {n} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 7; sleep 0.05; done; echo met",
+        d = dir.display()
+    )
+}
+
+#[test]
+fn throttle_limit_0_means_the_default_32_for_invoke_and_as_job() {
+    let fleet = Fleet::start(3).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let scratch = fleet.scratch();
+    // Three runs must be in flight at once: a limit of 1 would never meet the barrier.
+    let out = ran(daemon.rjob().args([
+        "invoke",
+        "-H",
+        &fleet.hosts(),
+        "--throttle-limit",
+        "0",
+        "-q",
+        "--script",
+        &barrier(&scratch.join("live"), 3),
+    ]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        out.stdout.lines().filter(|l| l.ends_with(": met")).count(),
+        3,
+        "{out}"
+    );
+
+    let script = barrier(&scratch.join("job"), 3);
+    let out = daemon.invoke_job(&fleet.hosts(), "zero", &script, &["--throttle-limit", "0"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(daemon.job("zero")["throttle_limit"], 32);
+    let out = ran(daemon.rjob().args(["wait", "zero", "-q"]));
+    assert_eq!(out.code, 0, "{out}");
+
+    let out = ran(daemon
+        .rjob()
+        .args(["invoke", "-H", &fleet.hosts(), "-t", "-1", "-s", "true"]));
+    assert_eq!(out.code, 2, "{out}");
+}
