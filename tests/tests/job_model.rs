@@ -151,3 +151,75 @@ fn throttle_limit_0_means_the_default_32_for_invoke_and_as_job() {
         .args(["invoke", "-H", &fleet.hosts(), "-t", "-1", "-s", "true"]));
     assert_eq!(out.code, 2, "{out}");
 }
+
+/// The lines a job printed, without their host labels, after it completed.
+fn received_lines(daemon: &Daemon, job: &str) -> Vec<String> {
+    let out = ran(daemon.rjob().args(["wait", job, "-q"]));
+    assert_eq!(out.code, 0, "{out}");
+    let out = ran(daemon.rjob().args(["receive", job]));
+    assert_eq!(out.code, 0, "{out}");
+    out.stdout
+        .lines()
+        .filter_map(|l| l.split_once(": ").map(|(_, text)| text.to_string()))
+        .collect()
+}
+
+#[test]
+fn start_runs_in_the_callers_directory_and_remote_jobs_in_the_home_directory() {
+    let fleet = Fleet::start(1).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let here = fleet.scratch().join("caller dir");
+    std::fs::create_dir_all(&here).expect("mkdir");
+    let here = here.canonicalize().expect("canonical");
+    let out = ran(daemon
+        .rjob()
+        .current_dir(&here)
+        .args(["start", "--name", "local-pwd", "--script", "pwd"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(received_lines(&daemon, "local-pwd"), [here.display().to_string()]);
+
+    // --cwd still decides.
+    let out = ran(daemon
+        .rjob()
+        .current_dir(&here)
+        .args(["start", "--name", "tmp-pwd", "--cwd", "/tmp", "--script", "pwd"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(received_lines(&daemon, "tmp-pwd"), ["/tmp"]);
+
+    // A remote job keeps the run user's home, as a live invoke has it.
+    let live =
+        ran(daemon
+            .rjob()
+            .current_dir(&here)
+            .args(["invoke", "-H", &fleet.hosts(), "-q", "--script", "pwd"]));
+    assert_eq!(live.code, 0, "{live}");
+    let home: Vec<String> = live
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(": ").map(|(_, t)| t.to_string()))
+        .collect();
+    assert_eq!(home.len(), 1, "{live}");
+    assert_ne!(home[0], here.display().to_string());
+    let out = ran(daemon.rjob().current_dir(&here).args([
+        "invoke",
+        "-H",
+        &fleet.hosts(),
+        "--as-job",
+        "--job-name",
+        "remote-pwd",
+        "--script",
+        "pwd",
+    ]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(received_lines(&daemon, "remote-pwd"), home);
+
+    // An empty --cwd stays refused.
+    for args in [
+        vec!["start", "--cwd", "", "--script", "pwd"],
+        vec!["invoke", "-H", "127.0.0.1", "--cwd", "", "--script", "pwd"],
+    ] {
+        let out = ran(daemon.rjob().current_dir(&here).args(&args));
+        assert_eq!(out.code, 2, "{args:?}: {out}");
+        assert!(out.stderr.contains("--cwd"), "{args:?}: {out}");
+    }
+}
