@@ -93,7 +93,8 @@ pub struct ScriptArgs {
     /// Environment variable for the script, NAME=VALUE; may be repeated
     #[arg(long = "env", short = 'e', value_name = "NAME=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
-    /// Working directory [default: the run user's home]
+    /// Working directory [default: the run user's home; for `rjob start`, the current
+    /// directory]
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
     /// Feed this local file to the script's standard input
@@ -212,9 +213,12 @@ pub struct JobsArgs {
 
 #[derive(Debug, Args)]
 pub struct WaitArgs {
-    /// Jobs by Id, Name or InstanceId
-    #[arg(required = true)]
+    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
+    #[arg(required_unless_present = "state")]
     pub jobs: Vec<String>,
+    /// Every job in this state (with JOBs: those of them in this state)
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
     /// Return when any of the jobs has finished (default: all)
     #[arg(long)]
     pub any: bool,
@@ -280,16 +284,23 @@ pub struct ReceiveArgs {
 
 #[derive(Debug, Args)]
 pub struct JobRefs {
-    /// Jobs by Id, Name or InstanceId
-    #[arg(required = true)]
+    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
+    #[arg(required_unless_present = "state")]
     pub jobs: Vec<String>,
+    /// Every job in this state (with JOBs: those of them in this state)
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
-    /// Jobs by Id, Name or InstanceId
-    #[arg(required = true)]
+    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
+    #[arg(required_unless_present = "state")]
     pub jobs: Vec<String>,
+    /// Every job in this state, e.g. `--state Completed` to clean up (with JOBs: those of
+    /// them in this state)
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
     /// Stop a job that is still going, then remove it
     #[arg(long)]
     pub force: bool,

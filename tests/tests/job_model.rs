@@ -223,3 +223,85 @@ fn start_runs_in_the_callers_directory_and_remote_jobs_in_the_home_directory() {
         assert!(out.stderr.contains("--cwd"), "{args:?}: {out}");
     }
 }
+
+/// The names of the jobs the daemon has, in Id order.
+fn names(daemon: &Daemon) -> Vec<String> {
+    let out = ran(daemon.rjob().args(["jobs", "-o", "json"]));
+    assert_eq!(out.code, 0, "{out}");
+    let jobs: serde_json::Value = serde_json::from_str(&out.stdout).expect("jobs json");
+    jobs.as_array()
+        .expect("array")
+        .iter()
+        .map(|j| j["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn state_selects_the_jobs_of_wait_stop_and_remove() {
+    let fleet = Fleet::start(1).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let gate = fleet.scratch().join("gate");
+    for (name, script) in [
+        ("done1", "true".to_string()),
+        ("done2", "echo hi".into()),
+        ("bad", "exit 3".into()),
+    ] {
+        let out = daemon.invoke_job(&fleet.hosts(), name, &script, &[]);
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let out = ran(daemon.rjob().args(["wait", "done1", "done2", "bad", "-q"]));
+    assert_eq!(out.code, 1, "{out}");
+    let out = daemon.invoke_job(&fleet.hosts(), "long", &gated(&gate), &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("long", "Running"), "{}", daemon.job("long"));
+
+    // wait --state: every job in that state.
+    let out = ran(daemon.rjob().args(["wait", "--state", "Failed", "-q"]));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains("bad") && !out.stdout.contains("done1"),
+        "{out}"
+    );
+    let out = ran(daemon
+        .rjob()
+        .args(["wait", "--state", "Running", "--timeout", "500ms", "-q"]));
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stdout.contains("long") && !out.stdout.contains("bad"),
+        "{out}"
+    );
+
+    // stop --state Running stops only the running one.
+    let out = ran(daemon.rjob().args(["stop", "--state", "running"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out}");
+    assert!(out.stdout.contains("long"), "{out}");
+    assert!(daemon.wait_state("long", "Stopped"), "{}", daemon.job("long"));
+    assert_eq!(daemon.job("done1")["state"], "Completed");
+
+    // remove --state Completed: the clean-up.
+    let out = ran(daemon.rjob().args(["remove", "--state", "Completed"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout.lines().count(), 2, "{out}");
+    assert_eq!(names(&daemon), ["bad", "long"]);
+    let out = ran(daemon.rjob().args(["remove", "--state", "Completed"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("no job is Completed"), "{out}");
+    // With job names too: only those of them in the state.
+    let out = ran(daemon
+        .rjob()
+        .args(["remove", "bad", "long", "--state", "Stopped"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(names(&daemon), ["bad"]);
+
+    for cmd in ["wait", "stop", "remove"] {
+        let out = ran(daemon.rjob().args([cmd, "--state", "Done"]));
+        assert_eq!(out.code, 2, "{cmd}: {out}");
+        assert!(out.stderr.contains("unknown state \"Done\""), "{cmd}: {out}");
+    }
+    assert_eq!(
+        ran(daemon.rjob().args(["remove"])).code,
+        2,
+        "remove needs jobs or --state"
+    );
+}

@@ -6,16 +6,13 @@ use serde_json::json;
 use super::{cells, from_status, time_text, DaemonAddr};
 use crate::cli::{JobsArgs, OutputFormat};
 use crate::state::State;
-use crate::UsageError;
 
 pub async fn run(args: &JobsArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
-    let state_filter = match &args.state {
-        Some(name) => Some(State::parse(name).ok_or_else(|| {
-            let names: Vec<String> = State::ALL.iter().map(ToString::to_string).collect();
-            UsageError(format!("unknown state {name:?}: use one of {}", names.join(", ")))
-        })?),
-        None => None,
-    };
+    let state_filter = args
+        .state
+        .as_deref()
+        .map(super::select::parse_state)
+        .transpose()?;
     let mut client = daemon.connect().await?;
     let jobs = client
         .list_jobs(pb::ListJobsRequest {

@@ -91,19 +91,18 @@ pub fn counts(jobs: &[pb::JobInfo]) -> crate::progress::Counts {
 /// the wait ended on a Suspended or Disconnected job.
 pub async fn run(args: &WaitArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     let mut client = daemon.connect().await?;
+    let Some(jobs) = super::select::targets(&mut client, &args.jobs, args.state.as_deref()).await? else {
+        return Ok(0);
+    };
     let request = pb::WaitJobsRequest {
-        jobs: args.jobs.clone(),
+        jobs: jobs.clone(),
         any: args.any,
         force: args.force,
         timeout_ms: args
             .timeout
             .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)),
     };
-    let poller = ProgressPoller::start(
-        &client,
-        &args.jobs,
-        crate::progress::wanted(args.quiet, args.output),
-    );
+    let poller = ProgressPoller::start(&client, &jobs, crate::progress::wanted(args.quiet, args.output));
     let reply = client.wait_jobs(request).await.map_err(from_status);
     drop(poller);
     let reply = reply?.into_inner();
