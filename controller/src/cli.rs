@@ -193,11 +193,22 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    /// Jobs by Id, Name or InstanceId [default: all]
+    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
+    /// [default: all]
     pub jobs: Vec<String>,
-    /// Only jobs with this name
+    /// Only jobs with this name; a glob pattern ('patch-*', 'web?', '[a-c]*') matches names
     #[arg(long)]
     pub name: Option<String>,
+    /// Only jobs whose HasMoreData is this
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub has_more_data: Option<bool>,
+    /// Only jobs with children in this state, and of them only those children (for example
+    /// every Failed host of a job); shows the children
+    #[arg(long, value_name = "STATE")]
+    pub child_state: Option<String>,
+    /// Only the N newest jobs (those created last)
+    #[arg(long, value_name = "N")]
+    pub newest: Option<usize>,
     /// Only jobs in this state (NotStarted, Running, Completed, Failed, Stopped, Suspended, ...)
     #[arg(long)]
     pub state: Option<String>,

@@ -305,3 +305,97 @@ fn state_selects_the_jobs_of_wait_stop_and_remove() {
         "remove needs jobs or --state"
     );
 }
+
+/// The names of the jobs `rjob jobs ARGS -o json` lists.
+fn listed(daemon: &Daemon, args: &[&str]) -> Vec<String> {
+    let out = ran(daemon.rjob().arg("jobs").args(args).args(["-o", "json"]));
+    assert_eq!(out.code, 0, "{args:?}: {out}");
+    let jobs: serde_json::Value = serde_json::from_str(&out.stdout).expect("jobs json");
+    jobs.as_array()
+        .expect("array")
+        .iter()
+        .map(|j| j["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn jobs_filters_by_has_more_data_child_state_name_globs_and_newest() {
+    let fleet = Fleet::start(2).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    // A host nobody listens on: its child fails.
+    let dead = format!(
+        "127.0.0.1:{}",
+        rjob_tests::free_port(std::net::Ipv4Addr::LOCALHOST)
+    );
+    let hosts = format!("{},{dead}", fleet.hosts());
+    let out = daemon.invoke_job(&hosts, "patch-a", "echo a", &["--connect-timeout", "2s"]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = daemon.invoke_job(&fleet.hosts(), "patch-b", "echo b", &[]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = ran(daemon.rjob().args(["wait", "patch-a", "patch-b", "-q"]));
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(ran(daemon.rjob().args(["receive", "patch-b"])).code, 0);
+    let gate = fleet.scratch().join("gate");
+    let out = daemon.invoke_job(&fleet.hosts(), "other", &gated(&gate), &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("other", "Running"), "{}", daemon.job("other"));
+
+    assert_eq!(listed(&daemon, &["--has-more-data", "false"]), ["patch-b"]);
+    assert_eq!(
+        listed(&daemon, &["--has-more-data", "true"]),
+        ["patch-a", "other"]
+    );
+    assert_eq!(
+        ran(daemon.rjob().args(["jobs", "--has-more-data", "maybe"])).code,
+        2
+    );
+
+    // --child-state: the jobs with such children, and only those children.
+    let out = ran(daemon
+        .rjob()
+        .args(["jobs", "--child-state", "Failed", "-o", "json"]));
+    assert_eq!(out.code, 0, "{out}");
+    let jobs: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let jobs = jobs.as_array().expect("array");
+    assert_eq!(jobs.len(), 1, "{out}");
+    assert_eq!(jobs[0]["name"], "patch-a");
+    assert_eq!(jobs[0]["progress"], "3/3 done", "the job's own counts stay whole");
+    let children = jobs[0]["children"].as_array().expect("children");
+    assert_eq!(children.len(), 1, "{out}");
+    assert_eq!(children[0]["host"], dead.as_str());
+    let out = ran(daemon.rjob().args(["jobs", "--child-state", "failed"]));
+    assert_eq!(out.code, 0, "{out}");
+    let rows: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(rows.len(), 3, "header, the job, its failed host:\n{out}");
+    assert!(rows[2].contains(&dead) && rows[2].contains("Failed"), "{out}");
+    assert_eq!(
+        listed(&daemon, &["--child-state", "Stopped"]),
+        Vec::<String>::new()
+    );
+
+    // Globs in --name and in job references.
+    assert_eq!(listed(&daemon, &["--name", "patch-*"]), ["patch-a", "patch-b"]);
+    assert_eq!(listed(&daemon, &["patch-?"]), ["patch-a", "patch-b"]);
+    assert_eq!(listed(&daemon, &["*-b", "oth*"]), ["patch-b", "other"]);
+    let out = ran(daemon.rjob().args(["jobs", "nope-*"]));
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("no job has a name matching \"nope-*\""),
+        "{out}"
+    );
+
+    // --newest N: the N created last, in Id order.
+    assert_eq!(listed(&daemon, &["--newest", "2"]), ["patch-b", "other"]);
+    assert_eq!(listed(&daemon, &["--newest", "0"]), Vec::<String>::new());
+
+    // A glob reference acts on every job it matches; one matching no job is exit 2.
+    let out = ran(daemon.rjob().args(["stop", "zzz-*"]));
+    assert_eq!(out.code, 2, "{out}");
+    let out = ran(daemon.rjob().args(["stop", "oth*"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("other", "Stopped"), "{}", daemon.job("other"));
+    let out = ran(daemon.rjob().args(["remove", "patch-*"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout.lines().count(), 2, "{out}");
+    assert_eq!(names(&daemon), ["other"]);
+}
