@@ -399,3 +399,41 @@ fn jobs_filters_by_has_more_data_child_state_name_globs_and_newest() {
     assert_eq!(out.stdout.lines().count(), 2, "{out}");
     assert_eq!(names(&daemon), ["other"]);
 }
+
+#[test]
+fn wait_returns_on_disconnected_with_status_4_and_force_waits_through_it() {
+    let fleet = Fleet::start(1).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let agent = &fleet.agents[0];
+    let std::net::IpAddr::V4(ip) = agent.addr.ip() else {
+        panic!("IPv4 agent")
+    };
+    let proxy = rjob_tests::Proxy::start(ip, agent.addr).expect("proxy");
+    let gate = fleet.scratch().join("gate");
+    let out = daemon.invoke_job(&proxy.addr.to_string(), "cut", &gated(&gate), &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("cut", "Running"), "{}", daemon.job("cut"));
+    proxy.cut();
+    assert!(daemon.wait_state("cut", "Disconnected"), "{}", daemon.job("cut"));
+    let out = ran(daemon.rjob().args(["wait", "cut", "-q"]));
+    assert_eq!(out.code, 4, "{out}");
+    assert!(out.stdout.contains("Disconnected"), "{out}");
+    let out = ran(daemon
+        .rjob()
+        .args(["wait", "cut", "--force", "--timeout", "1s", "-q"]));
+    assert_eq!(out.code, 3, "--force waits through Disconnected: {out}");
+    assert_eq!(daemon.job("cut")["state"], "Disconnected");
+
+    let forced = daemon
+        .rjob()
+        .args(["wait", "cut", "--force", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rjob wait --force");
+    proxy.reopen();
+    std::fs::write(&gate, "").expect("gate");
+    let out = Ran::of(forced.wait_with_output().expect("wait --force"));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(daemon.job("cut")["state"], "Completed");
+}
