@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Exit status: 0 when every host ran and exited 0; 1 when any host failed (its script
 /// exited non-zero, it could not be reached, or it timed out); 2 for usage and configuration
-/// errors; 3 when `rjob wait` timed out; 130 when Ctrl-C stopped `rjob invoke`.
+/// errors; 3 when `rjob wait` timed out; 4 when `rjob wait` ended on a Suspended or
+/// Disconnected job; 130 when Ctrl-C stopped `rjob invoke`.
 #[derive(Debug, Parser)]
 #[command(name = "rjob", version, propagate_version = true)]
 pub struct Cli {
@@ -92,7 +93,8 @@ pub struct ScriptArgs {
     /// Environment variable for the script, NAME=VALUE; may be repeated
     #[arg(long = "env", short = 'e', value_name = "NAME=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
-    /// Working directory [default: the run user's home]
+    /// Working directory [default: the run user's home; for `rjob start`, the current
+    /// directory]
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
     /// Feed this local file to the script's standard input
@@ -131,8 +133,9 @@ pub struct InvokeArgs {
     pub hosts_file: Option<PathBuf>,
     #[command(flatten)]
     pub script: ScriptArgs,
-    /// Never more than this many hosts in flight at once
-    #[arg(long, short = 't', value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Never more than this many hosts in flight at once; 0 means the default, 32 (as in
+    /// PowerShell)
+    #[arg(long, short = 't', value_name = "N", default_value_t = DEFAULT_THROTTLE_LIMIT, value_parser = parse_throttle_limit)]
     pub throttle_limit: u32,
     /// Give up on a host that does not answer (TCP and TLS) within this time
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -190,11 +193,22 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    /// Jobs by Id, Name or InstanceId [default: all]
+    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
+    /// [default: all]
     pub jobs: Vec<String>,
-    /// Only jobs with this name
+    /// Only jobs with this name; a glob pattern ('patch-*', 'web?', '[a-c]*') matches names
     #[arg(long)]
     pub name: Option<String>,
+    /// Only jobs whose HasMoreData is this
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub has_more_data: Option<bool>,
+    /// Only jobs with children in this state, and of them only those children (for example
+    /// every Failed host of a job); shows the children
+    #[arg(long, value_name = "STATE")]
+    pub child_state: Option<String>,
+    /// Only the N newest jobs (those created last)
+    #[arg(long, value_name = "N")]
+    pub newest: Option<usize>,
     /// Only jobs in this state (NotStarted, Running, Completed, Failed, Stopped, Suspended, ...)
     #[arg(long)]
     pub state: Option<String>,
@@ -210,12 +224,19 @@ pub struct JobsArgs {
 
 #[derive(Debug, Args)]
 pub struct WaitArgs {
-    /// Jobs by Id, Name or InstanceId
-    #[arg(required = true)]
+    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
+    #[arg(required_unless_present = "state")]
     pub jobs: Vec<String>,
+    /// Every job in this state (with JOBs: those of them in this state)
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
     /// Return when any of the jobs has finished (default: all)
     #[arg(long)]
     pub any: bool,
+    /// Wait through Suspended and Disconnected for a final state (Completed, Failed,
+    /// Stopped). Without it, a Suspended or Disconnected job also ends the wait (exit 4)
+    #[arg(long)]
+    pub force: bool,
     /// Give up after this long (exit status 3), leaving the jobs running
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,
@@ -274,16 +295,23 @@ pub struct ReceiveArgs {
 
 #[derive(Debug, Args)]
 pub struct JobRefs {
-    /// Jobs by Id, Name or InstanceId
-    #[arg(required = true)]
+    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
+    #[arg(required_unless_present = "state")]
     pub jobs: Vec<String>,
+    /// Every job in this state (with JOBs: those of them in this state)
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
-    /// Jobs by Id, Name or InstanceId
-    #[arg(required = true)]
+    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
+    #[arg(required_unless_present = "state")]
     pub jobs: Vec<String>,
+    /// Every job in this state, e.g. `--state Completed` to clean up (with JOBs: those of
+    /// them in this state)
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
     /// Stop a job that is still going, then remove it
     #[arg(long)]
     pub force: bool,
@@ -331,6 +359,22 @@ pub enum PkiCommand {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+}
+
+/// The throttle limit without `--throttle-limit`, or with `--throttle-limit 0` (PowerShell's).
+pub const DEFAULT_THROTTLE_LIMIT: u32 = 32;
+
+/// Most hosts in flight at once that `--throttle-limit` takes.
+const MAX_THROTTLE_LIMIT: u32 = 100_000;
+
+fn parse_throttle_limit(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Ok(DEFAULT_THROTTLE_LIMIT),
+        Ok(n) if n <= MAX_THROTTLE_LIMIT => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 0 to {MAX_THROTTLE_LIMIT} (0 means the default, {DEFAULT_THROTTLE_LIMIT})"
+        )),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

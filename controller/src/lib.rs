@@ -47,6 +47,9 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status of `rjob wait` when its timeout passed first.
 pub const EXIT_TIMEOUT: u8 = 3;
+/// Exit status of `rjob wait` (without `--force`) when it ended on a Suspended or
+/// Disconnected job.
+pub const EXIT_PAUSED: u8 = 4;
 
 /// A mistake in what the user asked for: reported in one line, exit status 2.
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,18 @@ impl State {
         matches!(self, State::Completed | State::Failed | State::Stopped)
     }
 
+    /// Where `rjob wait` (Wait-Job) stops waiting: a final state, or, without `force`,
+    /// Suspended or Disconnected.
+    pub fn ends_wait(self, force: bool) -> bool {
+        self.is_finished() || (!force && self.is_paused())
+    }
+
+    /// Suspended or Disconnected: not final, but the job goes on only once resumed or its
+    /// hosts are back.
+    pub fn is_paused(self) -> bool {
+        matches!(self, State::Suspended | State::Disconnected)
+    }
+
     pub fn can_resume(self) -> bool {
         matches!(self, State::Suspended | State::Suspending)
     }

@@ -464,7 +464,7 @@ fn bad_input_gets_one_line_and_the_usage_status() {
                 "-H",
                 &hosts,
                 "--throttle-limit",
-                "0",
+                "100001",
                 "--script",
                 "true",
             ],

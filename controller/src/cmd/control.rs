@@ -16,7 +16,10 @@ pub enum Action {
 pub async fn run(action: Action, args: &JobRefs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     let mut client = daemon.connect().await?;
     let mut out = super::stdout::Out::new();
-    for job in &args.jobs {
+    let Some(jobs) = super::select::targets(&mut client, &args.jobs, args.state.as_deref()).await? else {
+        return Ok(0);
+    };
+    for job in &jobs {
         let request = pb::JobRef { job: job.clone() };
         let info = match action {
             Action::Stop => client.stop_job(request).await,
@@ -37,8 +40,11 @@ pub async fn run(action: Action, args: &JobRefs, daemon: &DaemonAddr) -> anyhow:
 
 pub async fn remove(args: &RemoveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     let mut client = daemon.connect().await?;
+    let Some(jobs) = super::select::targets(&mut client, &args.jobs, args.state.as_deref()).await? else {
+        return Ok(0);
+    };
     let request = pb::RemoveJobRequest {
-        jobs: args.jobs.clone(),
+        jobs,
         force: args.force,
     };
     let removed = client

@@ -3,43 +3,68 @@
 use rjob_proto::v1 as pb;
 use serde_json::json;
 
-use super::{cells, from_status, time_text, DaemonAddr};
+use super::{cells, time_text, DaemonAddr};
 use crate::cli::{JobsArgs, OutputFormat};
 use crate::state::State;
-use crate::UsageError;
 
 pub async fn run(args: &JobsArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
-    let state_filter = match &args.state {
-        Some(name) => Some(State::parse(name).ok_or_else(|| {
-            let names: Vec<String> = State::ALL.iter().map(ToString::to_string).collect();
-            UsageError(format!("unknown state {name:?}: use one of {}", names.join(", ")))
-        })?),
-        None => None,
-    };
+    let state_filter = args
+        .state
+        .as_deref()
+        .map(super::select::parse_state)
+        .transpose()?;
+    let child_state = args
+        .child_state
+        .as_deref()
+        .map(super::select::parse_state)
+        .transpose()?;
     let mut client = daemon.connect().await?;
-    let jobs = client
-        .list_jobs(pb::ListJobsRequest {
-            jobs: args.jobs.clone(),
-        })
-        .await
-        .map_err(from_status)?
-        .into_inner()
-        .jobs;
-    let jobs: Vec<pb::JobInfo> = jobs
+    let jobs = super::select::expand(&mut client, &args.jobs).await?;
+    let mut jobs: Vec<pb::JobInfo> = jobs
         .into_iter()
-        .filter(|j| args.name.as_ref().is_none_or(|n| &j.name == n))
+        .filter(|j| {
+            args.name.as_ref().is_none_or(|n| {
+                if super::select::is_glob(n) {
+                    super::select::glob_match(n, &j.name)
+                } else {
+                    &j.name == n
+                }
+            })
+        })
         .filter(|j| args.id.is_none_or(|id| j.id == id))
         .filter(|j| state_filter.is_none_or(|s| State::from_pb(j.state) == s))
+        .filter(|j| args.has_more_data.is_none_or(|m| j.has_more_data == m))
+        .filter(|j| child_state.is_none_or(|s| j.children.iter().any(|c| State::from_pb(c.state) == s)))
         .collect();
+    if let Some(n) = args.newest {
+        jobs.sort_by_key(|j| std::cmp::Reverse((j.created_at_ms, j.id)));
+        jobs.truncate(n);
+        jobs.sort_by_key(|j| j.id);
+    }
     if let Some(lost) = crate::daemon::client::lost_notice() {
         eprintln!("rjob: warning: {lost}");
     }
     let mut out = super::stdout::Out::new();
     match args.output {
-        OutputFormat::Json => {
-            out.line(&serde_json::Value::Array(jobs.iter().map(job_json).collect()).to_string())?
-        }
-        OutputFormat::Text => out.print(&table(&jobs, args.children))?,
+        OutputFormat::Json => out.line(
+            &serde_json::Value::Array(
+                jobs.iter()
+                    .map(|j| {
+                        let mut shown = job_json(j);
+                        if let (Some(s), Some(children)) = (child_state, shown["children"].as_array_mut()) {
+                            children.retain(|c| c["state"] == s.to_string());
+                        }
+                        shown
+                    })
+                    .collect(),
+            )
+            .to_string(),
+        )?,
+        OutputFormat::Text => out.print(&table_of(
+            &jobs,
+            args.children || child_state.is_some(),
+            child_state,
+        ))?,
     }
     Ok(out.status(0))
 }
@@ -72,6 +97,11 @@ const MAX_DETAIL: usize = 200;
 /// The jobs as a table lined up by display width (`パッチ確認` takes ten columns), every cell
 /// escaped and long ones cut with `…`; `rjob jobs --output json` has them whole.
 pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
+    table_of(jobs, children, None)
+}
+
+/// [`table`], with child rows only of children in `child_state` when given.
+fn table_of(jobs: &[pb::JobInfo], children: bool, child_state: Option<State>) -> String {
     let mut rows = vec![[
         "Id".to_string(),
         "Name".to_string(),
@@ -99,7 +129,11 @@ pub fn table(jobs: &[pb::JobInfo], children: bool) -> String {
             cells::cut(&shown(&job.command), MAX_COMMAND),
         ]);
         if children {
-            for c in &job.children {
+            for c in job
+                .children
+                .iter()
+                .filter(|c| child_state.is_none_or(|s| State::from_pb(c.state) == s))
+            {
                 let mut detail = c.reason.clone();
                 if let Some(code) = c.exit_code.filter(|_| detail.is_empty()) {
                     detail = format!("exit {code}");

@@ -5,6 +5,7 @@ pub mod control;
 pub mod delivered;
 pub mod jobs;
 pub mod receive;
+pub mod select;
 pub mod start;
 pub mod stdout;
 pub mod wait;

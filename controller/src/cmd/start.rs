@@ -7,6 +7,7 @@ use serde_json::json;
 use super::{from_status, DaemonAddr};
 use crate::cli::{InvokeArgs, OutputFormat, StartArgs};
 use crate::invoke::{command_text, host_list, run_request};
+use crate::UsageError;
 
 /// `rjob invoke --as-job`.
 pub async fn invoke_as_job(args: &InvokeArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
@@ -29,12 +30,33 @@ pub async fn invoke_as_job(args: &InvokeArgs, daemon: &DaemonAddr) -> anyhow::Re
     create(daemon, request, args.output).await
 }
 
-/// `rjob start`: a background job on this machine.
+/// Start-Job's directory: the caller's current one (`--cwd` overrides it).
+fn caller_dir() -> anyhow::Result<String> {
+    let dir = std::env::current_dir().map_err(|e| {
+        UsageError(format!(
+            "cannot read the current directory ({e}): give the job's directory with --cwd"
+        ))
+    })?;
+    match dir.to_str() {
+        Some(text) => Ok(text.to_string()),
+        None => Err(UsageError(format!(
+            "the current directory {} is not valid UTF-8: give the job's directory with --cwd",
+            dir.display()
+        ))
+        .into()),
+    }
+}
+
+/// `rjob start`: a background job on this machine, in the caller's current directory.
 pub async fn start(args: &StartArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
+    let mut run = run_request(&args.script)?;
+    if args.script.cwd.is_none() {
+        run.working_dir = caller_dir()?;
+    }
     let request = pb::CreateJobRequest {
         name: args.name.clone().unwrap_or_default(),
         hosts: Vec::new(),
-        run: Some(run_request(&args.script)?),
+        run: Some(run),
         throttle_limit: 1,
         connect_timeout_ms: 10_000,
         command: command_text(&args.script),

@@ -71,7 +71,7 @@ impl Controller for ControllerService {
             let jobs = self.manager.list(&req.jobs).map_err(status)?;
             let finished = jobs
                 .iter()
-                .filter(|j| State::from_pb(j.state).is_finished())
+                .filter(|j| State::from_pb(j.state).ends_wait(req.force))
                 .count();
             if (req.any && finished > 0) || finished == jobs.len() {
                 return Ok(Response::new(pb::WaitJobsResponse {

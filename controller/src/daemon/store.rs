@@ -91,6 +91,12 @@ pub struct ChildRow {
 }
 
 impl ChildRow {
+    /// HasMoreData: the child is not finished (it may write more), or it has output that no
+    /// consuming receive has delivered yet.
+    pub fn has_more_data(&self) -> bool {
+        !self.state.is_finished() || self.last_seq > self.received_seq
+    }
+
     /// The host as users name it (`name`, or `name:port` off the default port).
     pub fn label(&self, location: &str) -> String {
         if location == "local" {
@@ -506,7 +512,7 @@ pub fn job_info(job: &JobRow, children: &[ChildRow]) -> pb::JobInfo {
         instance_id: job.instance_id.clone(),
         name: job.name.clone(),
         state: state.to_pb() as i32,
-        has_more_data: children.iter().any(|c| c.last_seq > c.received_seq),
+        has_more_data: children.iter().any(ChildRow::has_more_data),
         command: job.command.clone(),
         location: job.location.clone(),
         throttle_limit: job.throttle_limit,
@@ -521,7 +527,7 @@ pub fn job_info(job: &JobRow, children: &[ChildRow]) -> pb::JobInfo {
                 exit_code: c.exit_code,
                 signal: c.signal,
                 reason: c.reason.clone(),
-                has_more_data: c.last_seq > c.received_seq,
+                has_more_data: c.has_more_data(),
                 last_seq: c.last_seq,
                 received_seq: c.received_seq,
                 started_at_ms: c.started_at_ms,

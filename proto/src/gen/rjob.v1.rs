@@ -1345,6 +1345,10 @@ pub struct WaitJobsRequest {
     /// 0: no timeout.
     #[prost(uint64, tag = "3")]
     pub timeout_ms: u64,
+    /// Without force a wait also ends on Suspended and Disconnected (Wait-Job's terminating
+    /// states); with it, only on Completed, Failed and Stopped.
+    #[prost(bool, tag = "4")]
+    pub force: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
