@@ -5,6 +5,7 @@ pub mod control;
 pub mod delivered;
 pub mod jobs;
 pub mod receive;
+pub mod receive_events;
 pub mod start;
 pub mod wait;
 pub mod watch;
