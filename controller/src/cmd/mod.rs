@@ -6,6 +6,7 @@ pub mod delivered;
 pub mod jobs;
 pub mod receive;
 pub mod receive_events;
+pub mod receive_jobs;
 pub mod start;
 pub mod wait;
 pub mod watch;

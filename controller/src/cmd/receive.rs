@@ -15,6 +15,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::delivered::{Counting, Sink, Tracker};
 use super::receive_events::Events;
+use super::receive_jobs::{auto_remove, job_tag, list_one};
 use super::{from_status, DaemonAddr};
 use crate::cli::ReceiveArgs;
 use crate::daemon::receive::WINDOW;
@@ -39,16 +40,8 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
     let mut client = daemon.connect().await?;
     let mut jobs: Vec<pb::JobInfo> = Vec::new();
     for reference in &args.jobs {
-        let job = client
-            .list_jobs(pb::ListJobsRequest {
-                jobs: vec![reference.clone()],
-            })
-            .await
-            .map_err(from_status)?
-            .into_inner()
-            .jobs
-            .into_iter()
-            .next()
+        let job = list_one(&mut client, reference)
+            .await?
             .ok_or_else(|| anyhow::anyhow!("no job {reference:?}"))?;
         if !jobs.iter().any(|j| j.instance_id == job.instance_id) {
             jobs.push(job);
@@ -71,15 +64,6 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         }
     }
     Ok(code)
-}
-
-/// How a job is named in labels and records: its name, else its Id.
-fn job_tag(job: &pb::JobInfo) -> String {
-    if job.name.is_empty() {
-        job.id.to_string()
-    } else {
-        job.name.clone()
-    }
 }
 
 async fn receive_one(
@@ -153,47 +137,6 @@ async fn receive_one(
         Err(Stop::Io(e)) => Err(anyhow::Error::new(e).context("writing the output")),
         Err(Stop::Daemon(status)) => Err(from_status(status)),
     }
-}
-
-/// `--wait --auto-remove`, once the receive ended with everything confirmed: removes the job
-/// if the daemon agrees that it has ended and holds nothing unreceived; else keeps it, saying so.
-async fn auto_remove(
-    client: &mut crate::daemon::client::DaemonClient,
-    job: &pb::JobInfo,
-) -> anyhow::Result<u8> {
-    let now = client
-        .list_jobs(pb::ListJobsRequest {
-            jobs: vec![job.instance_id.clone()],
-        })
-        .await
-        .map_err(from_status)?
-        .into_inner()
-        .jobs
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("job {} is gone", job.id))?;
-    let unreceived = now.children.iter().any(|c| c.has_more_data);
-    let ended = crate::state::State::from_pb(now.state).is_finished();
-    if unreceived || !ended {
-        eprintln!(
-            "rjob: job {} kept: {}",
-            job.id,
-            if ended {
-                "some of its output is not confirmed as received"
-            } else {
-                "it has not ended"
-            }
-        );
-        return Ok(crate::EXIT_FAILED);
-    }
-    client
-        .remove_job(pb::RemoveJobRequest {
-            jobs: vec![job.instance_id.clone()],
-            force: false,
-        })
-        .await
-        .map_err(from_status)?;
-    Ok(0)
 }
 
 /// `-b` and `--output-dir`: everything first (read as --keep), then the groups or the files.
