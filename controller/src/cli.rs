@@ -255,17 +255,24 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
-    /// The job, by Id, Name or InstanceId
-    pub job: String,
+    /// The jobs, by Id, Name or InstanceId. Several are received one after the other, each
+    /// line labelled JOB/HOST (JSON records get a "job" field)
+    #[arg(required = true, value_name = "JOB")]
+    pub jobs: Vec<String>,
     /// Keep the output: the next receive returns it again
     #[arg(long)]
     pub keep: bool,
     /// Only this host's output
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
-    /// Go on with live output until the job ends
-    #[arg(long)]
+    /// Go on with live output until the job ends (--wait: Receive-Job -Wait). With
+    /// --output json, also a {"type":"state",…} record each time a host's state changes
+    #[arg(long, visible_alias = "wait")]
     pub follow: bool,
+    /// With --wait: remove the job once it ended and all its output was delivered and
+    /// confirmed (Receive-Job -AutoRemoveJob). Otherwise the job is kept, and stderr says so
+    #[arg(long, requires = "follow", conflicts_with_all = ["keep", "host", "gather", "output_dir"])]
+    pub auto_remove: bool,
     /// Write output lines as they came, control characters included. Without it, output to
     /// a terminal shows control characters other than tab as visible escapes (\e, \r, \x07)
     #[arg(long)]

@@ -27,6 +27,8 @@ pub struct Printer<W: Write> {
     partial: BTreeMap<(usize, bool), Vec<u8>>,
     /// Show control characters in lines as visible escapes (text format on a terminal).
     escape: bool,
+    /// A `"job"` field in every JSON record (`rjob receive` of several jobs).
+    job: Option<String>,
 }
 
 impl<W: Write> Printer<W> {
@@ -39,7 +41,22 @@ impl<W: Write> Printer<W> {
             prefixes,
             partial: BTreeMap::new(),
             escape: false,
+            job: None,
         }
+    }
+
+    /// Adds `"job": JOB` to every JSON record.
+    pub fn job_field(mut self, job: Option<String>) -> Self {
+        self.job = job;
+        self
+    }
+
+    /// Writes one JSON record (with the job field when set) as a line.
+    pub fn record(&mut self, mut record: serde_json::Value) -> std::io::Result<()> {
+        if let Some(job) = &self.job {
+            record["job"] = json!(job);
+        }
+        writeln!(self.out, "{record}")
     }
 
     /// Shows control characters other than tab in text lines as visible escapes
@@ -145,7 +162,7 @@ impl<W: Write> Printer<W> {
             }
             OutputFormat::Json => {
                 let stream = if is_err { "stderr" } else { "stdout" };
-                let record = match std::str::from_utf8(line) {
+                let mut record = match std::str::from_utf8(line) {
                     Ok(text) => {
                         json!({"type": "output", "host": label, "stream": stream, "seq": seq, "data": text})
                     }
@@ -155,6 +172,9 @@ impl<W: Write> Printer<W> {
                         "data_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, line),
                     }),
                 };
+                if let Some(job) = &self.job {
+                    record["job"] = json!(job);
+                }
                 writeln!(self.out, "{record}")
             }
         }

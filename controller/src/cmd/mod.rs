@@ -5,6 +5,8 @@ pub mod control;
 pub mod delivered;
 pub mod jobs;
 pub mod receive;
+pub mod receive_events;
+pub mod receive_jobs;
 pub mod select;
 pub mod start;
 pub mod stdout;

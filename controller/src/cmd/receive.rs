@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::delivered::{Counting, Sink, Tracker};
+use super::receive_events::Events;
+use super::receive_jobs::{auto_remove, job_tag, list_one};
 use super::{from_status, DaemonAddr};
 use crate::cli::ReceiveArgs;
 use crate::daemon::receive::WINDOW;
@@ -36,21 +38,50 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     let mut client = daemon.connect().await?;
-    let job = client
-        .list_jobs(pb::ListJobsRequest {
-            jobs: vec![args.job.clone()],
-        })
-        .await
-        .map_err(from_status)?
-        .into_inner()
-        .jobs
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("no job {:?}", args.job))?;
-    let how = crate::receive_view::presentation(args, &job)?;
+    let mut jobs: Vec<pb::JobInfo> = Vec::new();
+    for reference in &args.jobs {
+        let job = list_one(&mut client, reference)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no job {reference:?}"))?;
+        if !jobs.iter().any(|j| j.instance_id == job.instance_id) {
+            jobs.push(job);
+        }
+    }
+    let several = jobs.len() > 1;
+    if several && args.output_dir.is_some() {
+        return Err(crate::UsageError(
+            "--output-dir takes one job; receive each job into its own directory".into(),
+        )
+        .into());
+    }
+    // Several jobs: one after the other, each line labelled JOB/HOST.
+    let mut code = 0;
+    for job in jobs {
+        let tag = several.then(|| job_tag(&job));
+        code = code.max(receive_one(args, &mut client, job, tag).await?);
+        if code == EXIT_PIPE_CLOSED {
+            break;
+        }
+    }
+    Ok(code)
+}
+
+async fn receive_one(
+    args: &ReceiveArgs,
+    client: &mut crate::daemon::client::DaemonClient,
+    job: pb::JobInfo,
+    tag: Option<String>,
+) -> anyhow::Result<u8> {
+    let mut how = crate::receive_view::presentation(args, &job)?;
     // -b and --output-dir show the output at the end, so they take nothing from the job: they
     // read it as --keep does (a receive that died before the end would otherwise lose it).
     let at_end = args.gather || args.output_dir.is_some();
+    if let Some(tag) = &tag {
+        // Text lines are JOB/HOST; JSON records keep the host and gain a "job" field.
+        if at_end || args.output == crate::cli::OutputFormat::Text {
+            how.labels = how.labels.iter().map(|l| format!("{tag}/{l}")).collect();
+        }
+    }
     let request = pb::ReceiveJobRequest {
         job: job.instance_id.clone(),
         keep: args.keep || at_end,
@@ -68,29 +99,44 @@ pub async fn run(args: &ReceiveArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         .map_err(from_status)?
         .into_inner();
     if at_end {
-        return at_the_end(&mut client, &mut stream, job, how, to_daemon).await;
+        return at_the_end(client, &mut stream, job, how, to_daemon).await;
     }
     let finished = job
         .children
         .iter()
         .map(|c| crate::state::State::from_pb(c.state).is_finished())
         .collect();
+    let events = (args.output == crate::cli::OutputFormat::Json).then(|| {
+        let name = tag.clone().unwrap_or_else(|| job_tag(&job));
+        Events::new(client, &job, name, args.host.as_deref(), args.follow)
+    });
     // The progress line (a terminal, --follow): whole lines around it. Never into a pipe, so
     // what the reader took out of it stays what was written.
     let progress = args.follow && crate::progress::wanted_beside_output(args.quiet, args.output);
     let _poller =
-        super::wait::ProgressPoller::start(&client, std::slice::from_ref(&job.instance_id), progress);
-    let mut rx = Receiver::new(how, args, to_daemon, finished, progress);
+        super::wait::ProgressPoller::start(client, std::slice::from_ref(&job.instance_id), progress);
+    let json_job = tag.filter(|_| args.output == crate::cli::OutputFormat::Json);
+    let mut rx = Receiver::new(how, args, to_daemon, finished, progress, events, json_job);
     let result = rx.receive(&mut stream).await;
     match result {
         Ok(()) => {
             rx.close(&mut stream).await;
+            drop(rx);
+            if args.auto_remove {
+                return auto_remove(client, &job).await;
+            }
             Ok(0)
         }
         Err(Stop::PipeClosed) => {
             // Confirm what the reader did read before it went; nothing written after it.
             let _ = rx.confirm();
             rx.close(&mut stream).await;
+            if args.auto_remove {
+                eprintln!(
+                    "rjob: job {} kept: the reader went away before all its output was delivered",
+                    job.id
+                );
+            }
             Ok(EXIT_PIPE_CLOSED)
         }
         Err(Stop::Io(e)) => Err(anyhow::Error::new(e).context("writing the output")),
@@ -176,6 +222,8 @@ struct Receiver {
     finished: Vec<bool>,
     last_child: Option<usize>,
     flushed_at: u64,
+    /// JSON: result and state records.
+    events: Option<Events>,
 }
 
 impl Receiver {
@@ -185,6 +233,8 @@ impl Receiver {
         to_daemon: mpsc::UnboundedSender<pb::ReceiveJobMessage>,
         finished: Vec<bool>,
         progress: bool,
+        events: Option<Events>,
+        json_job: Option<String>,
     ) -> Self {
         let sink = Sink::stdout();
         let stdout: Box<dyn Write> = if progress {
@@ -200,7 +250,8 @@ impl Receiver {
         Receiver {
             printer: Printer::new(out, how.format, how.labels)
                 .escape_controls(how.escape)
-                .paint(how.paint),
+                .paint(how.paint)
+                .job_field(json_job),
             labels: n,
             sink,
             tracker: Tracker::new(2 * n),
@@ -212,12 +263,14 @@ impl Receiver {
             finished,
             last_child: None,
             flushed_at: 0,
+            events,
         }
     }
 
     async fn receive(&mut self, stream: &mut tonic::Streaming<pb::JobOutput>) -> Result<(), Stop> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut snapshots = self.events.as_mut().and_then(Events::take_snapshots);
         loop {
             let waiting = self.tracker.has_pending();
             let msg = tokio::select! {
@@ -228,6 +281,13 @@ impl Receiver {
                         return Err(Stop::PipeClosed);
                     }
                     self.deliver()?;
+                    continue;
+                }
+                snapshot = next_snapshot(&mut snapshots) => {
+                    match snapshot {
+                        Some(job) => self.state_records(&job)?,
+                        None => snapshots = None,
+                    }
                     continue;
                 }
             };
@@ -261,6 +321,7 @@ impl Receiver {
         if !self.follow {
             if let Some(prev) = self.last_child.filter(|p| *p != child) {
                 self.end_child(prev)?;
+                self.result_record(prev)?;
             }
         }
         self.last_child = Some(child);
@@ -347,6 +408,11 @@ impl Receiver {
         for child in 0..self.labels {
             self.end_child(child)?;
         }
+        if let Some(events) = &mut self.events {
+            for record in events.at_end().await {
+                self.printer.record(record)?;
+            }
+        }
         self.printer.finish()?;
         loop {
             self.deliver()?;
@@ -358,6 +424,29 @@ impl Receiver {
             }
             tokio::time::sleep(TICK).await;
         }
+    }
+
+    /// State records for what moved in `job` (`--follow -o json`).
+    fn state_records(&mut self, job: &pb::JobInfo) -> Result<(), Stop> {
+        let Some(events) = &mut self.events else {
+            return Ok(());
+        };
+        let records = events.changes(job);
+        if records.is_empty() {
+            return Ok(());
+        }
+        for record in records {
+            self.printer.record(record)?;
+        }
+        self.deliver()
+    }
+
+    /// Child `child`'s result record, when it is due (JSON).
+    fn result_record(&mut self, child: usize) -> Result<(), Stop> {
+        if let Some(record) = self.events.as_mut().and_then(|e| e.result(child)) {
+            self.printer.record(record)?;
+        }
+        Ok(())
     }
 
     /// Flushes, then confirms what the reader has.
@@ -404,5 +493,13 @@ impl Receiver {
             while let Ok(Some(_)) = stream.message().await {}
         })
         .await;
+    }
+}
+
+/// The next job snapshot of the state poller; never, without one.
+async fn next_snapshot(snapshots: &mut Option<mpsc::Receiver<pb::JobInfo>>) -> Option<pb::JobInfo> {
+    match snapshots {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
