@@ -348,11 +348,16 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(self.state_dir.join("test-daemon.log"))?;
+        // Ready once this daemon says so: a socket that accepts may still be the killed
+        // daemon's, held for a moment by a run it was forking.
+        let ready = |log: &str| log.matches("rjob daemon ready").count();
+        let before = ready(&self.log_text());
         let child = Command::new(bin("rjob"))
             .arg("serve")
             .arg("--state-dir")
             .arg(&self.state_dir)
             .env("RJOB_IDENTITY", &self.identity)
+            .env_remove("RJOB_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -360,7 +365,9 @@ impl Daemon {
             .context("starting rjob serve")?;
         self.child = Some(child);
         let socket = self.state_dir.join("rjob.sock");
-        if !wait_for(WAIT, || std::os::unix::net::UnixStream::connect(&socket).is_ok()) {
+        if !wait_for(WAIT, || {
+            ready(&self.log_text()) > before && std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        }) {
             bail!("the daemon did not come up: {}", self.log_text());
         }
         Ok(())

@@ -284,7 +284,7 @@ fn a_deleted_wal_is_reported_and_ids_go_on() {
     // Once: the next daemon has nothing more to report.
     daemon.restart().expect("restart");
     let (ids, out) = listed_ids(&daemon);
-    assert_eq!(ids, [6], "{out}");
+    assert_eq!(ids, [6], "{out}\n--- the daemon's log\n{}", daemon.log_text());
     assert_eq!(lost_line(&out), None, "{out}");
 }
 

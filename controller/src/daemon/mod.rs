@@ -92,6 +92,27 @@ pub struct DaemonConfig {
 }
 
 /// Runs the daemon until `shutdown` resolves.
+/// Takes the state directory's lock. A daemon that was just killed may leave it held for a
+/// moment by a run it was starting (a forked child holds the lock's descriptor until its
+/// exec closes it), so a held lock is tried again for a few seconds before it is refused.
+async fn lock_state_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut file = statedir::open_private(&dir.join("daemon.lock"), false)?;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, _)) if tokio::time::Instant::now() < deadline => {
+                file = back;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => anyhow::bail!(
+                "a daemon already runs for {}: stop it first (rjob serve)",
+                dir.display()
+            ),
+        }
+    }
+}
+
 pub async fn serve(
     config: DaemonConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -102,14 +123,7 @@ pub async fn serve(
     // store or plant files in it. Every file in it is opened with O_NOFOLLOW, mode 0600.
     statedir::ensure_dir(dir)?;
     // One daemon per state directory, for its whole life: two would run jobs twice.
-    let lock_file = statedir::open_private(&dir.join("daemon.lock"), false)?;
-    let _lock =
-        nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-            anyhow::anyhow!(
-                "a daemon already runs for {}: stop it first (rjob serve)",
-                dir.display()
-            )
-        })?;
+    let _lock = lock_state_dir(dir).await?;
     let socket = socket_path(dir);
     // Whatever is there (a stale socket, or something planted) goes; remove_file never
     // follows a symlink.
