@@ -632,3 +632,48 @@ fn a_socket_planted_by_another_user_gets_nothing() {
         "bytes reached mallory"
     );
 }
+
+#[test]
+fn a_receive_on_a_full_state_dir_waits_for_space_and_loses_nothing() {
+    let fleet = Fleet::start(1).expect("fleet");
+    let _tmpfs = Tmpfs::mount(&fleet.tmp.path().join("state"), "16m");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let lines = 50_000;
+    let out = daemon.invoke_job(&fleet.hosts(), "done", &format!("seq 1 {lines}"), &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(daemon.wait_state("done", "Completed"), "{}", daemon.job("done"));
+
+    let filler = daemon.state_dir.join("filler");
+    fill(&filler);
+    // The received marks cannot be written: the receive waits, it does not fail.
+    let got = fleet.scratch().join("received.txt");
+    let receiving = daemon
+        .rjob()
+        .args(["receive", "done"])
+        .stdout(std::fs::File::create(&got).expect("output file"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("rjob receive");
+    let held = wait_for(WAIT, || {
+        let out = ran(daemon.rjob().args(["jobs"]));
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("rjob: warning: the daemon cannot write its job store"))
+    });
+    assert!(held, "no warning while the received mark cannot be written");
+    std::fs::remove_file(&filler).expect("freeing space");
+    let mut received = rjob_tests::Ran::of(receiving.wait_with_output().expect("receive ends"));
+    assert_eq!(received.code, 0, "{received}");
+    received.stdout = std::fs::read_to_string(&got).expect("received output");
+    let got_lines = received.lines_of(&fleet.agents[0].host());
+    assert!(
+        got_lines == numbered(lines),
+        "output differs: {} lines, starting {:?}",
+        got_lines.len(),
+        received.stdout.lines().take(3).collect::<Vec<_>>()
+    );
+    // All of it was taken: nothing is delivered twice.
+    let again = ran(daemon.rjob().args(["receive", "done"]));
+    assert_eq!(again.code, 0, "{again}");
+    assert!(again.stdout.is_empty(), "delivered twice: {again}");
+}

@@ -213,7 +213,7 @@ impl Session<'_> {
             }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return Err(Failure::Gone) },
-                msg = self.inbound.message() => self.handle(msg)?,
+                msg = self.inbound.message() => self.handle(msg).await?,
                 () = self.tx.closed() => return Err(Failure::Gone),
             }
         }
@@ -227,7 +227,7 @@ impl Session<'_> {
         }
         loop {
             let msg = self.inbound.message().await;
-            match self.handle(msg) {
+            match self.handle(msg).await {
                 Err(Failure::Gone) => return Ok(()),
                 other => other?,
             }
@@ -285,7 +285,7 @@ impl Session<'_> {
     async fn wait_room(&mut self, len: u64) -> Result<(), Failure> {
         while !self.plan.keep && self.inflight > 0 && self.inflight + len > WINDOW {
             let msg = self.inbound.message().await;
-            self.handle(msg)?;
+            self.handle(msg).await?;
         }
         Ok(())
     }
@@ -299,16 +299,16 @@ impl Session<'_> {
                     permit.send(Ok(out));
                     return Ok(());
                 }
-                msg = self.inbound.message() => self.handle(msg)?,
+                msg = self.inbound.message() => self.handle(msg).await?,
             }
         }
     }
 
-    fn handle(&mut self, msg: Result<Option<pb::ReceiveJobMessage>, Status>) -> Result<(), Failure> {
+    async fn handle(&mut self, msg: Result<Option<pb::ReceiveJobMessage>, Status>) -> Result<(), Failure> {
         match msg {
             Ok(Some(pb::ReceiveJobMessage {
                 message: Some(Message::Ack(ack)),
-            })) => self.confirm(&ack),
+            })) => self.confirm(&ack).await,
             Ok(Some(_)) => Err(Failure::Status(Status::invalid_argument(
                 "a receive takes one request, then only acks",
             ))),
@@ -318,7 +318,7 @@ impl Session<'_> {
 
     /// The client has written out one stream of a child up to the ack: commit the mark, then
     /// free the window it held.
-    fn confirm(&mut self, ack: &pb::ReceiveAck) -> Result<(), Failure> {
+    async fn confirm(&mut self, ack: &pb::ReceiveAck) -> Result<(), Failure> {
         if self.plan.keep {
             return Ok(()); // a kept receive marks nothing
         }
@@ -350,9 +350,15 @@ impl Session<'_> {
                 mark = Mark { seq: f.seq, off: 0 };
             }
         }
+        // Retried until it goes through, as every store write is (a full disk): the client
+        // waits meanwhile, and nothing past the mark is taken.
+        let (store, job_id, child) = (self.manager.store(), self.plan.job_id, ack.child);
         self.manager
-            .store()
-            .mark_received(self.plan.job_id, ack.child, stream, mark)?;
+            .health()
+            .retry("a received mark", || {
+                store.mark_received(job_id, child, stream, mark)
+            })
+            .await;
         let s = &mut self.slots[slot];
         let flights = &mut s.flights[si];
         while let Some(f) = flights.front_mut() {
