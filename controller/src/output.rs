@@ -56,7 +56,7 @@ impl<W: Write> Printer<W> {
         if let Some(job) = &self.job {
             record["job"] = json!(job);
         }
-        writeln!(self.out, "{record}")
+        self.json_line(&record)
     }
 
     /// Shows control characters other than tab in text lines as visible escapes
@@ -128,7 +128,7 @@ impl<W: Write> Printer<W> {
         self.end_lines(host)?;
         if self.format == OutputFormat::Json {
             let record = result_record(&self.labels[host], outcome);
-            writeln!(self.out, "{record}")?;
+            self.json_line(&record)?;
         }
         Ok(())
     }
@@ -175,9 +175,28 @@ impl<W: Write> Printer<W> {
                 if let Some(job) = &self.job {
                     record["job"] = json!(job);
                 }
-                writeln!(self.out, "{record}")
+                self.json_line(&record)
             }
         }
+    }
+
+    /// One JSON record as a line. On a terminal, DEL and the C1 controls (which JSON leaves
+    /// as they are) are written as `\u00XX` escapes too, so a record cannot drive the
+    /// terminal; the record means the same.
+    fn json_line(&mut self, record: &serde_json::Value) -> std::io::Result<()> {
+        let text = record.to_string();
+        if self.escape && text.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)) {
+            let mut safe = String::with_capacity(text.len() + 16);
+            for c in text.chars() {
+                if ('\u{7f}'..='\u{9f}').contains(&c) {
+                    safe.push_str(&format!("\\u{:04x}", u32::from(c)));
+                } else {
+                    safe.push(c);
+                }
+            }
+            return writeln!(self.out, "{safe}");
+        }
+        writeln!(self.out, "{text}")
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
@@ -366,6 +385,21 @@ mod tests {
              rjob: 10.0.9.[1-100] (100): Failed: connection refused\n\
              rjob: slowest: 10.0.9.1 0.005s Failed\n"
         );
+    }
+
+    #[test]
+    fn json_on_a_terminal_escapes_del_and_c1_controls_and_means_the_same() {
+        let data = "a\u{9b}31mb\u{7f}c\u{1b}]0;x\u{7}\n";
+        let mut buf = Vec::new();
+        let mut p = Printer::new(&mut buf, OutputFormat::Json, vec!["h".into()]).escape_controls(true);
+        p.output(0, Stream::Stdout, 1, data.as_bytes()).unwrap();
+        p.finish().unwrap();
+        drop(p);
+        let text = String::from_utf8(buf).unwrap();
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert!(text.contains("\\u009b") && text.contains("\\u007f"), "{text}");
+        let record: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(record["data"], data.trim_end_matches('\n'));
     }
 
     #[test]
