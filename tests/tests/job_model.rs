@@ -437,3 +437,28 @@ fn wait_returns_on_disconnected_with_status_4_and_force_waits_through_it() {
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(daemon.job("cut")["state"], "Completed");
 }
+
+#[test]
+fn the_jobs_table_shows_location_as_localhost_or_the_folded_hosts() {
+    let fleet = Fleet::start_one_port(3).expect("fleet");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let out = daemon.invoke_job(&fleet.hosts(), "fleet", "true", &[]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = ran(daemon
+        .rjob()
+        .args(["start", "--name", "here", "--script", "true"]));
+    assert_eq!(out.code, 0, "{out}");
+    let table = ran(daemon.rjob().args(["jobs"]));
+    assert_eq!(table.code, 0, "{table}");
+    let row = |name: &str| {
+        table
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {table}"))
+            .to_string()
+    };
+    // One port for all: no port in the set (Get-Job's Location is the computer names).
+    assert!(row("fleet").contains(" 127.0.0.[2-4] "), "{table}");
+    assert!(row("here").contains(" localhost "), "{table}");
+}
