@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rjob_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, LeftRun, Resume, Target};
+use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::connect::Tls;
 use crate::daemon::health::Health;
-use crate::daemon::orphans::{Orphan, Orphans};
-use crate::daemon::store::{job_info, ChildRow, Chunk, JobRow, Store, StoreError};
+use crate::daemon::orphans::Orphans;
+use crate::daemon::store::{job_info, ChildRow, JobRow, Store, StoreError};
+use crate::daemon::writer::{write_output, StoreSink, WriteOp};
 use crate::hosts::Host;
 use crate::state::State;
 use crate::throttle::Slot;
@@ -32,20 +33,11 @@ pub enum JobError {
     Store(#[from] StoreError),
 }
 
-/// A request to the output writer thread.
-enum WriteOp {
-    Chunk(Chunk),
-    /// Answered once every chunk sent before it is stored.
-    Flush {
-        done: oneshot::Sender<bool>,
-    },
-}
-
 pub struct Manager {
-    store: Arc<Store>,
+    pub(super) store: Arc<Store>,
     /// Whether store writes go through (they are retried until they do).
-    health: Arc<Health>,
-    writer: mpsc::Sender<WriteOp>,
+    pub(super) health: Arc<Health>,
+    pub(super) writer: mpsc::Sender<WriteOp>,
     /// Bumped on every change of any job; waiters re-read the store.
     changes: watch::Sender<u64>,
     /// What each job still in progress wants of its children.
@@ -56,7 +48,7 @@ pub struct Manager {
     local_socket: PathBuf,
     reconnect_window: Duration,
     /// Runs given up on, stopped once their agents answer.
-    orphans: Arc<Orphans>,
+    pub(super) orphans: Arc<Orphans>,
 }
 
 pub fn now_ms() -> i64 {
@@ -106,7 +98,7 @@ impl Manager {
         self.changes.subscribe()
     }
 
-    fn changed(&self) {
+    pub(super) fn changed(&self) {
         self.changes.send_modify(|v| *v += 1);
     }
 
@@ -535,119 +527,5 @@ impl Manager {
         }
         self.changed();
         Ok(removed)
-    }
-}
-
-/// Keeps a child's progress in the store.
-struct StoreSink<'a> {
-    manager: &'a Manager,
-    job_id: i64,
-    idx: u32,
-    slot: Slot,
-}
-
-impl ChildSink for StoreSink<'_> {
-    // Each write is retried until the store takes it: the start mark must be recorded before
-    // the start request goes out (a restarted daemon looks the run up instead of starting it
-    // twice), and a child's progress must not be lost to a full disk.
-    async fn starting(&self) {
-        let (m, at) = (self.manager, now_ms());
-        m.health
-            .retry("a child's start", || {
-                m.store.mark_starting(self.job_id, self.idx, at)
-            })
-            .await;
-    }
-
-    async fn started(&self, run_id: &str) {
-        let (m, at) = (self.manager, now_ms());
-        m.health
-            .retry("a run id", || {
-                m.store.set_child_run(self.job_id, self.idx, run_id, at)
-            })
-            .await;
-        m.changed();
-    }
-
-    async fn state(&self, state: State, reason: Option<String>) {
-        let reason = reason.unwrap_or_default();
-        let m = self.manager;
-        m.health
-            .retry("a child's state", || {
-                m.store.set_child_state(self.job_id, self.idx, state, &reason)
-            })
-            .await;
-        m.changed();
-    }
-
-    async fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> Result<(), ()> {
-        let chunk = Chunk {
-            job_id: self.job_id,
-            idx: self.idx,
-            seq,
-            stream,
-            data,
-        };
-        self.manager
-            .writer
-            .send(WriteOp::Chunk(chunk))
-            .await
-            .map_err(|_| ())
-    }
-
-    async fn flush(&self) -> bool {
-        let (tx, rx) = oneshot::channel();
-        let flush = WriteOp::Flush { done: tx };
-        if self.manager.writer.send(flush).await.is_err() {
-            return false;
-        }
-        rx.await.unwrap_or(false)
-    }
-
-    fn slot(&self) -> Option<&Slot> {
-        Some(&self.slot)
-    }
-
-    async fn abandoned(&self, target: &Target, run: &LeftRun) -> Option<String> {
-        let Target::Remote(host) = target else {
-            return None;
-        };
-        let orphan = Orphan::new(host, run, self.job_id, self.idx, now_ms());
-        self.manager.orphans.add(orphan).await;
-        Some("the daemon stops the run once its agent answers again".to_string())
-    }
-}
-
-/// The output writer: batches chunks into one transaction each, so that many hosts'
-/// output costs few commits. A batch the store refuses (a full disk) is retried until it
-/// goes in; meanwhile the queue fills, the children stop reading, and the agents keep the
-/// output: nothing is dropped, and a flush answers only once what came before it is stored.
-fn write_output(
-    store: &Store,
-    health: &Health,
-    mut rx: mpsc::Receiver<WriteOp>,
-    changes: &watch::Sender<u64>,
-) {
-    const BATCH: usize = 512;
-    while let Some(first) = rx.blocking_recv() {
-        let mut chunks = Vec::new();
-        let mut flushes = Vec::new();
-        let mut next = Some(first);
-        while let Some(op) = next.take() {
-            match op {
-                WriteOp::Chunk(c) => chunks.push(c),
-                WriteOp::Flush { done } => flushes.push(done),
-            }
-            if chunks.len() < BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !chunks.is_empty() {
-            health.retry_blocking("output", || store.append_output(&chunks));
-            changes.send_modify(|v| *v += 1);
-        }
-        for done in flushes {
-            let _ = done.send(true);
-        }
     }
 }

@@ -13,6 +13,7 @@ pub mod service;
 pub mod statedir;
 pub mod store;
 pub mod store_error;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

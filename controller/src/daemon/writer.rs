@@ -1,0 +1,136 @@
+//! The output writer: keeps a child's progress in the store ([`StoreSink`]) and batches its
+//! output into few transactions on a thread of its own ([`write_output`]).
+
+use rjob_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::child::{ChildSink, LeftRun, Target};
+use crate::daemon::health::Health;
+use crate::daemon::jobs::{now_ms, Manager};
+use crate::daemon::orphans::Orphan;
+use crate::daemon::store::{Chunk, Store};
+use crate::state::State;
+use crate::throttle::Slot;
+
+/// A request to the output writer thread.
+pub(super) enum WriteOp {
+    Chunk(Chunk),
+    /// Answered once every chunk sent before it is stored.
+    Flush {
+        done: oneshot::Sender<bool>,
+    },
+}
+
+/// Keeps a child's progress in the store.
+pub(super) struct StoreSink<'a> {
+    pub(super) manager: &'a Manager,
+    pub(super) job_id: i64,
+    pub(super) idx: u32,
+    pub(super) slot: Slot,
+}
+
+impl ChildSink for StoreSink<'_> {
+    // Each write is retried until the store takes it: the start mark must be recorded before
+    // the start request goes out (a restarted daemon looks the run up instead of starting it
+    // twice), and a child's progress must not be lost to a full disk.
+    async fn starting(&self) {
+        let (m, at) = (self.manager, now_ms());
+        m.health
+            .retry("a child's start", || {
+                m.store.mark_starting(self.job_id, self.idx, at)
+            })
+            .await;
+    }
+
+    async fn started(&self, run_id: &str) {
+        let (m, at) = (self.manager, now_ms());
+        m.health
+            .retry("a run id", || {
+                m.store.set_child_run(self.job_id, self.idx, run_id, at)
+            })
+            .await;
+        m.changed();
+    }
+
+    async fn state(&self, state: State, reason: Option<String>) {
+        let reason = reason.unwrap_or_default();
+        let m = self.manager;
+        m.health
+            .retry("a child's state", || {
+                m.store.set_child_state(self.job_id, self.idx, state, &reason)
+            })
+            .await;
+        m.changed();
+    }
+
+    async fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> Result<(), ()> {
+        let chunk = Chunk {
+            job_id: self.job_id,
+            idx: self.idx,
+            seq,
+            stream,
+            data,
+        };
+        self.manager
+            .writer
+            .send(WriteOp::Chunk(chunk))
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn flush(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let flush = WriteOp::Flush { done: tx };
+        if self.manager.writer.send(flush).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    fn slot(&self) -> Option<&Slot> {
+        Some(&self.slot)
+    }
+
+    async fn abandoned(&self, target: &Target, run: &LeftRun) -> Option<String> {
+        let Target::Remote(host) = target else {
+            return None;
+        };
+        let orphan = Orphan::new(host, run, self.job_id, self.idx, now_ms());
+        self.manager.orphans.add(orphan).await;
+        Some("the daemon stops the run once its agent answers again".to_string())
+    }
+}
+
+/// The output writer: batches chunks into one transaction each, so that many hosts'
+/// output costs few commits. A batch the store refuses (a full disk) is retried until it
+/// goes in; meanwhile the queue fills, the children stop reading, and the agents keep the
+/// output: nothing is dropped, and a flush answers only once what came before it is stored.
+pub(super) fn write_output(
+    store: &Store,
+    health: &Health,
+    mut rx: mpsc::Receiver<WriteOp>,
+    changes: &watch::Sender<u64>,
+) {
+    const BATCH: usize = 512;
+    while let Some(first) = rx.blocking_recv() {
+        let mut chunks = Vec::new();
+        let mut flushes = Vec::new();
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                WriteOp::Chunk(c) => chunks.push(c),
+                WriteOp::Flush { done } => flushes.push(done),
+            }
+            if chunks.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !chunks.is_empty() {
+            health.retry_blocking("output", || store.append_output(&chunks));
+            changes.send_modify(|v| *v += 1);
+        }
+        for done in flushes {
+            let _ = done.send(true);
+        }
+    }
+}
