@@ -5,6 +5,7 @@ pub mod control;
 pub mod delivered;
 pub mod jobs;
 pub mod receive;
+mod receive_end;
 pub mod receive_events;
 pub mod receive_jobs;
 pub mod select;

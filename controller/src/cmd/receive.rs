@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::delivered::{Counting, Sink, Tracker};
+use super::receive_end::at_the_end;
 use super::receive_events::Events;
 use super::receive_jobs::{auto_remove, job_tag, list_one};
 use super::{from_status, DaemonAddr};
@@ -21,7 +22,7 @@ use crate::cli::ReceiveArgs;
 use crate::daemon::receive::WINDOW;
 use crate::daemon::store::Mark;
 use crate::output::Printer;
-use crate::present::{Presentation, Presenter};
+use crate::present::Presentation;
 
 /// Exit status when stdout is a pipe whose reader went away: what a shell shows for a
 /// process that SIGPIPE ended (128 + 13), as `cat` or `yes` give under `head`.
@@ -142,47 +143,6 @@ async fn receive_one(
         Err(Stop::Io(e)) => Err(anyhow::Error::new(e).context("writing the output")),
         Err(Stop::Daemon(status)) => Err(from_status(status)),
     }
-}
-
-/// `-b` and `--output-dir`: everything first (read as --keep), then the groups or the files.
-async fn at_the_end(
-    client: &mut crate::daemon::client::DaemonClient,
-    stream: &mut tonic::Streaming<pb::JobOutput>,
-    job: pb::JobInfo,
-    how: Presentation,
-    to_daemon: mpsc::UnboundedSender<pb::ReceiveJobMessage>,
-) -> anyhow::Result<u8> {
-    let stdout = std::io::stdout();
-    let mut printer = Presenter::new(BufWriter::new(stdout.lock()), how);
-    while let Some(out) = stream.message().await.map_err(from_status)? {
-        if out.end {
-            break;
-        }
-        let s = Stream::try_from(out.stream).unwrap_or(Stream::Stdout);
-        printer.output(out.child as usize, s, out.seq, &out.data)?;
-    }
-    drop(to_daemon);
-    // Each child's state as it is now.
-    let job = client
-        .list_jobs(pb::ListJobsRequest {
-            jobs: vec![job.instance_id.clone()],
-        })
-        .await
-        .map_err(from_status)?
-        .into_inner()
-        .jobs
-        .into_iter()
-        .next()
-        .unwrap_or(job);
-    match printer.finish(&crate::receive_view::outcomes(&job)) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_PIPE_CLOSED),
-        other => other?,
-    }
-    Ok(if printer.file_errors() {
-        crate::EXIT_FAILED
-    } else {
-        0
-    })
 }
 
 enum Stop {
