@@ -87,14 +87,17 @@ pub fn begin(total: usize, shown: bool) {
                 let _ = write!(w, "{:.1}s", state.elapsed().as_secs_f64());
             },
         );
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style);
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()).with_style(style);
     let counts = Counts {
         total,
         ..Counts::default()
     };
     bar.set_message(counts.text());
-    bar.enable_steady_tick(TICK);
+    // Drawn only once it is the line every writer suspends: a write that came between its
+    // first draw and its being known would land beside it and leave it on the screen.
     with_line(|line| {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.enable_steady_tick(TICK);
         *line = Some(Line {
             bar,
             counts,
