@@ -70,21 +70,9 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("runtime")
 }
 
-/// A raw gRPC client of `agent` with the identity in `dir` (ca.crt, client.crt, client.key).
+/// A raw gRPC client of `agent` with the identity in `dir`.
 async fn client(agent: &Agent, dir: &Path) -> AgentClient<Channel> {
-    let read = |f: &str| std::fs::read(dir.join(f)).expect("identity file");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("ca.crt")))
-        .identity(Identity::from_pem(read("client.crt"), read("client.key")))
-        .domain_name(agent.addr.ip().to_string());
-    let channel = Endpoint::from_shared(format!("https://{}", agent.addr))
-        .expect("uri")
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connect");
-    AgentClient::new(channel)
+    rjob_tests::raw::agent_client(agent, dir).await
 }
 
 fn start_request(script: &str, run_as: &str) -> pb::StartRunRequest {

@@ -67,25 +67,11 @@ mod hostile {
     use rjob_proto::v1 as pb;
     use rjob_proto::v1::agent_client::AgentClient;
     use rjob_tests::{Agent, Fleet};
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+    use tonic::transport::Channel;
     use tonic::Code;
 
     pub async fn client(agent: &Agent, dir: &Path) -> AgentClient<Channel> {
-        let read = |f: &str| std::fs::read(dir.join(f)).expect("identity file");
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("ca.crt")))
-            .identity(Identity::from_pem(read("client.crt"), read("client.key")))
-            .domain_name(agent.addr.ip().to_string());
-        let channel = Endpoint::from_shared(format!("https://{}", agent.addr))
-            .expect("uri")
-            .tls_config(tls)
-            .expect("tls")
-            .connect()
-            .await
-            .expect("connect");
-        AgentClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+        rjob_tests::raw::agent_client(agent, dir).await
     }
 
     pub fn request(script: &str) -> pb::StartRunRequest {
