@@ -31,9 +31,12 @@ impl State {
         State::Suspending,
     ];
 
+    /// The final states: the one list the store's queries are built from.
+    pub const FINISHED: [State; 3] = [State::Completed, State::Failed, State::Stopped];
+
     /// Completed, Failed and Stopped are final.
     pub fn is_finished(self) -> bool {
-        matches!(self, State::Completed | State::Failed | State::Stopped)
+        State::FINISHED.contains(&self)
     }
 
     /// Where `rjob wait` (Wait-Job) stops waiting: a final state, or, without `force`,
