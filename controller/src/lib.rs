@@ -1,6 +1,8 @@
 //! rjob, the controller: fans script blocks out to rjob agents and gathers their output.
 //!
 //! - [`cli`]: the command line (parsing only);
+//! - [`choices`]: the values the command line chooses between (output format, interpreters);
+//! - [`request`]: the run request (hosts, script, options) built from the command line;
 //! - [`hosts`]: host lists and ranges;
 //! - [`pki`]: certificates for mutual TLS;
 //! - [`connect`]: the controller's TLS identity and dialling agents;
@@ -20,6 +22,7 @@
 pub mod backoff;
 pub mod checks;
 pub mod child;
+pub mod choices;
 pub mod cli;
 pub mod cmd;
 pub mod colour;
@@ -37,6 +40,7 @@ pub mod pki;
 pub mod present;
 pub mod progress;
 pub mod receive_view;
+pub mod request;
 pub mod spool;
 pub mod state;
 pub mod throttle;
