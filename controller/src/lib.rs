@@ -16,6 +16,7 @@
 //! - [`checks`]: what the command line asks, checked before anything is read or contacted;
 //! - [`state`]: job states and the parent-state rules;
 //! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
+//! - [`timestamp`]: timestamps as people read them;
 //! - [`daemon`]: `rjob serve`, the job store and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
@@ -44,6 +45,7 @@ pub mod request;
 pub mod spool;
 pub mod state;
 pub mod throttle;
+pub mod timestamp;
 
 /// Exit status when any host failed.
 pub const EXIT_FAILED: u8 = 1;
