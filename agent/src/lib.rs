@@ -7,13 +7,12 @@
 //! - [`service`] is the gRPC edge, [`server`] puts it behind mutual TLS;
 //! - [`listener`] accepts connections and their TLS handshakes, within the caps of
 //!   [`handshake`], and logs failures as counts ([`handshake_log`]);
-//! - [`start`] starts a run: [`validate`] checks the request, [`users`] and [`policy`]
-//!   decide who it runs as, [`pam_gate`] checks passwords; [`attach`] streams a run;
+//! - [`service`] also starts a run (checks, quota, [`policy`], user lookup, password) and maps
+//!   every refusal to the wire in one place; [`attach`] streams a run;
 //! - [`contain`] keeps each run's processes together ([`cgroup`] or [`subreaper`]), so that
 //!   nothing of a run outlives it.
 
 pub mod attach;
-pub mod auth;
 pub mod cgroup;
 pub mod config;
 pub mod contain;
@@ -21,7 +20,6 @@ pub mod handshake;
 pub mod handshake_log;
 pub mod leftovers;
 pub mod listener;
-pub mod pam_gate;
 pub mod policy;
 pub mod private_dir;
 pub mod run;
@@ -30,10 +28,7 @@ pub mod runs;
 pub mod server;
 pub mod service;
 pub mod spool;
-pub mod start;
 pub mod subreaper;
-pub mod users;
-pub mod validate;
 
 /// Keeps freed memory in the process instead of handing it back to the kernel after every
 /// burst: a fan-out allocates and frees a few hundred KiB per connection, and glibc's default
