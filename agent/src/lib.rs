@@ -4,7 +4,8 @@
 //! - [`runner`] starts a script's process (shared with the controller's local jobs);
 //! - [`spool`] is a run's output log on disk;
 //! - [`run`] supervises one run, [`runs`] owns them all;
-//! - [`service`] is the gRPC edge, [`server`] puts it behind mutual TLS;
+//! - [`service`] is the gRPC edge, [`server`] puts it behind mutual TLS, [`embedded`] on a
+//!   private Unix socket inside another process (the controller daemon's local jobs);
 //! - [`listener`] accepts connections and their TLS handshakes, within the caps of
 //!   [`handshake`], and logs failures as counts ([`handshake_log`]);
 //! - [`service`] also starts a run (checks, quota, [`policy`], user lookup, password) and maps
@@ -16,6 +17,7 @@ pub mod attach;
 pub mod cgroup;
 pub mod config;
 pub mod contain;
+pub mod embedded;
 pub mod handshake;
 pub mod handshake_log;
 pub mod leftovers;
