@@ -9,7 +9,7 @@ use rjob::daemon::{self, DaemonConfig};
 use rjob::EXIT_USAGE;
 
 fn main() -> ExitCode {
-    rjob_agent::keep_freed_memory();
+    rjob::memory::keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -124,7 +124,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 tls,
                 reconnect_window: args.reconnect_window,
             };
-            runtime()?.block_on(daemon::serve(config, rjob_agent::server::shutdown_signal()))?;
+            runtime()?.block_on(daemon::serve(config, rjob::signals::shutdown_signal()))?;
             Ok(0)
         }
         Command::Pki(command) => pki(command, cli.identity.as_deref()).map(|()| 0),
