@@ -14,7 +14,6 @@ pub mod statedir;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
