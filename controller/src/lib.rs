@@ -2,6 +2,8 @@
 //!
 //! - [`cli`]: the command line (parsing only);
 //! - [`hosts`]: host lists and ranges;
+//! - [`inventory`]: host groups (rjob TOML, Ansible INI, ClusterShell YAML) and `-H @group`;
+//! - [`config`]: the controller's config file, merged under `RJOB_*` and flags;
 //! - [`pki`]: certificates for mutual TLS;
 //! - [`connect`]: the controller's TLS identity and dialling agents;
 //! - [`backoff`]: retry delays (capped, jittered);
@@ -23,11 +25,13 @@ pub mod child;
 pub mod cli;
 pub mod cmd;
 pub mod colour;
+pub mod config;
 pub mod connect;
 pub mod daemon;
 pub mod escape;
 pub mod gather;
 pub mod hosts;
+pub mod inventory;
 pub mod invoke;
 pub mod limits;
 pub mod outdir;
