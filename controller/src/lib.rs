@@ -1,6 +1,8 @@
 //! rjob, the controller: fans script blocks out to rjob agents and gathers their output.
 //!
 //! - [`cli`]: the command line (parsing only);
+//! - [`choices`]: the values the command line chooses between (output format, interpreters);
+//! - [`request`]: the run request (hosts, script, options) built from the command line;
 //! - [`hosts`]: host lists and ranges;
 //! - [`inventory`]: host groups (rjob TOML, Ansible INI, ClusterShell YAML) and `-H @group`;
 //! - [`config`]: the controller's config file, merged under `RJOB_*` and flags;
@@ -16,12 +18,14 @@
 //! - [`checks`]: what the command line asks, checked before anything is read or contacted;
 //! - [`state`]: job states and the parent-state rules;
 //! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
+//! - [`timestamp`]: timestamps as people read them;
 //! - [`daemon`]: `rjob serve`, the job store and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
 pub mod backoff;
 pub mod checks;
 pub mod child;
+pub mod choices;
 pub mod cli;
 pub mod cmd;
 pub mod colour;
@@ -41,9 +45,11 @@ pub mod pki;
 pub mod present;
 pub mod progress;
 pub mod receive_view;
+pub mod request;
 pub mod spool;
 pub mod state;
 pub mod throttle;
+pub mod timestamp;
 
 /// Exit status when any host failed.
 pub const EXIT_FAILED: u8 = 1;

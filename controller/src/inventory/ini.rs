@@ -47,9 +47,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
             let (name, kind) = match head.rsplit_once(':') {
                 Some((name, "children")) => (name, "children"),
                 Some((name, "vars")) => (name, "vars"),
-                Some((_, other)) => return Err(err(format!(
+                Some((_, other)) => {
+                    return Err(err(format!(
                     "unknown section kind :{other}; Ansible knows [group], [group:children] and [group:vars]"
-                ))),
+                )))
+                }
                 None => (head, ""),
             };
             check_group_name(name).map_err(&err)?;
