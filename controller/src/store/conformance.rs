@@ -18,6 +18,7 @@ pub async fn run_all(new_store: &dyn Fn() -> Arc<dyn JobStore>) {
     received_marks_move_forward_per_stream(&*new_store()).await;
     remove_takes_everything_of_the_job(&*new_store()).await;
     has_more_data_follows_last_and_received_seq(&*new_store()).await;
+    a_missing_job_changes_nothing(&*new_store()).await;
 }
 
 /// A job to create, on `hosts` hosts.
@@ -379,4 +380,34 @@ pub async fn has_more_data_follows_last_and_received_seq(store: &dyn JobStore) {
         .await
         .expect("mark");
     assert!(!more(store).await, "finished and all received");
+}
+
+pub async fn a_missing_job_changes_nothing(store: &dyn JobStore) {
+    let id = create(store, "x", 1).await;
+    let missing = id + 100;
+    assert!(
+        store.job_request(missing).await.is_err(),
+        "no request for a missing job"
+    );
+    store.mark_starting(missing, 0, 1).await.expect("mark_starting");
+    store
+        .set_child_run(missing, 0, "r", 1)
+        .await
+        .expect("set_child_run");
+    store
+        .set_child_state(missing, 0, State::Running, None)
+        .await
+        .expect("set_child_state");
+    store
+        .set_job_flags(missing, Some(true), Some(true))
+        .await
+        .expect("flags");
+    store.remove_job(missing).await.expect("remove a missing job");
+    assert_eq!(store.jobs().await.expect("jobs").len(), 1);
+    let c = &store.children(id).await.expect("children")[0];
+    assert_eq!(
+        (c.state, c.started_at_ms, c.run_id.as_deref()),
+        (State::NotStarted, None, None)
+    );
+    assert!(store.children(missing).await.expect("children").is_empty());
 }
