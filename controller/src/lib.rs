@@ -14,6 +14,7 @@
 //! - [`checks`]: what the command line asks, checked before anything is read or contacted;
 //! - [`state`]: job states and the parent-state rules;
 //! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
+//! - [`fanout`]: the throttled fan-out (invoke and the daemon), with its admission policy;
 //! - [`daemon`]: `rjob serve`, the job store and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
@@ -26,6 +27,7 @@ pub mod colour;
 pub mod connect;
 pub mod daemon;
 pub mod escape;
+pub mod fanout;
 pub mod gather;
 pub mod hosts;
 pub mod invoke;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rjob_proto::v1 as pb;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 
 use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::connect::Tls;
@@ -15,6 +15,7 @@ use crate::daemon::health::Health;
 use crate::daemon::orphans::Orphans;
 use crate::daemon::store::{job_info, ChildRow, JobRow, Store, StoreError};
 use crate::daemon::writer::{write_output, StoreSink, WriteOp};
+use crate::fanout::{FanOut, Runner};
 use crate::hosts::Host;
 use crate::state::State;
 use crate::throttle::Slot;
@@ -220,152 +221,33 @@ impl Manager {
             Err(e) => return Err(e),
         };
         let mut children = self.store.children(job.id)?;
+        children.retain(|c| !c.state.is_finished());
         // Children that had started go first: they hold the throttle slots they had.
         children.sort_by_key(|c| (c.run_id.is_none(), c.idx));
-        let throttle = Arc::new(Semaphore::new(job.throttle_limit as usize));
-        let settings = Arc::new(ChildSettings {
-            tls: self.tls.clone(),
-            connect_timeout: Duration::from_millis(job.connect_timeout_ms),
-            reconnect_window: self.reconnect_window,
+        let runner = Arc::new(JobRunner {
+            manager: self.clone(),
+            settings: ChildSettings {
+                tls: self.tls.clone(),
+                connect_timeout: Duration::from_millis(job.connect_timeout_ms),
+                reconnect_window: self.reconnect_window,
+            },
+            request: request.clone().unwrap_or_default(),
+            job: job.clone(),
         });
-        let mut running = tokio::task::JoinSet::new();
-        for child in children.into_iter().filter(|c| !c.state.is_finished()) {
-            let request = match (&request, &child.run_id) {
-                (Ok(request), _) => request.clone(),
-                (Err(_), Some(_)) => pb::StartRunRequest::default(),
-                (Err(reason), None) => {
-                    let reason = format!("{reason}: it cannot be started");
-                    let outcome = ChildOutcome::new(State::Failed, reason, std::time::Instant::now());
-                    let at = now_ms();
-                    self.health
-                        .retry("a child's end", || {
-                            self.store.finish_child(job.id, child.idx, &outcome, at)
-                        })
-                        .await;
-                    self.changed();
-                    continue;
-                }
-            };
-            let Some(permit) = self.wait_for_slot(&throttle, desired.clone()).await else {
-                // Stopped while queued: it never starts.
-                let outcome = ChildOutcome::new(
-                    State::Stopped,
-                    "stopped before it started",
-                    std::time::Instant::now(),
-                );
-                let at = now_ms();
-                self.health
-                    .retry("a child's end", || {
-                        self.store.finish_child(job.id, child.idx, &outcome, at)
-                    })
-                    .await;
-                self.changed();
-                continue;
-            };
-            let manager = self.clone();
-            let job = job.clone();
-            let settings = settings.clone();
-            let desired = desired.clone();
-            let slot = Slot::new(throttle.clone(), permit);
-            running.spawn(async move {
-                manager
-                    .run_child(&job, request, child, &settings, desired, slot)
-                    .await;
-            });
-        }
-        while running.join_next().await.is_some() {}
-        Ok(())
-    }
-
-    /// A throttle slot, once the job is not suspended; `None` when the job is stopped.
-    async fn wait_for_slot(
-        &self,
-        throttle: &Arc<Semaphore>,
-        mut desired: watch::Receiver<Desired>,
-    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        loop {
-            let want = *desired.borrow_and_update();
-            if want.stop {
-                return None;
+        if let Err(reason) = &request {
+            let (unreadable, started): (Vec<_>, Vec<_>) =
+                children.into_iter().partition(|c| c.run_id.is_none());
+            for child in unreadable {
+                let reason = format!("{reason}: it cannot be started");
+                let outcome = ChildOutcome::new(State::Failed, reason, std::time::Instant::now());
+                runner.ended(&child, outcome).await;
             }
-            if want.suspend {
-                if desired.changed().await.is_err() {
-                    return None;
-                }
-                continue;
-            }
-            tokio::select! {
-                permit = throttle.clone().acquire_owned() => {
-                    let permit = permit.ok()?;
-                    // Re-check: a stop or suspend may have come while we waited.
-                    let want = *desired.borrow();
-                    if !want.stop && !want.suspend {
-                        return Some(permit);
-                    }
-                }
-                changed = desired.changed() => if changed.is_err() { return None },
-            }
+            children = started;
         }
-    }
-
-    async fn run_child(
-        &self,
-        job: &JobRow,
-        mut request: pb::StartRunRequest,
-        child: ChildRow,
-        settings: &ChildSettings,
-        desired: watch::Receiver<Desired>,
-        slot: Slot,
-    ) {
-        let target = if job.location == "local" {
-            Target::Local(self.local_socket.clone())
-        } else {
-            Target::Remote(Host {
-                name: child.host.clone(),
-                port: child.port,
-            })
-        };
-        request.label = format!("{}/{}", job.instance_id, child.idx);
-        if let Some(password) = self
-            .passwords
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&job.id)
-        {
-            request.password = password.to_string();
-        }
-        let resume = Resume {
-            run_id: child.run_id.clone(),
-            // Marked just before the start request goes out.
-            maybe_started: child.started_at_ms != 0,
-            last_seq: child.last_seq,
-            suspended: child.state == State::Suspended,
-        };
-        let sink = StoreSink {
-            manager: self,
-            job_id: job.id,
-            idx: child.idx,
-            slot,
-        };
-        let mut outcome = child::drive(&target, request, settings, &sink, desired, resume).await;
-        // Whatever ended the child, its output is committed before its end is.
-        if !sink.flush().await && outcome.state == State::Completed {
-            outcome = ChildOutcome::new(
-                State::Failed,
-                "its output could not be stored",
-                std::time::Instant::now(),
-            );
-        }
-        // Retried until it is recorded: a full disk holds the child Running (with the reason
-        // shown), never loses its end.
-        let at = now_ms();
-        self.health
-            .retry("a child's end", || {
-                self.store.finish_child(job.id, child.idx, &outcome, at)
-            })
+        FanOut::new(job.throttle_limit as usize)
+            .run(runner, children, desired)
             .await;
-        tracing::info!(job = job.id, child = child.idx, host = %target.label(), state = %outcome.state, "child job ended");
-        self.changed();
+        Ok(())
     }
 
     /// Resolves a job by Id, InstanceId or Name.
@@ -527,5 +409,89 @@ impl Manager {
         }
         self.changed();
         Ok(removed)
+    }
+}
+
+/// Runs one job's children on their agents and records them in the store.
+struct JobRunner {
+    manager: Arc<Manager>,
+    job: JobRow,
+    /// What every child runs (empty when the job's request cannot be read: only children
+    /// already running are followed then).
+    request: pb::StartRunRequest,
+    settings: ChildSettings,
+}
+
+impl JobRunner {
+    fn target(&self, child: &ChildRow) -> Target {
+        if self.job.location == "local" {
+            Target::Local(self.manager.local_socket.clone())
+        } else {
+            Target::Remote(Host {
+                name: child.host.clone(),
+                port: child.port,
+            })
+        }
+    }
+}
+
+impl Runner for JobRunner {
+    type Child = ChildRow;
+
+    async fn run(
+        &self,
+        child: &ChildRow,
+        slot: Arc<Slot>,
+        desired: watch::Receiver<Desired>,
+    ) -> ChildOutcome {
+        let (manager, job) = (&*self.manager, &self.job);
+        let mut request = self.request.clone();
+        request.label = format!("{}/{}", job.instance_id, child.idx);
+        if let Some(password) = manager
+            .passwords
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job.id)
+        {
+            request.password = password.to_string();
+        }
+        let resume = Resume {
+            run_id: child.run_id.clone(),
+            // Marked just before the start request goes out.
+            maybe_started: child.started_at_ms != 0,
+            last_seq: child.last_seq,
+            suspended: child.state == State::Suspended,
+        };
+        let sink = StoreSink {
+            manager,
+            job_id: job.id,
+            idx: child.idx,
+            slot,
+        };
+        let target = self.target(child);
+        let outcome = child::drive(&target, request, &self.settings, &sink, desired, resume).await;
+        // Whatever ended the child, its output is committed before its end is.
+        if !sink.flush().await && outcome.state == State::Completed {
+            return ChildOutcome::new(
+                State::Failed,
+                "its output could not be stored",
+                std::time::Instant::now(),
+            );
+        }
+        outcome
+    }
+
+    async fn ended(&self, child: &ChildRow, outcome: ChildOutcome) {
+        // Retried until it is recorded: a full disk holds the child Running (with the reason
+        // shown), never loses its end.
+        let (manager, job_id, at) = (&self.manager, self.job.id, now_ms());
+        manager
+            .health
+            .retry("a child's end", || {
+                manager.store.finish_child(job_id, child.idx, &outcome, at)
+            })
+            .await;
+        tracing::info!(job = job_id, child = child.idx, host = %self.target(child).label(), state = %outcome.state, "child job ended");
+        manager.changed();
     }
 }

@@ -26,7 +26,7 @@ pub(super) struct StoreSink<'a> {
     pub(super) manager: &'a Manager,
     pub(super) job_id: i64,
     pub(super) idx: u32,
-    pub(super) slot: Slot,
+    pub(super) slot: std::sync::Arc<Slot>,
 }
 
 impl ChildSink for StoreSink<'_> {
@@ -88,7 +88,7 @@ impl ChildSink for StoreSink<'_> {
     }
 
     fn slot(&self) -> Option<&Slot> {
-        Some(&self.slot)
+        Some(self.slot.as_ref())
     }
 
     async fn abandoned(&self, target: &Target, run: &LeftRun) -> Option<String> {
