@@ -17,7 +17,7 @@ use crate::daemon::store::{job_info, ChildRow, JobRow, Store, StoreError};
 use crate::daemon::writer::{write_output, StoreSink, WriteOp};
 use crate::fanout::{FanOut, Runner};
 use crate::hosts::Host;
-use crate::state::State;
+use crate::state::{self, ChildState, State, WrongState};
 use crate::throttle::Slot;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +26,10 @@ pub enum JobError {
     NotFound(String),
     #[error("job name {name:?} is ambiguous: jobs {ids} have it; name one by its Id")]
     Ambiguous { name: String, ids: String },
-    #[error("job {name} (Id {id}) is {state}: stop it first, or remove it with --force")]
-    Running { id: i64, name: String, state: State },
+    /// The job's state does not allow what was asked.
+    #[error(transparent)]
+    WrongState(#[from] WrongState),
+    /// What was asked is not valid in itself.
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -287,8 +289,8 @@ impl Manager {
         let mut info = job_info(job, &children);
         // While store writes wait, what the store says of a job still going is behind: say why.
         if let Some(reason) = self.health.reason() {
-            for child in &mut info.children {
-                if !State::from_pb(child.state).is_finished() {
+            for (child, row) in info.children.iter_mut().zip(&children) {
+                if !row.state.is_finished() {
                     child.reason.clone_from(&reason);
                 }
             }
@@ -339,35 +341,34 @@ impl Manager {
         Ok(())
     }
 
+    /// A job's state machine, from its rows.
+    fn job_state(&self, job: &JobRow) -> Result<state::Job, JobError> {
+        let children = self.store.children(job.id)?;
+        Ok(state::Job {
+            id: job.id,
+            name: job.name.clone(),
+            suspended: job.suspended,
+            children: children.iter().map(child_state).collect(),
+        })
+    }
+
     pub fn stop(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
         let job = self.resolve(reference)?;
+        self.job_state(&job)?.can_stop()?;
         self.set_desired(&job, |d| d.stop = true)?;
         self.info(&job)
     }
 
     pub fn suspend(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
         let job = self.resolve(reference)?;
-        let info = self.info(&job)?;
-        let state = State::from_pb(info.state);
-        if state.is_finished() {
-            return Err(JobError::Invalid(format!(
-                "job {} is {state}: nothing to suspend",
-                job.name
-            )));
-        }
+        self.job_state(&job)?.can_suspend()?;
         self.set_desired(&job, |d| d.suspend = true)?;
         self.info(&job)
     }
 
     pub fn resume(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
         let job = self.resolve(reference)?;
-        let state = State::from_pb(self.info(&job)?.state);
-        if !job.suspended && !state.can_resume() {
-            return Err(JobError::Invalid(format!(
-                "job {} is {state}: nothing to resume",
-                job.name
-            )));
-        }
+        self.job_state(&job)?.can_resume()?;
         self.set_desired(&job, |d| d.suspend = false)?;
         self.info(&job)
     }
@@ -376,14 +377,7 @@ impl Manager {
     pub async fn remove(&self, refs: &[String], force: bool) -> Result<Vec<pb::JobInfo>, JobError> {
         let jobs: Vec<JobRow> = refs.iter().map(|r| self.resolve(r)).collect::<Result<_, _>>()?;
         for job in &jobs {
-            let state = State::from_pb(self.info(job)?.state);
-            if !state.is_finished() && !force {
-                return Err(JobError::Running {
-                    id: job.id,
-                    name: job.name.clone(),
-                    state,
-                });
-            }
+            self.job_state(job)?.can_remove(force)?;
         }
         let mut removed = Vec::new();
         for job in jobs {
@@ -410,6 +404,19 @@ impl Manager {
         self.changed();
         Ok(removed)
     }
+}
+
+/// A child's state with its data, from its row.
+fn child_state(row: &ChildRow) -> ChildState {
+    ChildState::from_stored(state::Stored {
+        state: row.state,
+        run_id: row.run_id.as_deref(),
+        started_at_ms: row.started_at_ms,
+        exit_code: row.exit_code,
+        signal: row.signal,
+        reason: &row.reason,
+        ended_at_ms: row.ended_at_ms,
+    })
 }
 
 /// Runs one job's children on their agents and records them in the store.

@@ -32,7 +32,7 @@ pub(crate) fn status(e: JobError) -> Status {
     match e {
         JobError::NotFound(_) => Status::not_found(e.to_string()),
         JobError::Ambiguous { .. } | JobError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        JobError::Running { .. } => Status::failed_precondition(e.to_string()),
+        JobError::WrongState(_) => Status::failed_precondition(e.to_string()),
         JobError::Store(_) => Status::internal(e.to_string()),
     }
 }

@@ -1,4 +1,13 @@
 //! Job states, PowerShell's names, and how a parent job's state follows from its children.
+//! [`State`] is the name of a state (what the store keeps and the wire carries);
+//! [`ChildState`] a child's state with its data; [`Job`] a job's, with the checks of what
+//! may be done to it ([`Job::can_stop`] and the others, a [`WrongState`] when not).
+
+mod child;
+mod job;
+
+pub use child::{ChildState, Ended, Run, Stored};
+pub use job::{Action, Job, WrongState};
 
 use rjob_proto::v1 as pb;
 
@@ -51,7 +60,8 @@ impl State {
         matches!(self, State::Suspended | State::Disconnected)
     }
 
-    pub fn can_resume(self) -> bool {
+    /// Suspended, or on the way there: what a resume applies to.
+    pub fn is_suspended(self) -> bool {
         matches!(self, State::Suspended | State::Suspending)
     }
 
