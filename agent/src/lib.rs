@@ -10,7 +10,8 @@
 //! - [`start`] starts a run: [`validate`] checks the request, [`users`] and [`policy`]
 //!   decide who it runs as, [`pam_gate`] checks passwords; [`attach`] streams a run;
 //! - [`contain`] keeps each run's processes together ([`cgroup`] or [`subreaper`]), so that
-//!   nothing of a run outlives it.
+//!   nothing of a run outlives it; [`leftovers`] kills what an earlier agent left, where
+//!   [`procfs`] proves it the run's.
 
 pub mod attach;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod listener;
 pub mod pam_gate;
 pub mod policy;
 pub mod private_dir;
+pub mod procfs;
 pub mod run;
 pub mod runner;
 pub mod runs;

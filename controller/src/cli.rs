@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// rjob: run script blocks on many Linux machines at once, as jobs.
 ///
@@ -60,13 +60,7 @@ pub enum Command {
     Pki(PkiCommand),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// `host: line`, stderr lines marked `host [stderr]: line`
-    Text,
-    /// One JSON object per line per record
-    Json,
-}
+pub use crate::choices::OutputFormat;
 
 /// What to run: shared by `invoke` and `start`.
 #[derive(Debug, Args)]
@@ -84,7 +78,7 @@ pub struct ScriptArgs {
     #[arg(long, short = 'f', value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// Interpreter for the script, from those the agents allow
-    #[arg(long, value_name = "NAME", default_value = "sh", value_parser = clap::builder::PossibleValuesParser::new(crate::invoke::KNOWN_INTERPRETERS))]
+    #[arg(long, value_name = "NAME", default_value = "sh", value_parser = clap::builder::PossibleValuesParser::new(crate::choices::KNOWN_INTERPRETERS))]
     pub shell: String,
     /// Kill the script (its whole process tree) when it runs longer than this
     /// [default: the agent's default]

@@ -1,6 +1,8 @@
 //! rjob, the controller: fans script blocks out to rjob agents and gathers their output.
 //!
 //! - [`cli`]: the command line (parsing only);
+//! - [`choices`]: the values the command line chooses between (output format, interpreters);
+//! - [`request`]: the run request (hosts, script, options) built from the command line;
 //! - [`hosts`]: host lists and ranges;
 //! - [`pki`]: certificates for mutual TLS;
 //! - [`connect`]: the controller's TLS identity and dialling agents;
@@ -15,12 +17,14 @@
 //! - [`state`]: job states and the parent-state rules;
 //! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
 //! - [`fanout`]: the throttled fan-out (invoke and the daemon), with its admission policy;
+//! - [`timestamp`]: timestamps as people read them;
 //! - [`daemon`]: `rjob serve`, the job store and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
 pub mod backoff;
 pub mod checks;
 pub mod child;
+pub mod choices;
 pub mod cli;
 pub mod cmd;
 pub mod colour;
@@ -39,9 +43,11 @@ pub mod pki;
 pub mod present;
 pub mod progress;
 pub mod receive_view;
+pub mod request;
 pub mod spool;
 pub mod state;
 pub mod throttle;
+pub mod timestamp;
 
 /// Exit status when any host failed.
 pub const EXIT_FAILED: u8 = 1;
