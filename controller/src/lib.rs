@@ -18,7 +18,8 @@
 //! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
 //! - [`fanout`]: the throttled fan-out (invoke and the daemon), with its admission policy;
 //! - [`timestamp`]: timestamps as people read them;
-//! - [`daemon`]: `rjob serve`, the job store and the job manager;
+//! - [`store`]: the job store, behind a trait, and its SQLite backend;
+//! - [`daemon`]: `rjob serve` and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
 pub mod backoff;
@@ -46,6 +47,7 @@ pub mod receive_view;
 pub mod request;
 pub mod spool;
 pub mod state;
+pub mod store;
 pub mod throttle;
 pub mod timestamp;
 

@@ -21,9 +21,9 @@ use super::stdout::EXIT_PIPE_CLOSED;
 use super::{from_status, DaemonAddr};
 use crate::cli::ReceiveArgs;
 use crate::daemon::receive::WINDOW;
-use crate::daemon::store::Mark;
 use crate::output::Printer;
 use crate::present::Presentation;
+use crate::store::Mark;
 
 /// Output printed between two flushes (and confirmations) at most.
 const FLUSH_EVERY: u64 = 64 * 1024;

@@ -10,7 +10,7 @@ pub struct Run {
     /// The agent's run id; `None` only while the start's answer is not recorded (the start may
     /// have reached the agent before a restart: the run is looked up by its label).
     pub id: Option<String>,
-    /// When the start request went out (ms since the epoch).
+    /// When the start request went out (ms since the epoch; 0 if the store lost it).
     pub started_at_ms: i64,
 }
 
@@ -21,6 +21,8 @@ pub struct Ended {
     pub signal: Option<i32>,
     /// Why it did not complete, in one line.
     pub reason: Option<String>,
+    /// The outcome's cause, by name (timed out, output limit, agent lost, ...).
+    pub cause: Option<String>,
     /// The run it had; `None` when it never started.
     pub run: Option<Run>,
     pub ended_at_ms: i64,
@@ -49,34 +51,35 @@ pub enum ChildState {
     Stopped(Ended),
 }
 
-/// What the store keeps of a child's state: its name, and the columns beside it, where 0 and
-/// the empty text mean "not set".
-#[derive(Debug, Clone, Copy)]
+/// What the store keeps of a child's state: its name, and the columns beside it.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Stored<'a> {
     pub state: State,
     pub run_id: Option<&'a str>,
-    pub started_at_ms: i64,
+    pub started_at_ms: Option<i64>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
-    pub reason: &'a str,
-    pub ended_at_ms: i64,
+    pub reason: Option<&'a str>,
+    pub cause: Option<&'a str>,
+    pub ended_at_ms: Option<i64>,
 }
 
 impl ChildState {
     /// The state, from what the store keeps.
     pub fn from_stored(s: Stored<'_>) -> ChildState {
-        let reason = (!s.reason.is_empty()).then(|| s.reason.to_string());
-        let started = s.run_id.is_some() || s.started_at_ms != 0;
+        let reason = s.reason.map(str::to_string);
+        let started = s.run_id.is_some() || s.started_at_ms.is_some();
         let run = Run {
             id: s.run_id.map(str::to_string),
-            started_at_ms: s.started_at_ms,
+            started_at_ms: s.started_at_ms.unwrap_or(0),
         };
         let ended = || Ended {
             exit_code: s.exit_code,
             signal: s.signal,
             reason: reason.clone(),
+            cause: s.cause.map(str::to_string),
             run: started.then(|| run.clone()),
-            ended_at_ms: s.ended_at_ms,
+            ended_at_ms: s.ended_at_ms.unwrap_or(0),
         };
         match s.state {
             State::NotStarted => ChildState::NotStarted {
@@ -144,12 +147,7 @@ mod tests {
     fn stored(state: State) -> Stored<'static> {
         Stored {
             state,
-            run_id: None,
-            started_at_ms: 0,
-            exit_code: None,
-            signal: None,
-            reason: "",
-            ended_at_ms: 0,
+            ..Stored::default()
         }
     }
 
@@ -167,7 +165,7 @@ mod tests {
     fn a_running_child_has_its_run() {
         let child = ChildState::from_stored(Stored {
             run_id: Some("r-1"),
-            started_at_ms: 1000,
+            started_at_ms: Some(1000),
             ..stored(State::Running)
         });
         let run = Run {
@@ -182,21 +180,23 @@ mod tests {
     fn a_finished_child_has_its_outcome_and_the_run_it_had() {
         let failed = ChildState::from_stored(Stored {
             run_id: Some("r-2"),
-            started_at_ms: 5,
+            started_at_ms: Some(5),
             exit_code: Some(3),
-            reason: "exit status 3",
-            ended_at_ms: 9,
+            reason: Some("exit status 3"),
+            cause: Some("exited"),
+            ended_at_ms: Some(9),
             ..stored(State::Failed)
         });
         let ended = failed.ended().expect("ended");
         assert_eq!(ended.exit_code, Some(3));
         assert_eq!(ended.signal, None);
         assert_eq!(ended.reason.as_deref(), Some("exit status 3"));
+        assert_eq!(ended.cause.as_deref(), Some("exited"));
         assert_eq!(ended.ended_at_ms, 9);
         assert_eq!(failed.run().and_then(|r| r.id.as_deref()), Some("r-2"));
 
         let never = ChildState::from_stored(Stored {
-            reason: "stopped before it started",
+            reason: Some("stopped before it started"),
             ..stored(State::Stopped)
         });
         assert_eq!(never.run(), None, "it never started");
@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn a_waiting_child_says_why() {
         let child = ChildState::from_stored(Stored {
-            reason: "agent busy; retrying",
+            reason: Some("agent busy; retrying"),
             ..stored(State::NotStarted)
         });
         assert_eq!(

@@ -101,12 +101,7 @@ mod tests {
     fn job(state: State, suspended: bool) -> Job {
         let child = ChildState::from_stored(Stored {
             state,
-            run_id: None,
-            started_at_ms: 0,
-            exit_code: None,
-            signal: None,
-            reason: "",
-            ended_at_ms: 0,
+            ..Stored::default()
         });
         Job {
             id: 7,
