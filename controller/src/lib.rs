@@ -19,6 +19,7 @@
 //! - [`state`]: job states and the parent-state rules;
 //! - [`clock`], [`signals`], [`memory`]: the process's wall clock, stop signals and allocator;
 //! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
+//! - [`fanout`]: the throttled fan-out (invoke and the daemon), with its admission policy;
 //! - [`timestamp`]: timestamps as people read them;
 //! - [`store`]: the job store, behind a trait, and its SQLite backend;
 //! - [`daemon`]: `rjob serve` and the job manager;
@@ -36,6 +37,7 @@ pub mod config;
 pub mod connect;
 pub mod daemon;
 pub mod escape;
+pub mod fanout;
 pub mod gather;
 pub mod hosts;
 pub mod inventory;

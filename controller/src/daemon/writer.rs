@@ -2,11 +2,11 @@
 //! output into few transactions on a thread of its own ([`write_output`]).
 
 use rjob_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::child::{ChildSink, LeftRun, Target};
 use crate::daemon::health::Health;
-use crate::daemon::jobs::{now_ms, Manager};
+use crate::daemon::manager::{now_ms, Changes, Manager};
 use crate::daemon::orphans::Orphan;
 use crate::state::State;
 use crate::store::{Chunk, JobStore};
@@ -26,7 +26,7 @@ pub(super) struct StoreSink<'a> {
     pub(super) manager: &'a Manager,
     pub(super) job_id: i64,
     pub(super) idx: u32,
-    pub(super) slot: Slot,
+    pub(super) slot: std::sync::Arc<Slot>,
 }
 
 impl ChildSink for StoreSink<'_> {
@@ -49,7 +49,7 @@ impl ChildSink for StoreSink<'_> {
                 m.store.set_child_run(self.job_id, self.idx, run_id, at)
             })
             .await;
-        m.changed();
+        m.changed(self.job_id);
     }
 
     async fn state(&self, state: State, reason: Option<String>) {
@@ -60,7 +60,7 @@ impl ChildSink for StoreSink<'_> {
                     .set_child_state(self.job_id, self.idx, state, reason.as_deref())
             })
             .await;
-        m.changed();
+        m.changed(self.job_id);
     }
 
     async fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> Result<(), ()> {
@@ -88,7 +88,7 @@ impl ChildSink for StoreSink<'_> {
     }
 
     fn slot(&self) -> Option<&Slot> {
-        Some(&self.slot)
+        Some(self.slot.as_ref())
     }
 
     async fn abandoned(&self, target: &Target, run: &LeftRun) -> Option<String> {
@@ -110,7 +110,7 @@ pub(super) fn write_output(
     store: &dyn JobStore,
     health: &Health,
     mut rx: mpsc::Receiver<WriteOp>,
-    changes: &watch::Sender<u64>,
+    changes: &Changes,
 ) {
     const BATCH: usize = 512;
     while let Some(first) = rx.blocking_recv() {
@@ -128,7 +128,12 @@ pub(super) fn write_output(
         }
         if !chunks.is_empty() {
             runtime.block_on(health.retry("output", || store.append_output(&chunks)));
-            changes.send_modify(|v| *v += 1);
+            let mut jobs: Vec<i64> = chunks.iter().map(|c| c.job_id).collect();
+            jobs.sort_unstable();
+            jobs.dedup();
+            for job in jobs {
+                changes.bump(job);
+            }
         }
         for done in flushes {
             let _ = done.send(true);
