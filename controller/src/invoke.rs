@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
+use crate::child::{self, Cause, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::choices::OutputFormat;
 use crate::cli::InvokeArgs;
 use crate::colour::{self, Paint};
@@ -118,7 +118,12 @@ pub async fn fan_out(
             }
         };
         let Some(permit) = permit else {
-            let outcome = ChildOutcome::new(State::Stopped, "stopped before it started", Instant::now());
+            let outcome = ChildOutcome::new(
+                State::Stopped,
+                Cause::StoppedBeforeStart,
+                "stopped before it started",
+                Instant::now(),
+            );
             let _ = events.send(ChildEvent::Done { host: index, outcome }).await;
             continue;
         };

@@ -38,6 +38,7 @@ pub mod hosts;
 pub mod invoke;
 pub mod limits;
 pub mod memory;
+pub mod outcome;
 pub mod outdir;
 pub mod output;
 pub mod password;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
+use crate::child::{self, Cause, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::connect::Tls;
 use crate::daemon::health::Health;
 use crate::daemon::info::{child_end, decode_request, encode_request, job_info};
@@ -237,7 +237,12 @@ impl Manager {
                 (Err(_), Some(_)) => pb::StartRunRequest::default(),
                 (Err(reason), None) => {
                     let reason = format!("{reason}: it cannot be started");
-                    let outcome = ChildOutcome::new(State::Failed, reason, std::time::Instant::now());
+                    let outcome = ChildOutcome::new(
+                        State::Failed,
+                        Cause::StoreFailed,
+                        reason,
+                        std::time::Instant::now(),
+                    );
                     let end = child_end(&outcome, now_ms());
                     self.health
                         .retry("a child's end", || {
@@ -252,6 +257,7 @@ impl Manager {
                 // Stopped while queued: it never starts.
                 let outcome = ChildOutcome::new(
                     State::Stopped,
+                    Cause::StoppedBeforeStart,
                     "stopped before it started",
                     std::time::Instant::now(),
                 );
@@ -354,6 +360,7 @@ impl Manager {
         if !sink.flush().await && outcome.state == State::Completed {
             outcome = ChildOutcome::new(
                 State::Failed,
+                Cause::StoreFailed,
                 "its output could not be stored",
                 std::time::Instant::now(),
             );
