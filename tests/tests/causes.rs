@@ -59,6 +59,17 @@ fn output_past_the_agents_limit_is_output_limit() {
 }
 
 #[test]
+fn a_request_the_agent_refuses_is_refused() {
+    let fleet = Fleet::start_with(1, |agent| {
+        agent.args(["--default-timeout", "1m", "--max-timeout", "1h"]);
+    })
+    .expect("fleet");
+    let out = invoke_json(&fleet, &fleet.hosts(), &["--timeout", "2h"], "echo never");
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(cause_of(&out, &fleet.agents[0].host()), "refused", "{out}");
+}
+
+#[test]
 fn a_port_where_nothing_listens_is_unreachable() {
     let fleet = Fleet::start(0).expect("fleet");
     let closed = format!("127.0.0.9:{}", free_port("127.0.0.9".parse().expect("ip")));
