@@ -103,6 +103,17 @@ impl Daemon {
             .args(extra))
     }
 
+    /// `rjob receive ARGS…` with its stdout and stderr pipes the test reads.
+    pub fn spawn_receive(&self, args: &[&str]) -> Child {
+        self.rjob()
+            .arg("receive")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rjob receive")
+    }
+
     /// `rjob jobs --output json` for one job.
     pub fn job(&self, job: &str) -> serde_json::Value {
         let out = ran(self.rjob().args(["jobs", job, "--output", "json"]));

@@ -7,6 +7,7 @@
 //!
 //! - [`fleet`]: the CA and the agents;
 //! - [`daemon`]: `rjob serve` and the job commands that talk to it;
+//! - [`disk`]: full disks on demand (a tmpfs, filled);
 //! - [`raw`]: a raw gRPC client of an agent, for hostile requests;
 //! - [`Proxy`]: a TCP proxy a test can cut.
 
@@ -16,6 +17,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 mod daemon;
+pub mod disk;
 mod fleet;
 pub mod fresh;
 mod proxy;

@@ -6,9 +6,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 
 use rjob_proto::v1 as pb;
-use rjob_proto::v1::agent_client::AgentClient;
 use rjob_tests::{ran, Agent, Fleet, WAIT};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// A TLS 1.3 client of `agent` with this identity and cipher order; returns the suite the
 /// agent chose and whether it then served (sent HTTP/2's opening) or refused.
@@ -173,19 +171,8 @@ fn tls_the_agent_picks_its_cipher_order_and_refuses_chains_the_ca_did_not_mean()
     std::fs::write(dir.join("client.key"), key.serialize_pem()).expect("write");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let result = runtime.block_on(async {
-        let read = |f: &str| std::fs::read(dir.join(f)).expect("identity file");
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("ca.crt")))
-            .identity(Identity::from_pem(read("client.crt"), read("client.key")))
-            .domain_name(agent.addr.ip().to_string());
-        let channel = Endpoint::from_shared(format!("https://{}", agent.addr))
-            .map_err(|e| e.to_string())?
-            .tls_config(tls)
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        AgentClient::new(channel)
+        rjob_tests::raw::try_agent_client(agent, &dir)
+            .await?
             .start_run(pb::StartRunRequest {
                 script: format!("touch {}", marker.display()),
                 ..Default::default()

@@ -196,18 +196,7 @@ fn stop_kills_everything(mode: &str) {
     let fleet = fleet(mode);
     let daemon = Daemon::start(&fleet).expect("daemon");
     let marker = unique("rjc-stop-");
-    let out = daemon.invoke_job(
-        &fleet.hosts(),
-        "escaper",
-        &escaping_script(&marker, "sleep 1000"),
-        &["--shell", "bash"],
-    );
-    assert_eq!(out.code, 0, "{out}");
-    assert!(
-        all_three_running(&marker),
-        "the escapes started: {:?}",
-        marked(&marker)
-    );
+    start_escaping_job(&daemon, &fleet, "escaper", &marker);
     let out = ran(daemon.rjob().args(["stop", "escaper"]));
     assert_eq!(out.code, 0, "{out}");
     assert!(

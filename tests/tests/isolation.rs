@@ -127,8 +127,7 @@ fn a_run_inherits_no_descriptor_of_the_agent() {
 #[test]
 fn only_the_client_that_started_a_run_can_see_or_control_it() {
     use rjob_proto::v1 as pb;
-    use rjob_proto::v1::agent_client::AgentClient;
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+    use rjob_tests::raw::agent_client;
 
     let fleet = Fleet::start(1).expect("fleet");
     let other_dir = fleet.tmp.path().join("other-client");
@@ -142,23 +141,8 @@ fn only_the_client_that_started_a_run_can_see_or_control_it() {
     let agent = &fleet.agents[0];
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let client = |dir: std::path::PathBuf| async move {
-            let read = |f: &str| std::fs::read(dir.join(f)).expect("identity file");
-            let tls = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(read("ca.crt")))
-                .identity(Identity::from_pem(read("client.crt"), read("client.key")))
-                .domain_name(agent.addr.ip().to_string());
-            let channel: Channel = Endpoint::from_shared(format!("https://{}", agent.addr))
-                .expect("uri")
-                .tls_config(tls)
-                .expect("tls")
-                .connect()
-                .await
-                .expect("connect");
-            AgentClient::new(channel)
-        };
-        let mut owner = client(fleet.pki.dir.clone()).await;
-        let mut other = client(other_dir.clone()).await;
+        let mut owner = agent_client(agent, &fleet.pki.dir).await;
+        let mut other = agent_client(agent, &other_dir).await;
         let run_id = owner
             .start_run(pb::StartRunRequest {
                 script: "echo secret-output; sleep 30".into(),

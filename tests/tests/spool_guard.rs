@@ -169,18 +169,7 @@ fn a_restarted_agent_kills_what_is_left_in_its_runs_cgroups() {
     let mut fleet = Fleet::start(1).expect("agent");
     let daemon = Daemon::start(&fleet).expect("daemon");
     let marker = unique("rjc-restart-");
-    let out = daemon.invoke_job(
-        &fleet.hosts(),
-        "orphaned",
-        &escaping_script(&marker, "sleep 1000"),
-        &["--shell", "bash"],
-    );
-    assert_eq!(out.code, 0, "{out}");
-    assert!(
-        all_three_running(&marker),
-        "the escapes started: {:?}",
-        marked(&marker)
-    );
+    start_escaping_job(&daemon, &fleet, "orphaned", &marker);
     fleet.restart_agent(0).expect("restart");
     assert!(
         none_left(&marker),

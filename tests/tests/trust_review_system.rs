@@ -6,40 +6,10 @@
 use rjob_tests::{ran, Fleet};
 
 mod full_disk {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::process::Command;
 
     use rjob_tests::ran;
-
-    /// A tmpfs mounted on a directory, unmounted (lazily) when dropped.
-    pub struct Tmpfs(pub PathBuf);
-
-    impl Tmpfs {
-        pub fn mount(dir: &Path, size: &str) -> Tmpfs {
-            std::fs::create_dir_all(dir).expect("mount point");
-            let out = ran(Command::new("mount")
-                .args(["-t", "tmpfs", "-o"])
-                .arg(format!("size={size},mode=0700"))
-                .arg("tmpfs")
-                .arg(dir));
-            assert_eq!(out.code, 0, "mounting a tmpfs needs root: {out}");
-            Tmpfs(dir.to_owned())
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-
-    /// Fills the file system of `path` with `path` itself.
-    pub fn fill(path: &Path) {
-        use std::io::Write as _;
-        let mut file = std::fs::File::create(path).expect("filler");
-        while file.write_all(&[0u8; 64 << 10]).is_ok() {}
-        while file.write_all(&[0u8; 512]).is_ok() {}
-    }
 
     /// Pids of `rjob serve` processes on `state_dir` (the ones the CLI started).
     pub fn daemons(state_dir: &Path) -> Vec<i32> {
@@ -64,7 +34,7 @@ mod full_disk {
 fn a_daemon_that_cannot_open_its_store_on_a_full_disk_says_so_and_never_advises_moving_it() {
     let fleet = Fleet::start(0).expect("fleet");
     let state = fleet.tmp.path().join("full-state");
-    let _mount = full_disk::Tmpfs::mount(&state, "2m");
+    let _mount = rjob_tests::disk::Tmpfs::mount(&state, "2m");
     let rjob = || {
         let mut cmd = fleet.rjob();
         cmd.env("RJOB_STATE_DIR", &state);
@@ -81,7 +51,7 @@ fn a_daemon_that_cannot_open_its_store_on_a_full_disk_says_so_and_never_advises_
     // With no process on the store, its -shm is rebuilt at open (as after a reboot): SQLite
     // must then create it, which a full file system refuses.
     let _ = std::fs::remove_file(state.join("jobs.db-shm"));
-    full_disk::fill(&state.join("filler"));
+    rjob_tests::disk::fill(&state.join("filler"));
     let out = ran(rjob().arg("jobs"));
     full_disk::stop_daemons(&state);
     assert_eq!(out.code, 2, "{out}");

@@ -5,7 +5,7 @@
 use std::process::{Child, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rjob_tests::{process_alive, wait_for, Fleet, WAIT};
+use rjob_tests::{process_alive, wait_for, Daemon, Fleet, WAIT};
 
 pub const CGROUP: &str = "cgroup";
 pub const SUBREAPER: &str = "subreaper";
@@ -77,4 +77,21 @@ pub fn spawn_invoke(fleet: &Fleet, script: &str, extra: &[&str]) -> Child {
 
 pub fn finish(child: Child) -> rjob_tests::Ran {
     rjob_tests::Ran::of(child.wait_with_output().expect("rjob invoke output"))
+}
+
+/// Starts job `name`, the escaping script, on the fleet's agents, and waits until its three
+/// escapes run.
+pub fn start_escaping_job(daemon: &Daemon, fleet: &Fleet, name: &str, marker: &str) {
+    let out = daemon.invoke_job(
+        &fleet.hosts(),
+        name,
+        &escaping_script(marker, "sleep 1000"),
+        &["--shell", "bash"],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        all_three_running(marker),
+        "the escapes started: {:?}",
+        marked(marker)
+    );
 }
