@@ -9,6 +9,7 @@
 //! - [`daemon`]: `rjob serve` and the job commands that talk to it;
 //! - [`disk`]: full disks on demand (a tmpfs, filled);
 //! - [`raw`]: a raw gRPC client of an agent, for hostile requests;
+//! - [`users`]: real users and PAM services (root);
 //! - [`Proxy`]: a TCP proxy a test can cut.
 
 use std::net::{Ipv4Addr, TcpListener};
@@ -22,6 +23,7 @@ mod fleet;
 pub mod fresh;
 mod proxy;
 pub mod raw;
+pub mod users;
 pub use daemon::Daemon;
 pub use fleet::{Agent, Fleet, Pki};
 pub use fresh::bin_dir;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rjob_proto::v1 as pb;
 use rjob_proto::v1::agent_client::AgentClient;
-use rjob_tests::{process_alive, ran, test_policy, Agent, Fleet, WAIT};
+use rjob_tests::{process_alive, ran, test_policy, users, Agent, Fleet, WAIT};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -24,26 +24,14 @@ const PAM_SERVICE: &str = "rjob-guard-test";
 fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "these tests create users and need root: run them as root (CI does)"
-        );
-        let sh = |script: &str| {
-            let out = ran(Command::new("sh").args(["-c", script]));
-            assert_eq!(out.code, 0, "{script}: {out}");
-        };
-        sh(&format!(
+        users::require_root("these tests create users");
+        users::sh(&format!(
             "id {ROOT_ALIAS} >/dev/null 2>&1 || useradd -o -u 0 -g 0 -M -s /bin/sh {ROOT_ALIAS}"
         ));
         for user in [BOB, MINE] {
-            sh(&format!("id {user} >/dev/null 2>&1 || useradd -m -s /bin/sh {user}"));
-            sh(&format!("echo '{user}:{PASSWORD}' | chpasswd"));
+            users::ensure_user(user, Some(PASSWORD));
         }
-        std::fs::write(
-            Path::new("/etc/pam.d").join(PAM_SERVICE),
-            "# rjob integration tests (agent_guard)\nauth required pam_unix.so nodelay\naccount required pam_unix.so\n",
-        )
-        .expect("write the PAM service file");
+        users::pam_service(PAM_SERVICE, "agent_guard");
     });
 }
 

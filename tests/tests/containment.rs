@@ -59,11 +59,7 @@ fn timeout_kills_everything(mode: &str) {
         &escaping_script(&marker, "sleep 1000"),
         &["--timeout", "3s"],
     );
-    assert!(
-        all_three_running(&marker),
-        "the escapes started: {:?}",
-        marked(&marker)
-    );
+    assert_escapes_running(&marker);
     let out = finish(invoke);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("timed out"), "{out}");
@@ -84,18 +80,9 @@ fn subreaper_a_timeout_kills_setsid_and_double_forked_processes() {
 const RUN_USER: &str = "rjcrun";
 
 fn run_user_fleet(mode: &str) -> Fleet {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "runs as another user need a root agent: run these tests as root (CI does)"
-    );
+    rjob_tests::users::require_root("runs as another user need a root agent");
     static USER: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    USER.get_or_init(|| {
-        let out = ran(Command::new("sh").args([
-            "-c",
-            &format!("id {RUN_USER} >/dev/null 2>&1 || useradd -m -s /bin/sh {RUN_USER}"),
-        ]));
-        assert_eq!(out.code, 0, "{out}");
-    });
+    USER.get_or_init(|| rjob_tests::users::ensure_user(RUN_USER, None));
     let policy = format!(
         "[[allow]]\nidentity = \"rjob-controller\"\nusers = [\"{RUN_USER}\"]\ndefault = \"{RUN_USER}\"\n"
     );
@@ -114,11 +101,7 @@ fn another_users_timeout_kills_everything(mode: &str) {
         &escaping_script(&marker, "sleep 1000"),
         &["--user", RUN_USER, "--timeout", "3s"],
     );
-    assert!(
-        all_three_running(&marker),
-        "the escapes started: {:?}",
-        marked(&marker)
-    );
+    assert_escapes_running(&marker);
     assert_in_run_cgroups(mode, &marker);
     let uid = ran(Command::new("id").args(["-u", RUN_USER]))
         .stdout
@@ -163,11 +146,7 @@ fn end_kills_everything(mode: &str) {
         flag.display()
     );
     let invoke = spawn_invoke(&fleet, &escaping_script(&marker, &tail), &[]);
-    assert!(
-        all_three_running(&marker),
-        "the escapes started: {:?}",
-        marked(&marker)
-    );
+    assert_escapes_running(&marker);
     std::fs::write(&flag, "").expect("flag");
     let out = finish(invoke);
     assert_eq!(out.code, 0, "{out}");
@@ -260,11 +239,7 @@ fn stopping_a_local_job_kills_what_left_its_process_group() {
         &escaping_script(&marker, "sleep 1000"),
     ]));
     assert_eq!(out.code, 0, "{out}");
-    assert!(
-        all_three_running(&marker),
-        "the escapes started: {:?}",
-        marked(&marker)
-    );
+    assert_escapes_running(&marker);
     assert_eq!(ran(daemon.rjob().args(["stop", "local-escaper"])).code, 0);
     assert!(
         daemon.wait_state("local-escaper", "Stopped"),
@@ -311,11 +286,7 @@ fn a_daemon_that_is_not_root_contains_local_jobs_as_a_subreaper() {
     ]);
     assert_eq!(out.code, 0, "{out}");
     let daemon = marked(&state.display().to_string());
-    assert!(
-        all_three_running(&marker),
-        "the escapes started: {:?}",
-        marked(&marker)
-    );
+    assert_escapes_running(&marker);
     let out = rjob(&["stop", "escaper"]);
     assert_eq!(out.code, 0, "{out}");
     let stopped = wait_for(WAIT, || rjob(&["jobs", "escaper"]).stdout.contains("Stopped"));

@@ -73,10 +73,9 @@ fn a_daemon_that_cannot_open_its_store_on_a_full_disk_says_so_and_never_advises_
 }
 
 mod pam {
-    use std::process::Command;
     use std::sync::OnceLock;
 
-    use rjob_tests::ran;
+    use rjob_tests::users;
 
     pub const USER: &str = "rjvpam";
     pub const PASSWORD: &str = "Rev1ew-rjob-test-secret";
@@ -85,18 +84,9 @@ mod pam {
     pub fn setup() {
         static DONE: OnceLock<()> = OnceLock::new();
         DONE.get_or_init(|| {
-            assert!(nix::unistd::geteuid().is_root(), "this test creates a user: run it as root");
-            let sh = |script: &str| {
-                let out = ran(Command::new("sh").args(["-c", script]));
-                assert_eq!(out.code, 0, "{script}: {out}");
-            };
-            sh(&format!("id {USER} >/dev/null 2>&1 || useradd -m -s /bin/sh {USER}"));
-            sh(&format!("echo '{USER}:{PASSWORD}' | chpasswd"));
-            std::fs::write(
-                std::path::Path::new("/etc/pam.d").join(SERVICE),
-                "# rjob integration tests (trust_review)\nauth required pam_unix.so nodelay\naccount required pam_unix.so\n",
-            )
-            .expect("PAM service file");
+            users::require_root("this test creates a user");
+            users::ensure_user(USER, Some(PASSWORD));
+            users::pam_service(SERVICE, "trust_review");
         });
     }
 }

@@ -48,8 +48,13 @@ pub fn escaping_script(marker: &str, tail: &str) -> String {
     )
 }
 
-pub fn all_three_running(marker: &str) -> bool {
-    wait_for(WAIT, || marked(marker).len() >= 3)
+/// Waits until the three escapes of [`escaping_script`] run.
+pub fn assert_escapes_running(marker: &str) {
+    assert!(
+        wait_for(WAIT, || marked(marker).len() >= 3),
+        "the escapes started: {:?}",
+        marked(marker)
+    );
 }
 
 pub fn none_left(marker: &str) -> bool {
@@ -89,9 +94,5 @@ pub fn start_escaping_job(daemon: &Daemon, fleet: &Fleet, name: &str, marker: &s
         &["--shell", "bash"],
     );
     assert_eq!(out.code, 0, "{out}");
-    assert!(
-        all_three_running(marker),
-        "the escapes started: {:?}",
-        marked(marker)
-    );
+    assert_escapes_running(marker);
 }
