@@ -17,7 +17,7 @@ pub fn host_list(args: &InvokeArgs) -> Result<Vec<Host>, UsageError> {
     if let Some(path) = &args.hosts_file {
         specs.extend(hosts::parse_hosts_file(path).map_err(|e| UsageError(e.to_string()))?);
     }
-    hosts::parse_host_list(&specs).map_err(|e| UsageError(e.to_string()))
+    crate::inventory::select::hosts(&specs, &args.exclude)
 }
 
 /// What to run, from `--script`/`--file` and the options around them.

@@ -1,8 +1,11 @@
 //! The job commands, CLI side: each talks to the daemon over its Unix socket.
 
 pub mod cells;
+pub mod completions;
+pub mod config;
 pub mod control;
 pub mod delivered;
+pub mod hosts;
 pub mod jobs;
 pub mod poller;
 pub mod receive;

@@ -76,7 +76,7 @@ impl Health {
         let mut t = self.lock();
         if first {
             if t.waiting == 0 {
-                t.since_ms = rjob_agent::run::now_ms();
+                t.since_ms = crate::clock::now_ms();
             }
             t.waiting += 1;
         }

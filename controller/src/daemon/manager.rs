@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::try_join_all;
 use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
@@ -74,7 +75,7 @@ pub struct Manager {
 }
 
 pub fn now_ms() -> i64 {
-    rjob_agent::run::now_ms()
+    crate::clock::now_ms()
 }
 
 impl Manager {
@@ -184,19 +185,11 @@ impl Manager {
         } else {
             self.resolve_all(refs).await?
         };
-        let mut infos = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            infos.push(self.info(job).await?);
-        }
-        Ok(infos)
+        try_join_all(jobs.iter().map(|j| self.info(j))).await
     }
 
     pub(super) async fn resolve_all(&self, refs: &[String]) -> Result<Vec<JobRow>, JobError> {
-        let mut jobs = Vec::with_capacity(refs.len());
-        for r in refs {
-            jobs.push(self.resolve(r).await?);
-        }
-        Ok(jobs)
+        try_join_all(refs.iter().map(|r| self.resolve(r))).await
     }
 
     /// A job's state machine, from its rows.
