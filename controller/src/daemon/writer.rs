@@ -166,7 +166,7 @@ mod tests {
             let runtime = tokio::runtime::Handle::current();
             std::thread::spawn(move || write_output(&runtime, &*store, &Health::default(), rx, &changes))
         };
-        let mut quiet_waiter = changes.subscribe(quiet);
+        let quiet_waiter = changes.subscribe(quiet);
         let mut loud_waiter = changes.subscribe(loud);
         for seq in 1..=3 {
             let chunk = Chunk {
