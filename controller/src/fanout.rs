@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::child::{ChildOutcome, Desired};
+use crate::child::{Cause, ChildOutcome, Desired};
 use crate::state::State;
 use crate::throttle::Slot;
 
@@ -42,6 +42,7 @@ pub trait Runner: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub state: State,
+    pub cause: Cause,
     pub reason: String,
 }
 
@@ -100,14 +101,19 @@ impl FanOut {
         let mut running = tokio::task::JoinSet::new();
         for child in children {
             let Some(permit) = wait_for_slot(&self.throttle, &mut desired).await else {
-                let outcome = ChildOutcome::new(State::Stopped, STOPPED_QUEUED, Instant::now());
+                let outcome = ChildOutcome::new(
+                    State::Stopped,
+                    Cause::StoppedBeforeStart,
+                    STOPPED_QUEUED,
+                    Instant::now(),
+                );
                 self.policy.ended(&outcome, 0);
                 runner.ended(&child, outcome).await;
                 continue;
             };
             if let Err(refusal) = self.policy.admit() {
                 drop(permit);
-                let outcome = ChildOutcome::new(refusal.state, refusal.reason, Instant::now());
+                let outcome = ChildOutcome::new(refusal.state, refusal.cause, refusal.reason, Instant::now());
                 self.policy.ended(&outcome, 0);
                 runner.ended(&child, outcome).await;
                 continue;

@@ -44,6 +44,7 @@ pub mod inventory;
 pub mod invoke;
 pub mod limits;
 pub mod memory;
+pub mod outcome;
 pub mod outdir;
 pub mod output;
 pub mod password;

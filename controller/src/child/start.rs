@@ -10,7 +10,7 @@ use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
 use super::link::Link;
-use super::{ChildSink, Desired};
+use super::{Cause, ChildSink, Desired};
 use crate::backoff::{jittered, random_unit};
 use crate::connect::{describe_status, Agent};
 use crate::state::State;
@@ -26,8 +26,12 @@ pub(super) struct Started {
     pub acks: mpsc::Sender<pb::RunStreamRequest>,
 }
 
-/// Why a child did not start: Stopped or Failed, and the reason.
-pub(super) type NotStarted = (State, String);
+/// Why a child did not start: Stopped or Failed, its cause, and the reason.
+pub(super) struct NotStarted {
+    pub state: State,
+    pub cause: Cause,
+    pub reason: String,
+}
 
 /// Starts `request` (StartAndAttachRun), waiting out a busy agent.
 pub(super) async fn start(
@@ -37,7 +41,11 @@ pub(super) async fn start(
     sink: &impl ChildSink,
     desired: &mut watch::Receiver<Desired>,
 ) -> Result<Started, NotStarted> {
-    let stopped = || (State::Stopped, "stopped before it started".to_string());
+    let stopped = || NotStarted {
+        state: State::Stopped,
+        cause: Cause::StoppedBeforeStart,
+        reason: "stopped before it started".to_string(),
+    };
     let mut attempt = 0u32;
     let mut shown: Option<String> = None;
     loop {
@@ -50,7 +58,11 @@ pub(super) async fn start(
             Err(status) => status,
         };
         let Some(earliest) = rjob_proto::pushback::retry_after(&status) else {
-            return Err((State::Failed, format!("refused: {}", describe_status(&status))));
+            return Err(NotStarted {
+                state: State::Failed,
+                cause: Cause::Refused,
+                reason: format!("refused: {}", describe_status(&status)),
+            });
         };
         let reason = busy_reason(status.message());
         if shown.as_ref() != Some(&reason) {
@@ -73,10 +85,11 @@ pub(super) async fn start(
             }
         }
         // A wait may be long: the next try goes on a connection of its own.
-        *client = link
-            .connect(sink, false)
-            .await
-            .map_err(|reason| (State::Failed, reason))?;
+        *client = link.connect(sink, false).await.map_err(|gave_up| NotStarted {
+            state: State::Failed,
+            cause: gave_up.cause,
+            reason: gave_up.reason,
+        })?;
     }
 }
 

@@ -69,9 +69,9 @@ impl Runner for Counting {
         };
         self.now.fetch_sub(1, Ordering::SeqCst);
         if stopped {
-            ChildOutcome::new(State::Stopped, "stopped", Instant::now())
+            ChildOutcome::new(State::Stopped, Cause::Stopped, "stopped", Instant::now())
         } else {
-            ChildOutcome::new(self.state, "ran", Instant::now())
+            ChildOutcome::new(self.state, Cause::Exited, "ran", Instant::now())
         }
     }
 
@@ -191,6 +191,7 @@ impl Policy for OneError {
         if self.failed.load(Ordering::SeqCst) >= 1 {
             return Err(Refusal {
                 state: State::Stopped,
+                cause: Cause::Skipped,
                 reason: "not started: 1 host failed already".into(),
             });
         }

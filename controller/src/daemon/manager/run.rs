@@ -9,7 +9,7 @@ use rjob_proto::v1 as pb;
 use tokio::sync::watch;
 
 use super::{now_ms, Manager};
-use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
+use crate::child::{self, Cause, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::daemon::info::{child_end, decode_request};
 use crate::daemon::writer::StoreSink;
 use crate::fanout::{FanOut, Runner};
@@ -87,7 +87,12 @@ impl Manager {
                 children.into_iter().partition(|c| c.run_id.is_none());
             for child in unreadable {
                 let reason = format!("{reason}: it cannot be started");
-                let outcome = ChildOutcome::new(State::Failed, reason, std::time::Instant::now());
+                let outcome = ChildOutcome::new(
+                    State::Failed,
+                    Cause::StoreFailed,
+                    reason,
+                    std::time::Instant::now(),
+                );
                 runner.ended(&child, outcome).await;
             }
             children = started;
@@ -156,6 +161,7 @@ impl Runner for JobRunner {
         if !sink.flush().await && outcome.state == State::Completed {
             return ChildOutcome::new(
                 State::Failed,
+                Cause::StoreFailed,
                 "its output could not be stored",
                 std::time::Instant::now(),
             );
