@@ -222,3 +222,21 @@ fn child_state(row: &ChildRow) -> ChildState {
         ended_at_ms: row.ended_at_ms,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_consuming_receive_is_told_what_to_do() {
+        let e = JobError::Receiving {
+            id: 4,
+            name: "nightly".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "job nightly (Id 4) is being received by another `rjob receive`; wait for it to end, \
+             or add --keep to read the output without taking it"
+        );
+    }
+}
