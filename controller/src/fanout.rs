@@ -101,7 +101,12 @@ impl FanOut {
         let mut running = tokio::task::JoinSet::new();
         for child in children {
             let Some(permit) = wait_for_slot(&self.throttle, &mut desired).await else {
-                let outcome = ChildOutcome::new(State::Stopped, Cause::StoppedBeforeStart, STOPPED_QUEUED, Instant::now());
+                let outcome = ChildOutcome::new(
+                    State::Stopped,
+                    Cause::StoppedBeforeStart,
+                    STOPPED_QUEUED,
+                    Instant::now(),
+                );
                 self.policy.ended(&outcome, 0);
                 runner.ended(&child, outcome).await;
                 continue;

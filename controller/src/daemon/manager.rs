@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::try_join_all;
 use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
@@ -184,11 +185,11 @@ impl Manager {
         } else {
             self.resolve_all(refs).await?
         };
-        futures::future::try_join_all(jobs.iter().map(|j| self.info(j))).await
+        try_join_all(jobs.iter().map(|j| self.info(j))).await
     }
 
     pub(super) async fn resolve_all(&self, refs: &[String]) -> Result<Vec<JobRow>, JobError> {
-        futures::future::try_join_all(refs.iter().map(|r| self.resolve(r))).await
+        try_join_all(refs.iter().map(|r| self.resolve(r))).await
     }
 
     /// A job's state machine, from its rows.
@@ -220,4 +221,22 @@ fn child_state(row: &ChildRow) -> ChildState {
         cause: row.cause.as_deref(),
         ended_at_ms: row.ended_at_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_consuming_receive_is_told_what_to_do() {
+        let e = JobError::Receiving {
+            id: 4,
+            name: "nightly".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "job nightly (Id 4) is being received by another `rjob receive`; wait for it to end, \
+             or add --keep to read the output without taking it"
+        );
+    }
 }

@@ -140,3 +140,54 @@ pub(super) fn write_output(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::conformance::new_job;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::Stream;
+
+    /// The writer, on a real SQLite store, wakes the waiters of the jobs it stored output
+    /// for, and nobody else.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stored_output_wakes_only_its_jobs_waiters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn JobStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("jobs.db")).expect("open"));
+        let quiet = store.create_job(&new_job("quiet", 1)).await.expect("job");
+        let loud = store.create_job(&new_job("loud", 1)).await.expect("job");
+        let changes = Arc::new(Changes::default());
+        let (tx, rx) = mpsc::channel(16);
+        let writer = {
+            let (store, changes) = (store.clone(), changes.clone());
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::spawn(move || write_output(&runtime, &*store, &Health::default(), rx, &changes))
+        };
+        let quiet_waiter = changes.subscribe(quiet);
+        let mut loud_waiter = changes.subscribe(loud);
+        for seq in 1..=3 {
+            let chunk = Chunk {
+                job_id: loud,
+                idx: 0,
+                seq,
+                stream: Stream::Stdout,
+                data: b"out\n".to_vec(),
+            };
+            tx.send(WriteOp::Chunk(chunk)).await.expect("writer");
+            let (done, stored) = oneshot::channel();
+            tx.send(WriteOp::Flush { done }).await.expect("writer");
+            assert!(stored.await.expect("flushed"));
+            loud_waiter.changed().await.expect("the loud job's waiter wakes");
+        }
+        assert!(
+            !quiet_waiter.has_changed().expect("open"),
+            "another job's output woke the quiet job's waiter"
+        );
+        assert_eq!(store.children(loud).await.expect("children")[0].last_seq, 3);
+        drop(tx);
+        writer.join().expect("writer thread");
+    }
+}

@@ -87,7 +87,12 @@ impl Manager {
                 children.into_iter().partition(|c| c.run_id.is_none());
             for child in unreadable {
                 let reason = format!("{reason}: it cannot be started");
-                let outcome = ChildOutcome::new(State::Failed, Cause::StoreFailed, reason, std::time::Instant::now());
+                let outcome = ChildOutcome::new(
+                    State::Failed,
+                    Cause::StoreFailed,
+                    reason,
+                    std::time::Instant::now(),
+                );
                 runner.ended(&child, outcome).await;
             }
             children = started;
