@@ -26,6 +26,9 @@ pub enum Cause {
     Unreachable,
     /// The agent refused the request (policy, bad password, invalid request, unknown run).
     Refused,
+    /// The agent could not start the run (its process could not be spawned, its spool or
+    /// cgroup could not be set up, its spool is full).
+    StartFailed,
     /// The connection to the agent broke and did not come back within the reconnect window.
     AgentLost,
     /// The job was stopped before this child's run started.
@@ -40,7 +43,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in a stable order.
-    pub const ALL: [Cause; 13] = [
+    pub const ALL: [Cause; 14] = [
         Cause::Exited,
         Cause::Signalled,
         Cause::TimedOut,
@@ -49,6 +52,7 @@ impl Cause {
         Cause::RunLost,
         Cause::Unreachable,
         Cause::Refused,
+        Cause::StartFailed,
         Cause::AgentLost,
         Cause::StoppedBeforeStart,
         Cause::StoreFailed,
@@ -67,6 +71,7 @@ impl Cause {
             Cause::RunLost => "run_lost",
             Cause::Unreachable => "unreachable",
             Cause::Refused => "refused",
+            Cause::StartFailed => "start_failed",
             Cause::AgentLost => "agent_lost",
             Cause::StoppedBeforeStart => "stopped_before_start",
             Cause::StoreFailed => "store_failed",

@@ -1,7 +1,9 @@
 //! Why a child ended, typed: the `cause` of `rjob invoke --output json`'s result records and
 //! of `rjob jobs --output json`'s children, against real agents and a real daemon.
 
-use rjob_tests::{free_port, ran, Daemon, Fleet, Ran};
+use std::process::Stdio;
+
+use rjob_tests::{free_port, ran, wait_for, Daemon, Fleet, Ran, WAIT};
 
 /// The `cause` of the result record for `host` in an `--output json` run.
 fn cause_of(out: &Ran, host: &str) -> String {
@@ -67,6 +69,43 @@ fn a_request_the_agent_refuses_is_refused() {
     let out = invoke_json(&fleet, &fleet.hosts(), &["--timeout", "2h"], "echo never");
     assert_eq!(out.code, 1, "{out}");
     assert_eq!(cause_of(&out, &fleet.agents[0].host()), "refused", "{out}");
+}
+
+#[test]
+fn a_start_the_agent_cannot_make_is_start_failed() {
+    let fleet = Fleet::start_with(1, |agent| {
+        agent.args(["--max-spool-bytes", "4096"]);
+    })
+    .expect("fleet");
+    let flag = fleet.scratch().join("go");
+    // 8 KiB of output, then it waits: the spool holds more than its quota meanwhile.
+    let script = format!(
+        "head -c 8192 /dev/zero | tr '\\0' x; while [ ! -e {} ]; do sleep 0.05; done",
+        flag.display()
+    );
+    let first = fleet
+        .rjob()
+        .args(["invoke", "-H", &fleet.hosts(), "--script", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rjob invoke");
+    let spool = fleet.agents[0].spool.clone();
+    let spooled = || -> u64 {
+        std::fs::read_dir(&spool)
+            .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for(WAIT, || spooled() > 8192),
+        "the first run's output is spooled"
+    );
+    let out = invoke_json(&fleet, &fleet.hosts(), &[], "echo never");
+    std::fs::write(&flag, "").expect("flag");
+    let first = first.wait_with_output().expect("the first invoke");
+    assert!(first.status.success(), "the first run was not cut");
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(cause_of(&out, &fleet.agents[0].host()), "start_failed", "{out}");
 }
 
 #[test]

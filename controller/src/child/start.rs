@@ -60,7 +60,7 @@ pub(super) async fn start(
         let Some(earliest) = rjob_proto::pushback::retry_after(&status) else {
             return Err(NotStarted {
                 state: State::Failed,
-                cause: Cause::Refused,
+                cause: start_cause(&status),
                 reason: format!("refused: {}", describe_status(&status)),
             });
         };
@@ -117,6 +117,16 @@ async fn start_once(client: &mut Agent, request: pb::StartRunRequest) -> Result<
         _ => Err(tonic::Status::internal(
             "the agent did not say it started the run",
         )),
+    }
+}
+
+/// Why a start the agent answered with `status` (and no retry pushback) did not happen: the
+/// agent's own failure to start it, or a refusal of the request.
+fn start_cause(status: &tonic::Status) -> Cause {
+    use tonic::Code;
+    match status.code() {
+        Code::Internal | Code::ResourceExhausted | Code::DataLoss => Cause::StartFailed,
+        _ => Cause::Refused,
     }
 }
 
@@ -188,6 +198,31 @@ mod tests {
             "agent busy: quota reached; retrying"
         );
         assert_eq!(busy_reason(""), "agent busy; retrying");
+    }
+
+    #[test]
+    fn a_start_the_agent_could_not_make_is_not_a_refusal() {
+        use tonic::Status;
+        assert_eq!(
+            start_cause(&Status::internal("cannot start /nope: not found")),
+            Cause::StartFailed
+        );
+        assert_eq!(
+            start_cause(&Status::resource_exhausted("spool full")),
+            Cause::StartFailed
+        );
+        assert_eq!(
+            start_cause(&Status::permission_denied("not in the policy")),
+            Cause::Refused
+        );
+        assert_eq!(
+            start_cause(&Status::unauthenticated("authentication failed")),
+            Cause::Refused
+        );
+        assert_eq!(
+            start_cause(&Status::invalid_argument("timeout too long")),
+            Cause::Refused
+        );
     }
 
     #[tokio::test]
