@@ -369,19 +369,35 @@ pub enum PkiCommand {
         #[arg(long, default_value = "rjob-controller")]
         client_name: String,
     },
-    /// Issue an agent (server) certificate: writes OUT/agent.crt, OUT/agent.key, OUT/ca.crt
+    /// Issue an agent (server) certificate: writes OUT/agent.crt, OUT/agent.key, OUT/ca.crt;
+    /// with --hosts, one per host, in OUT/HOST/
     IssueAgent {
         /// The agent's name (certificate common name)
-        name: String,
+        #[arg(required_unless_present_any = ["hosts", "hosts_file"], conflicts_with_all = ["hosts", "hosts_file"])]
+        name: Option<String>,
         /// Host name or IP address the controller dials this agent by; may be repeated
-        #[arg(long, required = true, value_name = "HOST_OR_IP")]
+        #[arg(long, value_name = "HOST_OR_IP", required_unless_present_any = ["hosts", "hosts_file"])]
         san: Vec<String>,
+        /// One certificate per host: web[01-40],db1 or @group (its name is its CN and SAN)
+        #[arg(long, short = 'H', value_name = "HOSTS", conflicts_with = "san")]
+        hosts: Vec<String>,
+        /// One certificate per host of this file (one host, range or @group a line)
+        #[arg(long, value_name = "FILE", conflicts_with = "san")]
+        hosts_file: Option<PathBuf>,
         /// Directory with ca.crt and ca.key [default: the identity directory]
         #[arg(long, value_name = "DIR")]
         ca_dir: Option<PathBuf>,
-        /// Output directory [default: CA_DIR/agents/NAME]
+        /// Output directory [default: CA_DIR/agents/NAME; with --hosts, CA_DIR/agents]
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+    /// List every certificate of a CA directory (CA, client, agents/*, clients/*) with its
+    /// expiry, soonest first
+    List {
+        /// The directory [default: the identity directory]
+        dir: Option<PathBuf>,
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
     },
     /// Issue another client identity: writes OUT/client.crt, OUT/client.key, OUT/ca.crt
     IssueClient {

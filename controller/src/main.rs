@@ -43,6 +43,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
+    // Any command warns when the controller's certificate is about to expire.
+    if !matches!(
+        cli.command,
+        Command::CompleteJobs | Command::CompleteGroups | Command::Completions(_)
+    ) {
+        if let Some(warning) = rjob::connect::identity_dir(cli.identity.as_deref())
+            .ok()
+            .and_then(|dir| rjob::pki::fleet::expiry_warning(&dir))
+        {
+            eprintln!("rjob: warning: {}", rjob::escape::text(&warning));
+        }
+    }
     match dispatch(cli, &matches) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -191,15 +203,58 @@ fn pki(command: &PkiCommand, identity: Option<&Path>) -> anyhow::Result<()> {
             );
         }
         PkiCommand::IssueAgent {
-            name,
+            name: Some(name),
             san,
             ca_dir: flag,
             out,
+            ..
         } => {
             let ca = ca_dir(flag)?;
             let out = out.clone().unwrap_or_else(|| ca.join("agents").join(name));
             rjob::pki::issue_agent(&ca, name, san, &out)?;
             println!("issued agent certificate {name:?} in {}", out.display());
+        }
+        PkiCommand::IssueAgent {
+            name: None,
+            hosts,
+            hosts_file,
+            ca_dir: flag,
+            out,
+            ..
+        } => {
+            let ca = ca_dir(flag)?;
+            let mut specs = hosts.clone();
+            if let Some(path) = hosts_file {
+                specs.extend(
+                    rjob::hosts::parse_hosts_file(path).map_err(|e| rjob::UsageError(e.to_string()))?,
+                );
+            }
+            let targets = rjob::inventory::select::from_command_line(&specs, &[])?;
+            let names: Vec<(String, String)> = targets
+                .iter()
+                .map(|t| (t.name.clone(), t.host.name.clone()))
+                .collect();
+            let out = out.clone().unwrap_or_else(|| ca.join("agents"));
+            rjob::pki::fleet::issue_agents(&ca, &names, &out)?;
+            let hosts: Vec<rjob::hosts::Host> = targets.into_iter().map(|t| t.host).collect();
+            println!(
+                "issued {} agent certificates in {}/{{{}}}",
+                names.len(),
+                out.display(),
+                rjob::hosts::fold::fold_hosts(&hosts, false)
+            );
+        }
+        PkiCommand::List { dir, output } => {
+            let dir = ca_dir(dir)?;
+            let listed = rjob::pki::fleet::list(&dir)?;
+            match output {
+                rjob::cli::OutputFormat::Json => {
+                    for l in &listed {
+                        println!("{}", serde_json::to_string(l)?);
+                    }
+                }
+                rjob::cli::OutputFormat::Text => print!("{}", rjob::pki::fleet::render(&listed)),
+            }
         }
         PkiCommand::IssueClient {
             name,
