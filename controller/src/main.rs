@@ -1,8 +1,7 @@
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
-use rjob::cli::{Cli, Command, ConfigCommand, PkiCommand};
+use rjob::cli::{Cli, Command, ConfigCommand};
 use rjob::cmd::{self, control::Action, DaemonAddr};
 use rjob::connect::{identity_dir, Tls};
 use rjob::daemon::{self, DaemonConfig};
@@ -171,7 +170,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
             runtime()?.block_on(daemon::serve(config, rjob_agent::server::shutdown_signal()))?;
             Ok(0)
         }
-        Command::Pki(command) => pki(command, cli.identity.as_deref()).map(|()| 0),
+        Command::Pki(command) => cmd::pki::run(command, cli.identity.as_deref()).map(|()| 0),
         Command::Hosts(args) => Ok(cmd::hosts::run(args)?),
         Command::Config(ConfigCommand::Show(args)) => {
             print!("{}", cmd::config::show(&cli, args, matches, rjob::config::get())?);
@@ -185,87 +184,4 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
             Ok(runtime()?.block_on(cmd::completions::jobs(&state_dir)))
         }
     }
-}
-
-fn pki(command: &PkiCommand, identity: Option<&Path>) -> anyhow::Result<()> {
-    let ca_dir = |flag: &Option<PathBuf>| -> anyhow::Result<PathBuf> {
-        Ok(match flag {
-            Some(d) => d.clone(),
-            None => identity_dir(identity)?,
-        })
-    };
-    match command {
-        PkiCommand::Init { dir, client_name } => {
-            rjob::pki::init(dir, client_name)?;
-            println!(
-                "created a CA and the client identity {client_name:?} in {}",
-                dir.display()
-            );
-        }
-        PkiCommand::IssueAgent {
-            name: Some(name),
-            san,
-            ca_dir: flag,
-            out,
-            ..
-        } => {
-            let ca = ca_dir(flag)?;
-            let out = out.clone().unwrap_or_else(|| ca.join("agents").join(name));
-            rjob::pki::issue_agent(&ca, name, san, &out)?;
-            println!("issued agent certificate {name:?} in {}", out.display());
-        }
-        PkiCommand::IssueAgent {
-            name: None,
-            hosts,
-            hosts_file,
-            ca_dir: flag,
-            out,
-            ..
-        } => {
-            let ca = ca_dir(flag)?;
-            let mut specs = hosts.clone();
-            if let Some(path) = hosts_file {
-                specs.extend(
-                    rjob::hosts::parse_hosts_file(path).map_err(|e| rjob::UsageError(e.to_string()))?,
-                );
-            }
-            let targets = rjob::inventory::select::from_command_line(&specs, &[])?;
-            let names: Vec<(String, String)> = targets
-                .iter()
-                .map(|t| (t.name.clone(), t.host.name.clone()))
-                .collect();
-            let out = out.clone().unwrap_or_else(|| ca.join("agents"));
-            rjob::pki::fleet::issue_agents(&ca, &names, &out)?;
-            let hosts: Vec<rjob::hosts::Host> = targets.into_iter().map(|t| t.host).collect();
-            println!(
-                "issued {} agent certificates in {}/{{{}}}",
-                names.len(),
-                out.display(),
-                rjob::hosts::fold::fold_hosts(&hosts, false)
-            );
-        }
-        PkiCommand::List { dir, output } => {
-            let dir = ca_dir(dir)?;
-            let listed = rjob::pki::fleet::list(&dir)?;
-            match output {
-                rjob::cli::OutputFormat::Json => {
-                    for l in &listed {
-                        println!("{}", serde_json::to_string(l)?);
-                    }
-                }
-                rjob::cli::OutputFormat::Text => print!("{}", rjob::pki::fleet::render(&listed)),
-            }
-        }
-        PkiCommand::IssueClient {
-            name,
-            ca_dir: flag,
-            out,
-        } => {
-            let ca = ca_dir(flag)?;
-            let out = out.clone().unwrap_or_else(|| ca.join("clients").join(name));
-            rjob::pki::issue_client(&ca, name, &out)?;
-            println!("issued client certificate {name:?} in {}", out.display());
-        }
-    }
-    Ok(())
 }
