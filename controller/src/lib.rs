@@ -35,6 +35,7 @@ pub mod cmd;
 pub mod colour;
 pub mod config;
 pub mod connect;
+mod connect_alert;
 pub mod daemon;
 pub mod escape;
 pub mod fanout;
