@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use rjob_proto::v1 as pb;
@@ -326,12 +326,7 @@ pub fn write_record(spool: &Spool, record: &RunRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use rjob_proto::process::now_ms;
 
 #[cfg(test)]
 mod tests {
