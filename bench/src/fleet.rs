@@ -124,22 +124,27 @@ impl Agents {
     }
 }
 
-/// sshd endpoints: OpenSSH listens on at most 16 addresses per process, so one sshd per 16
-/// addresses, all on the same port; key authentication from files made here.
+/// sshd endpoints, all on the same port: one sshd per `per_sshd` addresses (1: one per
+/// host, as on a real fleet; OpenSSH listens on at most 16 per process), key authentication
+/// from files made here, logins as `user`.
 pub struct Sshds {
     pub dir: PathBuf,
     pub ips: Vec<Ipv4Addr>,
     pub port: u16,
     pub ssh_config: PathBuf,
     pub key: PathBuf,
+    pub per_sshd: usize,
+    pub user: String,
     pub daemons: Vec<Daemon>,
 }
 
 pub const SSHD: &str = "/usr/sbin/sshd";
 
 impl Sshds {
-    pub fn start(dir: &Path, ips: &[Ipv4Addr], port: u16) -> Result<Sshds> {
+    pub fn start(dir: &Path, ips: &[Ipv4Addr], port: u16, per_sshd: usize, user: &str) -> Result<Sshds> {
         std::fs::create_dir_all(dir)?;
+        // sshd reads the authorized keys as the user who logs in.
+        crate::ssh_user::open_to_others(dir)?;
         let host_key = dir.join("ssh_host_ed25519_key");
         let key = dir.join("id_ed25519");
         for k in [&host_key, &key] {
@@ -150,9 +155,9 @@ impl Sshds {
             )?;
         }
         std::fs::copy(dir.join("id_ed25519.pub"), dir.join("authorized_keys"))?;
+        crate::ssh_user::readable_by_others(&dir.join("authorized_keys"))?;
         // sshd's privilege separation directory (the package makes it at boot or install).
         let _ = std::fs::create_dir_all("/run/sshd");
-        let user = procs::run_ok(Command::new("id").arg("-un"))?.trim().to_string();
         let ssh_config = dir.join("ssh_config");
         std::fs::write(
             &ssh_config,
@@ -169,9 +174,11 @@ impl Sshds {
             port,
             ssh_config,
             key,
+            per_sshd: per_sshd.clamp(1, 16),
+            user: user.to_string(),
             daemons: Vec::new(),
         };
-        for (g, group) in ips.chunks(16).enumerate() {
+        for (g, group) in ips.chunks(sshds.per_sshd).enumerate() {
             let mut conf = String::new();
             for ip in group {
                 conf.push_str(&format!("ListenAddress {ip}:{port}\n"));
@@ -216,7 +223,7 @@ impl Sshds {
     pub fn pids(&self, n: usize) -> Vec<u32> {
         self.daemons
             .iter()
-            .take(n.div_ceil(16))
+            .take(n.div_ceil(self.per_sshd))
             .map(Daemon::pid)
             .collect()
     }
@@ -239,10 +246,11 @@ impl Sshds {
         }
         text.push_str(&format!(
             "[targets:vars]\nansible_port={}\nansible_ssh_private_key_file={}\n\
-             ansible_ssh_common_args='-F {}'\nansible_python_interpreter=/usr/bin/python3\n",
+             ansible_ssh_common_args='-F {}'\nansible_python_interpreter=/usr/bin/python3\nansible_user={}\n",
             self.port,
             self.key.display(),
-            self.ssh_config.display()
+            self.ssh_config.display(),
+            self.user
         ));
         std::fs::write(&path, text)?;
         Ok(path)

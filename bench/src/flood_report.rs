@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::flood::FloodOpts;
+use crate::flood_opts::FloodOpts;
 use crate::stats::median;
 
 /// The targets of issue 11.

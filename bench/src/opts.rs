@@ -48,6 +48,22 @@ pub struct Opts {
     /// Port of every sshd endpoint
     #[arg(long, default_value_t = 17022)]
     pub ssh_port: u16,
+    /// Addresses each sshd process listens on: 1 is one sshd per host, as on a real fleet;
+    /// OpenSSH takes at most 16
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub addrs_per_sshd: u16,
+    /// The user the ssh peers log in as, made (useradd, home /var/tmp/USER-home, a stock
+    /// ~/.bashrc) when missing: the benchmark's own user's rc files would run at every login,
+    /// and the N "hosts" would share one home directory (and its locks)
+    #[arg(long, default_value = "rjob-bench")]
+    pub ssh_user: String,
+    /// Before each run, wait at most this long for the machine to be quiet (under 5% CPU
+    /// over 100 ms); on a machine shared with other work, lower it
+    #[arg(long, default_value_t = 20)]
+    pub quiet_max_s: u64,
+    /// Sizes N at which ansible runs, the slowest peer by far [default: every --sizes]
+    #[arg(long, value_delimiter = ',')]
+    pub ansible_sizes: Option<Vec<usize>>,
     /// Directory with the rjob and rjob-agent binaries [default: build them with cargo, same
     /// profile and target directory as this benchmark]
     #[arg(long)]
@@ -79,10 +95,18 @@ pub struct Settings {
     pub huge_bytes: u64,
     pub per_host_bytes: u64,
     pub quick: bool,
+    pub addrs_per_sshd: usize,
+    pub ssh_user: String,
+    pub quiet_max_s: u64,
+    /// None: every size.
+    pub ansible_sizes: Option<Vec<usize>>,
 }
 
 impl Settings {
     pub fn ansible_runs_for(&self, n: usize) -> usize {
+        if self.ansible_sizes.as_ref().is_some_and(|s| !s.contains(&n)) {
+            return 0;
+        }
         self.ansible_runs.unwrap_or(match n {
             0..=16 => self.runs.min(3),
             17..=64 => self.runs.min(2),
@@ -111,6 +135,10 @@ impl Settings {
             huge_bytes: o.huge_mb.unwrap_or(if q { 200 } else { 1000 }) * 1_000_000,
             per_host_bytes: o.per_host_mb * 1_000_000,
             quick: q,
+            addrs_per_sshd: usize::from(o.addrs_per_sshd),
+            ssh_user: o.ssh_user.clone(),
+            quiet_max_s: o.quiet_max_s,
+            ansible_sizes: o.ansible_sizes.clone(),
         }
     }
 }

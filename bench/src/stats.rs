@@ -22,17 +22,32 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
 #[serde(rename_all = "lowercase")]
 pub enum Tool {
     Rjob,
+    /// `rjob invoke --as-job` into the daemon's store, then `rjob wait`, then `rjob receive`.
+    AsJob,
+    /// N local spawns of `sh -c SCRIPT` (fan-out).
     Floor,
+    /// N local runs of the script with its output through a pipe to /dev/null (throughput).
+    PipeFloor,
     Pdsh,
+    /// pdsh -R exec over ssh connections opened before the timing (ControlMaster).
+    SshWarm,
     Ansible,
 }
 
 impl Tool {
+    /// Talks to the rjob agents.
+    pub fn is_rjob(self) -> bool {
+        matches!(self, Tool::Rjob | Tool::AsJob)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Tool::Rjob => "rjob",
+            Tool::AsJob => "as-job",
             Tool::Floor => "floor",
+            Tool::PipeFloor => "pipe-floor",
             Tool::Pdsh => "pdsh",
+            Tool::SshWarm => "ssh-warm",
             Tool::Ansible => "ansible",
         }
     }
@@ -52,6 +67,12 @@ pub struct Series {
     pub agent_peak_max_kib: Vec<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub agent_peak_median_kib: Vec<u64>,
+    /// --as-job: per run, the wall time of `rjob receive > /dev/null` (seconds) and the
+    /// daemon's peak RSS while it ingested the job (KiB).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub receive_s: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub daemon_peak_kib: Vec<u64>,
 }
 
 impl Series {
@@ -63,6 +84,8 @@ impl Series {
             skipped: None,
             agent_peak_max_kib: Vec::new(),
             agent_peak_median_kib: Vec::new(),
+            receive_s: Vec::new(),
+            daemon_peak_kib: Vec::new(),
         }
     }
 
