@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+pub mod pg;
 mod proxy;
 pub mod raw;
 pub use proxy::Proxy;
