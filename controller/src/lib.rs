@@ -14,7 +14,8 @@
 //! - [`checks`]: what the command line asks, checked before anything is read or contacted;
 //! - [`state`]: job states and the parent-state rules;
 //! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
-//! - [`daemon`]: `rjob serve`, the job store and the job manager;
+//! - [`store`]: the job store, behind a trait, and its SQLite backend;
+//! - [`daemon`]: `rjob serve` and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
 pub mod backoff;
@@ -39,6 +40,7 @@ pub mod progress;
 pub mod receive_view;
 pub mod spool;
 pub mod state;
+pub mod store;
 pub mod throttle;
 
 /// Exit status when any host failed.

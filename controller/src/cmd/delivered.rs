@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use crate::daemon::store::Mark;
+use crate::store::Mark;
 
 /// Counts the bytes the inner writer accepted.
 pub struct Counting<W> {

@@ -20,9 +20,9 @@ use super::receive_jobs::{auto_remove, job_tag, list_one};
 use super::{from_status, DaemonAddr};
 use crate::cli::ReceiveArgs;
 use crate::daemon::receive::WINDOW;
-use crate::daemon::store::Mark;
 use crate::output::Printer;
 use crate::present::Presentation;
+use crate::store::Mark;
 
 /// Exit status when stdout is a pipe whose reader went away: what a shell shows for a
 /// process that SIGPIPE ended (128 + 13), as `cat` or `yes` give under `head`.

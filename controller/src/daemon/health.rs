@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::daemon::store::StoreError;
+use crate::store::StoreError;
 
 /// Response header carrying the store's trouble, on every answer of the daemon while it lasts.
 pub const WARNING_HEADER: &str = "rjob-store-warning";
@@ -88,24 +88,18 @@ impl Health {
         t.waiting = t.waiting.saturating_sub(1);
     }
 
-    /// Runs the store write `op` until it succeeds, waiting between attempts.
-    pub async fn retry<T>(&self, what: &str, mut op: impl FnMut() -> Result<T, StoreError>) -> T {
+    /// Runs the store write `op` (a closure giving the write's future) until it succeeds,
+    /// waiting between attempts.
+    pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
         let mut waiting = Waiting::new(self, what);
         loop {
-            match op() {
+            match op().await {
                 Ok(v) => return waiting.done(v),
                 Err(e) => tokio::time::sleep(waiting.failed(&e)).await,
-            }
-        }
-    }
-
-    /// [`Health::retry`] for a thread that may block (the output writer).
-    pub fn retry_blocking<T>(&self, what: &str, mut op: impl FnMut() -> Result<T, StoreError>) -> T {
-        let mut waiting = Waiting::new(self, what);
-        loop {
-            match op() {
-                Ok(v) => return waiting.done(v),
-                Err(e) => std::thread::sleep(waiting.failed(&e)),
             }
         }
     }
@@ -163,6 +157,7 @@ impl Drop for Waiting<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Fault;
 
     #[test]
     fn retry_delay_doubles_then_stays_capped() {
@@ -178,25 +173,20 @@ mod tests {
             .build()
             .expect("runtime");
         let health = Health::default();
-        let full = || {
-            StoreError::Sql(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-                None,
-            ))
+        let full = || StoreError::Backend {
+            fault: Fault::DiskFull,
+            detail: "database or disk is full".into(),
         };
         let mut tries = 0;
         let got = runtime.block_on(health.retry("test", || {
             tries += 1;
-            if tries < 3 {
-                Err(full())
-            } else {
-                Ok(tries)
-            }
+            let got = if tries < 3 { Err(full()) } else { Ok(tries) };
+            std::future::ready(got)
         }));
         assert_eq!(got, 3);
         assert_eq!(health.reason(), None);
         let given_up = runtime.block_on(async {
-            let retry = health.retry("test", || Err::<(), _>(full()));
+            let retry = health.retry("test", || std::future::ready(Err::<(), _>(full())));
             tokio::time::timeout(Duration::from_millis(150), retry).await
         });
         assert!(given_up.is_err());
@@ -207,10 +197,10 @@ mod tests {
     fn a_waiting_write_is_reported_until_it_goes_through() {
         let health = Health::default();
         assert_eq!(health.reason(), None);
-        let full = StoreError::Sql(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-            None,
-        ));
+        let full = StoreError::Backend {
+            fault: Fault::DiskFull,
+            detail: "database or disk is full".into(),
+        };
         health.failing(true, &full);
         health.failing(true, &full);
         assert_eq!(

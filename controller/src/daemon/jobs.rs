@@ -12,11 +12,12 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::connect::Tls;
 use crate::daemon::health::Health;
+use crate::daemon::info::{child_end, decode_request, encode_request, job_info};
 use crate::daemon::orphans::Orphans;
-use crate::daemon::store::{job_info, ChildRow, JobRow, Store, StoreError};
 use crate::daemon::writer::{write_output, StoreSink, WriteOp};
 use crate::hosts::Host;
 use crate::state::State;
+use crate::store::{ChildRow, JobRow, JobStore, NewJob, StoreError};
 use crate::throttle::Slot;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +35,7 @@ pub enum JobError {
 }
 
 pub struct Manager {
-    pub(super) store: Arc<Store>,
+    pub(super) store: Arc<dyn JobStore>,
     /// Whether store writes go through (they are retried until they do).
     pub(super) health: Arc<Health>,
     pub(super) writer: mpsc::Sender<WriteOp>,
@@ -57,7 +58,7 @@ pub fn now_ms() -> i64 {
 
 impl Manager {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn JobStore>,
         tls: Option<Tls>,
         local_socket: PathBuf,
         reconnect_window: Duration,
@@ -66,6 +67,7 @@ impl Manager {
         let (writer, rx) = mpsc::channel(1024);
         let (changes, _) = watch::channel(0u64);
         let health = Arc::new(Health::default());
+        let runtime = tokio::runtime::Handle::current();
         let manager = Arc::new(Manager {
             store: store.clone(),
             health: health.clone(),
@@ -80,14 +82,14 @@ impl Manager {
         });
         std::thread::Builder::new()
             .name("rjob-output-writer".into())
-            .spawn(move || write_output(&store, &health, rx, &changes))
+            .spawn(move || write_output(&runtime, &*store, &health, rx, &changes))
             .map(drop)
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the output writer"));
         manager
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn JobStore {
+        &*self.store
     }
 
     pub fn health(&self) -> &Arc<Health> {
@@ -107,7 +109,7 @@ impl Manager {
     }
 
     /// Creates a job and starts running it.
-    pub fn create(self: &Arc<Self>, req: pb::CreateJobRequest) -> Result<pb::JobInfo, JobError> {
+    pub async fn create(self: &Arc<Self>, req: pb::CreateJobRequest) -> Result<pb::JobInfo, JobError> {
         crate::checks::create_job(&req).map_err(JobError::Invalid)?;
         let mut run = req
             .run
@@ -138,23 +140,22 @@ impl Manager {
                 })
                 .collect::<Result<_, JobError>>()?
         };
-        let job = JobRow {
-            id: 0,
+        let job = NewJob {
             instance_id: uuid::Uuid::new_v4().to_string(),
             name: req.name.clone(),
             command: req.command.clone(),
             location: if local { "local" } else { "remote" }.to_string(),
+            request: encode_request(&run),
             throttle_limit: req.throttle_limit,
             connect_timeout_ms: req.connect_timeout_ms.max(1),
             created_at_ms: now_ms(),
-            ended_at_ms: 0,
-            stop_requested: false,
-            suspended: false,
+            hosts,
         };
-        let id = self.store.create_job(&job, &run, &hosts)?;
+        let id = self.store.create_job(&job).await?;
         let job = self
             .store
-            .job(id)?
+            .job(id)
+            .await?
             .ok_or_else(|| JobError::NotFound(id.to_string()))?;
         if !password.is_empty() {
             self.passwords
@@ -164,7 +165,7 @@ impl Manager {
         }
         self.launch(job.clone());
         self.changed();
-        self.info(&job)
+        self.info(&job).await
     }
 
     /// Runs (or goes on running) a job's unfinished children.
@@ -191,10 +192,10 @@ impl Manager {
     }
 
     /// Picks up every unfinished job left by an earlier daemon.
-    pub fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut n = 0;
-        for job in self.store.jobs()? {
-            let children = self.store.children(job.id)?;
+        for job in self.store.jobs().await? {
+            let children = self.store.children(job.id).await?;
             if children.iter().any(|c| !c.state.is_finished()) {
                 tracing::info!(job = job.id, name = %job.name, "resuming a job left by an earlier daemon");
                 self.launch(job);
@@ -211,7 +212,8 @@ impl Manager {
     ) -> Result<(), StoreError> {
         // A request that cannot be read: children already running on their agents are followed
         // (their request is not needed any more); the others end Failed with the reason.
-        let request = match self.store.job_request(job.id) {
+        let stored = self.store.job_request(job.id).await;
+        let request = match stored.and_then(|bytes| decode_request(job.id, &bytes)) {
             Ok(request) => Ok(request),
             Err(e @ StoreError::Corrupt { .. }) => {
                 tracing::error!(job = job.id, error = %e, "a job's request cannot be read");
@@ -219,7 +221,7 @@ impl Manager {
             }
             Err(e) => return Err(e),
         };
-        let mut children = self.store.children(job.id)?;
+        let mut children = self.store.children(job.id).await?;
         // Children that had started go first: they hold the throttle slots they had.
         children.sort_by_key(|c| (c.run_id.is_none(), c.idx));
         let throttle = Arc::new(Semaphore::new(job.throttle_limit as usize));
@@ -236,10 +238,10 @@ impl Manager {
                 (Err(reason), None) => {
                     let reason = format!("{reason}: it cannot be started");
                     let outcome = ChildOutcome::new(State::Failed, reason, std::time::Instant::now());
-                    let at = now_ms();
+                    let end = child_end(&outcome, now_ms());
                     self.health
                         .retry("a child's end", || {
-                            self.store.finish_child(job.id, child.idx, &outcome, at)
+                            self.store.finish_child(job.id, child.idx, &end)
                         })
                         .await;
                     self.changed();
@@ -253,10 +255,10 @@ impl Manager {
                     "stopped before it started",
                     std::time::Instant::now(),
                 );
-                let at = now_ms();
+                let end = child_end(&outcome, now_ms());
                 self.health
                     .retry("a child's end", || {
-                        self.store.finish_child(job.id, child.idx, &outcome, at)
+                        self.store.finish_child(job.id, child.idx, &end)
                     })
                     .await;
                 self.changed();
@@ -337,7 +339,7 @@ impl Manager {
         let resume = Resume {
             run_id: child.run_id.clone(),
             // Marked just before the start request goes out.
-            maybe_started: child.started_at_ms != 0,
+            maybe_started: child.started_at_ms.is_some(),
             last_seq: child.last_seq,
             suspended: child.state == State::Suspended,
         };
@@ -358,10 +360,10 @@ impl Manager {
         }
         // Retried until it is recorded: a full disk holds the child Running (with the reason
         // shown), never loses its end.
-        let at = now_ms();
+        let end = child_end(&outcome, now_ms());
         self.health
             .retry("a child's end", || {
-                self.store.finish_child(job.id, child.idx, &outcome, at)
+                self.store.finish_child(job.id, child.idx, &end)
             })
             .await;
         tracing::info!(job = job.id, child = child.idx, host = %target.label(), state = %outcome.state, "child job ended");
@@ -369,9 +371,9 @@ impl Manager {
     }
 
     /// Resolves a job by Id, InstanceId or Name.
-    pub fn resolve(&self, reference: &str) -> Result<JobRow, JobError> {
+    pub async fn resolve(&self, reference: &str) -> Result<JobRow, JobError> {
         let reference = reference.trim();
-        let jobs = self.store.jobs()?;
+        let jobs = self.store.jobs().await?;
         if let Ok(id) = reference.parse::<i64>() {
             if let Some(job) = jobs.iter().find(|j| j.id == id) {
                 return Ok(job.clone());
@@ -400,8 +402,8 @@ impl Manager {
         }
     }
 
-    pub fn info(&self, job: &JobRow) -> Result<pb::JobInfo, JobError> {
-        let children = self.store.children(job.id)?;
+    pub async fn info(&self, job: &JobRow) -> Result<pb::JobInfo, JobError> {
+        let children = self.store.children(job.id).await?;
         let mut info = job_info(job, &children);
         // While store writes wait, what the store says of a job still going is behind: say why.
         if let Some(reason) = self.health.reason() {
@@ -414,16 +416,28 @@ impl Manager {
         Ok(info)
     }
 
-    pub fn list(&self, refs: &[String]) -> Result<Vec<pb::JobInfo>, JobError> {
+    pub async fn list(&self, refs: &[String]) -> Result<Vec<pb::JobInfo>, JobError> {
         let jobs = if refs.is_empty() {
-            self.store.jobs()?
+            self.store.jobs().await?
         } else {
-            refs.iter().map(|r| self.resolve(r)).collect::<Result<_, _>>()?
+            self.resolve_all(refs).await?
         };
-        jobs.iter().map(|j| self.info(j)).collect()
+        let mut infos = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            infos.push(self.info(job).await?);
+        }
+        Ok(infos)
     }
 
-    fn set_desired(&self, job: &JobRow, change: impl FnOnce(&mut Desired)) -> Result<(), JobError> {
+    async fn resolve_all(&self, refs: &[String]) -> Result<Vec<JobRow>, JobError> {
+        let mut jobs = Vec::with_capacity(refs.len());
+        for r in refs {
+            jobs.push(self.resolve(r).await?);
+        }
+        Ok(jobs)
+    }
+
+    async fn set_desired(&self, job: &JobRow, change: impl FnOnce(&mut Desired)) -> Result<(), JobError> {
         let mut want = Desired {
             stop: job.stop_requested,
             suspend: job.suspended,
@@ -438,7 +452,7 @@ impl Manager {
             false
         };
         let (stop, suspend) = (Some(want.stop), Some(want.suspend));
-        match self.store.set_job_flags(job.id, stop, suspend) {
+        match self.store.set_job_flags(job.id, stop, suspend).await {
             Ok(()) => {}
             // Applied already to the job going on: it is recorded once the store takes it.
             Err(_) if active => {
@@ -457,15 +471,15 @@ impl Manager {
         Ok(())
     }
 
-    pub fn stop(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
-        let job = self.resolve(reference)?;
-        self.set_desired(&job, |d| d.stop = true)?;
-        self.info(&job)
+    pub async fn stop(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
+        let job = self.resolve(reference).await?;
+        self.set_desired(&job, |d| d.stop = true).await?;
+        self.info(&job).await
     }
 
-    pub fn suspend(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
-        let job = self.resolve(reference)?;
-        let info = self.info(&job)?;
+    pub async fn suspend(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
+        let job = self.resolve(reference).await?;
+        let info = self.info(&job).await?;
         let state = State::from_pb(info.state);
         if state.is_finished() {
             return Err(JobError::Invalid(format!(
@@ -473,28 +487,28 @@ impl Manager {
                 job.name
             )));
         }
-        self.set_desired(&job, |d| d.suspend = true)?;
-        self.info(&job)
+        self.set_desired(&job, |d| d.suspend = true).await?;
+        self.info(&job).await
     }
 
-    pub fn resume(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
-        let job = self.resolve(reference)?;
-        let state = State::from_pb(self.info(&job)?.state);
+    pub async fn resume(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
+        let job = self.resolve(reference).await?;
+        let state = State::from_pb(self.info(&job).await?.state);
         if !job.suspended && !state.can_resume() {
             return Err(JobError::Invalid(format!(
                 "job {} is {state}: nothing to resume",
                 job.name
             )));
         }
-        self.set_desired(&job, |d| d.suspend = false)?;
-        self.info(&job)
+        self.set_desired(&job, |d| d.suspend = false).await?;
+        self.info(&job).await
     }
 
     /// Removes jobs and their stored output; a job still going needs `force` (it is stopped first).
     pub async fn remove(&self, refs: &[String], force: bool) -> Result<Vec<pb::JobInfo>, JobError> {
-        let jobs: Vec<JobRow> = refs.iter().map(|r| self.resolve(r)).collect::<Result<_, _>>()?;
+        let jobs = self.resolve_all(refs).await?;
         for job in &jobs {
-            let state = State::from_pb(self.info(job)?.state);
+            let state = State::from_pb(self.info(job).await?.state);
             if !state.is_finished() && !force {
                 return Err(JobError::Running {
                     id: job.id,
@@ -506,7 +520,7 @@ impl Manager {
         let mut removed = Vec::new();
         for job in jobs {
             if self.active().contains_key(&job.id) {
-                self.set_desired(&job, |d| d.stop = true)?;
+                self.set_desired(&job, |d| d.stop = true).await?;
                 let mut changes = self.subscribe();
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
                 while self.active().contains_key(&job.id) {
@@ -522,8 +536,8 @@ impl Manager {
                     }
                 }
             }
-            removed.push(self.info(&job)?);
-            self.store.remove_job(job.id)?;
+            removed.push(self.info(&job).await?);
+            self.store.remove_job(job.id).await?;
         }
         self.changed();
         Ok(removed)

@@ -4,15 +4,13 @@
 
 pub mod client;
 pub mod health;
-pub mod ids;
+pub mod info;
 pub mod jobs;
 pub mod notices;
 pub mod orphans;
 pub mod receive;
 pub mod service;
 pub mod statedir;
-pub mod store;
-pub mod store_error;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -130,7 +128,7 @@ pub async fn serve(
     // follows a symlink.
     let _ = std::fs::remove_file(&socket);
 
-    let store = Arc::new(store::Store::open(&dir.join("jobs.db"))?);
+    let store = crate::store::open(dir)?;
 
     // The embedded agent for local jobs: same runner, spool and service as rjob-agent.
     let local_socket = dir.join("local-agent.sock");
@@ -170,7 +168,7 @@ pub async fn serve(
         tracing::error!("{lost}");
         manager.health().set_lost(lost);
     }
-    let resumed = manager.recover()?;
+    let resumed = manager.recover().await?;
 
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;

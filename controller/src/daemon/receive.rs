@@ -17,7 +17,7 @@ use tonic::{Status, Streaming};
 
 use super::jobs::{JobError, Manager};
 use super::service::status;
-use super::store::Mark;
+use crate::store::{Mark, Output, StoreError};
 
 /// The most output bytes one receive has sent and the client has not yet confirmed (a single
 /// chunk larger than that still goes, alone).
@@ -105,8 +105,8 @@ impl From<JobError> for Failure {
     }
 }
 
-impl From<super::store::StoreError> for Failure {
-    fn from(e: super::store::StoreError) -> Self {
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
         Failure::Status(status(e.into()))
     }
 }
@@ -148,7 +148,7 @@ async fn start(
     let store = manager.store();
     let mut slots = Vec::with_capacity(plan.children.len());
     for (idx, label) in &plan.children {
-        let mut marks = store.received_marks(plan.job_id, *idx)?;
+        let mut marks = store.received_marks(plan.job_id, *idx).await?;
         if plan.keep {
             for mark in &mut marks {
                 if mark.seq < plan.after_seq {
@@ -191,7 +191,7 @@ impl Session<'_> {
         let job_id = self.plan.job_id;
         loop {
             changes.borrow_and_update();
-            let children = store.children(job_id)?;
+            let children = store.children(job_id).await?;
             if children.is_empty() {
                 return Err(JobError::NotFound(job_id.to_string()).into()); // removed meanwhile
             }
@@ -240,11 +240,12 @@ impl Session<'_> {
         let store = self.manager.store();
         loop {
             let (idx, cursor) = (self.slots[slot].idx, self.slots[slot].cursor);
-            let rows = store.output(self.plan.job_id, idx, cursor, upto, BATCH)?;
+            let rows = store.output(self.plan.job_id, idx, cursor, upto, BATCH).await?;
             if rows.is_empty() {
                 return Ok(());
             }
-            for (seq, stream, data) in rows {
+            for Output { seq, stream, data } in rows {
+                let stream = pb::Stream::from(stream);
                 let si = stream_index(stream);
                 let s = &mut self.slots[slot];
                 s.cursor = seq;
@@ -356,7 +357,7 @@ impl Session<'_> {
         self.manager
             .health()
             .retry("a received mark", || {
-                store.mark_received(job_id, child, stream, mark)
+                store.mark_received(job_id, child, stream.into(), mark)
             })
             .await;
         let s = &mut self.slots[slot];

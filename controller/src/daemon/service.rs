@@ -43,7 +43,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        let info = self.manager.create(request.into_inner()).map_err(status)?;
+        let info = self.manager.create(request.into_inner()).await.map_err(status)?;
         tracing::info!(job = info.id, name = %info.name, children = info.children.len(), "job created");
         Ok(Response::new(info))
     }
@@ -52,7 +52,11 @@ impl Controller for ControllerService {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self.manager.list(&request.into_inner().jobs).map_err(status)?;
+        let jobs = self
+            .manager
+            .list(&request.into_inner().jobs)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
@@ -68,7 +72,7 @@ impl Controller for ControllerService {
             (req.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms));
         let mut changes = self.manager.subscribe();
         loop {
-            let jobs = self.manager.list(&req.jobs).map_err(status)?;
+            let jobs = self.manager.list(&req.jobs).await.map_err(status)?;
             let finished = jobs
                 .iter()
                 .filter(|j| State::from_pb(j.state).ends_wait(req.force))
@@ -109,11 +113,12 @@ impl Controller for ControllerService {
             }) => req,
             _ => return Err(Status::invalid_argument("a receive starts with its request")),
         };
-        let job = self.manager.resolve(&req.job).map_err(status)?;
+        let job = self.manager.resolve(&req.job).await.map_err(status)?;
         let children = self
             .manager
             .store()
             .children(job.id)
+            .await
             .map_err(|e| status(e.into()))?;
         let selected: Vec<(u32, String)> = children
             .iter()
@@ -154,19 +159,28 @@ impl Controller for ControllerService {
 
     async fn stop_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::JobInfo>, Status> {
         Ok(Response::new(
-            self.manager.stop(&request.into_inner().job).map_err(status)?,
+            self.manager
+                .stop(&request.into_inner().job)
+                .await
+                .map_err(status)?,
         ))
     }
 
     async fn suspend_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::JobInfo>, Status> {
         Ok(Response::new(
-            self.manager.suspend(&request.into_inner().job).map_err(status)?,
+            self.manager
+                .suspend(&request.into_inner().job)
+                .await
+                .map_err(status)?,
         ))
     }
 
     async fn resume_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::JobInfo>, Status> {
         Ok(Response::new(
-            self.manager.resume(&request.into_inner().job).map_err(status)?,
+            self.manager
+                .resume(&request.into_inner().job)
+                .await
+                .map_err(status)?,
         ))
     }
 

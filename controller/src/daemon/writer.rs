@@ -8,8 +8,8 @@ use crate::child::{ChildSink, LeftRun, Target};
 use crate::daemon::health::Health;
 use crate::daemon::jobs::{now_ms, Manager};
 use crate::daemon::orphans::Orphan;
-use crate::daemon::store::{Chunk, Store};
 use crate::state::State;
+use crate::store::{Chunk, JobStore};
 use crate::throttle::Slot;
 
 /// A request to the output writer thread.
@@ -53,11 +53,11 @@ impl ChildSink for StoreSink<'_> {
     }
 
     async fn state(&self, state: State, reason: Option<String>) {
-        let reason = reason.unwrap_or_default();
         let m = self.manager;
         m.health
             .retry("a child's state", || {
-                m.store.set_child_state(self.job_id, self.idx, state, &reason)
+                m.store
+                    .set_child_state(self.job_id, self.idx, state, reason.as_deref())
             })
             .await;
         m.changed();
@@ -68,7 +68,7 @@ impl ChildSink for StoreSink<'_> {
             job_id: self.job_id,
             idx: self.idx,
             seq,
-            stream,
+            stream: stream.into(),
             data,
         };
         self.manager
@@ -106,7 +106,8 @@ impl ChildSink for StoreSink<'_> {
 /// goes in; meanwhile the queue fills, the children stop reading, and the agents keep the
 /// output: nothing is dropped, and a flush answers only once what came before it is stored.
 pub(super) fn write_output(
-    store: &Store,
+    runtime: &tokio::runtime::Handle,
+    store: &dyn JobStore,
     health: &Health,
     mut rx: mpsc::Receiver<WriteOp>,
     changes: &watch::Sender<u64>,
@@ -126,7 +127,7 @@ pub(super) fn write_output(
             }
         }
         if !chunks.is_empty() {
-            health.retry_blocking("output", || store.append_output(&chunks));
+            runtime.block_on(health.retry("output", || store.append_output(&chunks)));
             changes.send_modify(|v| *v += 1);
         }
         for done in flushes {

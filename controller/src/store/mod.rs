@@ -1,0 +1,144 @@
+//! The job store: jobs, their children, every output chunk and the received marks, behind
+//! one trait, [`JobStore`], so that another backend (PostgreSQL, shared by several
+//! controllers) only adds an implementation. SQLite ([`sqlite`]) is the first.
+//!
+//! # Async, and why
+//! The trait is async (through `async-trait`, so that it stays dyn-compatible: the daemon
+//! holds an `Arc<dyn JobStore>`). A network backend (tokio-postgres, LISTEN/NOTIFY) waits
+//! on a round trip for every call; a sync trait would block a runtime worker for each of
+//! them, or send every caller through `spawn_blocking`. The SQLite backend does its short
+//! local work inline under its mutex, as it always has: its futures finish on first poll.
+//!
+//! # The contract (what [`conformance`] checks of every backend)
+//! - Ids are handed out in order and never reused, not even after a job is removed.
+//! - "Not set" reads back as `None`.
+//! - A child's state does not change once finished ([`JobStore::set_child_state`]).
+//! - Output is idempotent: a chunk stored twice under one (job, child, seq) is kept once,
+//!   the first one; `seq` numbers a child's chunks over both streams.
+//! - Received marks only move forward, and `received_seq` is the prefix both cover.
+//! - Removing a job removes its children, output and marks.
+//!
+//! # Adding a backend
+//! A folder `store/<backend>/` with its `impl JobStore`, one arm in [`open`], and one line
+//! in the conformance runner of its tests.
+
+pub mod conformance;
+mod error;
+pub mod ids;
+mod rows;
+pub mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use error::{Fault, StoreError};
+pub use rows::{
+    state_code, state_from_code, ChildEnd, ChildRow, Chunk, JobRow, Mark, NewJob, Output, Stream,
+};
+
+use crate::state::State;
+
+#[async_trait::async_trait]
+pub trait JobStore: Send + Sync {
+    /// What the store was found to have lost when it was opened, in one line.
+    fn lost_notice(&self) -> Option<&str>;
+
+    /// Whether job `id` was found lost when the store was opened.
+    fn was_lost(&self, id: i64) -> bool;
+
+    /// Creates a job with its children (all NotStarted); returns its Id, never one handed
+    /// out before.
+    async fn create_job(&self, job: &NewJob) -> Result<i64, StoreError>;
+
+    /// The request bytes a job was created with; unreadable ones are [`StoreError::Corrupt`].
+    async fn job_request(&self, id: i64) -> Result<Vec<u8>, StoreError>;
+
+    /// Every job, by Id.
+    async fn jobs(&self) -> Result<Vec<JobRow>, StoreError>;
+
+    async fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError>;
+
+    /// A job's children, by index (none when there is no such job).
+    async fn children(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError>;
+
+    /// Marks a child whose start request is about to go out (its start time, if not set).
+    async fn mark_starting(&self, job_id: i64, idx: u32, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Records a child's run id (and its start time, if not set).
+    async fn set_child_run(&self, job_id: i64, idx: u32, run_id: &str, now_ms: i64)
+        -> Result<(), StoreError>;
+
+    /// Sets a child's state and reason, unless it has already finished.
+    async fn set_child_state(
+        &self,
+        job_id: i64,
+        idx: u32,
+        state: State,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Records how a child ended, and the job's end once every child has.
+    async fn finish_child(&self, job_id: i64, idx: u32, end: &ChildEnd) -> Result<(), StoreError>;
+
+    /// Sets a job's stop and suspend flags (`None`: unchanged).
+    async fn set_job_flags(
+        &self,
+        job_id: i64,
+        stop: Option<bool>,
+        suspended: Option<bool>,
+    ) -> Result<(), StoreError>;
+
+    /// Stores chunks at once, each exactly once, advancing each child's `last_seq`.
+    async fn append_output(&self, chunks: &[Chunk]) -> Result<(), StoreError>;
+
+    /// Output of one child with `after < seq <= upto`, in order, at most `limit` chunks.
+    async fn output(
+        &self,
+        job_id: i64,
+        idx: u32,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Output>, StoreError>;
+
+    /// A child's received marks, stdout's then stderr's (default marks when there is no
+    /// such child).
+    async fn received_marks(&self, job_id: i64, idx: u32) -> Result<[Mark; 2], StoreError>;
+
+    /// Moves one stream's received mark forward to `mark` (never back), and the child's
+    /// received prefix with it; committed when it returns.
+    async fn mark_received(
+        &self,
+        job_id: i64,
+        idx: u32,
+        stream: Stream,
+        mark: Mark,
+    ) -> Result<(), StoreError>;
+
+    /// Removes a job with its children, output and marks; its Id is not handed out again.
+    async fn remove_job(&self, job_id: i64) -> Result<(), StoreError>;
+}
+
+/// Opens the job store of a state directory: the store selection.
+pub fn open(state_dir: &Path) -> Result<Arc<dyn JobStore>, StoreError> {
+    Ok(Arc::new(sqlite::SqliteStore::open(&state_dir.join("jobs.db"))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// The conformance suite against every backend that runs without a server.
+    #[tokio::test]
+    async fn every_backend_conforms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = AtomicUsize::new(0);
+        let fresh = |name: &str| {
+            dir.path()
+                .join(format!("{name}-{}.db", n.fetch_add(1, Ordering::Relaxed)))
+        };
+        conformance::run_all(&|| Arc::new(sqlite::SqliteStore::open(&fresh("sqlite")).expect("open"))).await;
+    }
+}

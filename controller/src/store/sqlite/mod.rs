@@ -1,0 +1,177 @@
+//! The SQLite job store: WAL mode, one file under the state directory (`jobs.db`), with the
+//! high-water mark of Ids beside it (`jobs.ids`, see [`crate::store::ids`]). It keeps job
+//! metadata, child states and every output chunk with its sequence number: output lives on
+//! disk, not in memory. Every call does its short local work inline under one mutex (the
+//! futures of [`JobStore`] finish on first poll).
+
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+use crate::state::State;
+use crate::store::ids::Ids;
+use crate::store::{ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Output, StoreError, Stream};
+
+mod error;
+mod jobs;
+mod open;
+mod output;
+mod received;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    /// The high-water mark of Ids beside the store; locked inside `conn`.
+    ids: Mutex<Ids>,
+    /// What was found lost at open, in one line.
+    lost: Option<String>,
+    /// The Ids of the jobs found lost at open.
+    lost_ids: Vec<i64>,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The finished states as an SQL list, `(3, 4, 5)`, from [`State::FINISHED`].
+fn finished_list() -> String {
+    let codes: Vec<String> = State::FINISHED
+        .iter()
+        .map(|s| crate::store::state_code(*s).to_string())
+        .collect();
+    format!("({})", codes.join(", "))
+}
+
+impl SqliteStore {
+    fn ids(&self) -> MutexGuard<'_, Ids> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // SQLite keeps its own consistency; a panic elsewhere doesn't make the connection unusable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl JobStore for SqliteStore {
+    fn lost_notice(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+
+    fn was_lost(&self, id: i64) -> bool {
+        self.lost_ids.contains(&id)
+    }
+
+    async fn create_job(&self, job: &NewJob) -> Result<i64, StoreError> {
+        let mut conn = self.lock();
+        // The Id is recorded in the mark (fsynced) before the job is stored: never handed
+        // out twice, whatever the store loses later.
+        let id = self.ids().take_next()?;
+        let stored = jobs::insert(&mut conn, id, job);
+        if stored.is_err() {
+            let _ = self.ids().forget(id);
+        }
+        Ok(stored.map(|()| id)?)
+    }
+
+    async fn job_request(&self, id: i64) -> Result<Vec<u8>, StoreError> {
+        jobs::request(&self.lock(), id)
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        Ok(jobs::select(&self.lock(), None)?)
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        Ok(jobs::select(&self.lock(), Some(id))?.pop())
+    }
+
+    async fn children(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError> {
+        Ok(jobs::children(&self.lock(), job_id)?)
+    }
+
+    async fn mark_starting(&self, job_id: i64, idx: u32, now_ms: i64) -> Result<(), StoreError> {
+        Ok(jobs::mark_starting(&self.lock(), job_id, idx, now_ms)?)
+    }
+
+    async fn set_child_run(
+        &self,
+        job_id: i64,
+        idx: u32,
+        run_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        Ok(jobs::set_run(&self.lock(), job_id, idx, run_id, now_ms)?)
+    }
+
+    async fn set_child_state(
+        &self,
+        job_id: i64,
+        idx: u32,
+        state: State,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        Ok(jobs::set_state(&self.lock(), job_id, idx, state, reason)?)
+    }
+
+    async fn finish_child(&self, job_id: i64, idx: u32, end: &ChildEnd) -> Result<(), StoreError> {
+        Ok(jobs::finish(&mut self.lock(), job_id, idx, end)?)
+    }
+
+    async fn set_job_flags(
+        &self,
+        job_id: i64,
+        stop: Option<bool>,
+        suspended: Option<bool>,
+    ) -> Result<(), StoreError> {
+        Ok(jobs::set_flags(&self.lock(), job_id, stop, suspended)?)
+    }
+
+    async fn append_output(&self, chunks: &[Chunk]) -> Result<(), StoreError> {
+        Ok(output::append(&mut self.lock(), chunks)?)
+    }
+
+    async fn output(
+        &self,
+        job_id: i64,
+        idx: u32,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Output>, StoreError> {
+        Ok(output::read(&self.lock(), job_id, idx, after, upto, limit)?)
+    }
+
+    async fn received_marks(&self, job_id: i64, idx: u32) -> Result<[Mark; 2], StoreError> {
+        Ok(received::marks(&self.lock(), job_id, idx)?)
+    }
+
+    async fn mark_received(
+        &self,
+        job_id: i64,
+        idx: u32,
+        stream: Stream,
+        mark: Mark,
+    ) -> Result<(), StoreError> {
+        Ok(received::advance(&mut self.lock(), job_id, idx, stream, mark)?)
+    }
+
+    async fn remove_job(&self, job_id: i64) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        // Out of the mark first: a removal cut short leaves a job the next start finds in the
+        // store (and keeps), never one it reports lost.
+        self.ids().forget(job_id)?;
+        let removed = jobs::remove(&mut conn, job_id);
+        if removed.is_err() {
+            self.ids().keep(job_id);
+        }
+        Ok(removed?)
+    }
+}
