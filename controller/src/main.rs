@@ -123,6 +123,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 state_dir,
                 tls,
                 reconnect_window: args.reconnect_window,
+                store: args.store.clone(),
             };
             runtime()?.block_on(daemon::serve(config, rjob_agent::server::shutdown_signal()))?;
             Ok(0)

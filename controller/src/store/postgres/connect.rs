@@ -122,7 +122,10 @@ fn tls_config(url: &str, root_file: Option<&str>) -> Result<rustls::ClientConfig
                 let _ = roots.add(rustls::pki_types::CertificateDer::from(cert.contents));
             }
             if root_file.is_some() && roots.is_empty() {
-                return Err(config_error(url, format_args!("sslrootcert {file} holds no certificate")));
+                return Err(config_error(
+                    url,
+                    format_args!("sslrootcert {file} holds no certificate"),
+                ));
             }
         }
         Err(e) if root_file.is_some() => {
@@ -149,7 +152,10 @@ mod tests {
             redacted("postgres://rjob:s3cret@db.example:5432/jobs?sslmode=require"),
             "postgres://rjob:***@db.example:5432/jobs?sslmode=require"
         );
-        assert_eq!(redacted("postgres:///jobs?host=/tmp/s"), "postgres:///jobs?host=/tmp/s");
+        assert_eq!(
+            redacted("postgres:///jobs?host=/tmp/s"),
+            "postgres:///jobs?host=/tmp/s"
+        );
         assert_eq!(redacted("postgres://rjob@db/jobs"), "postgres://rjob@db/jobs");
     }
 

@@ -36,8 +36,12 @@ fn pg_fault(e: &tokio_postgres::Error) -> Fault {
     };
     // Class 08: connection exception; 57P01..03: the server shutting down or starting.
     if code.code().starts_with("08")
-        || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW]
-            .contains(code)
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code)
         || *code == SqlState::TOO_MANY_CONNECTIONS
     {
         return Fault::Unavailable;
@@ -45,14 +49,14 @@ fn pg_fault(e: &tokio_postgres::Error) -> Fault {
     match *code {
         SqlState::DISK_FULL | SqlState::OUT_OF_MEMORY => Fault::DiskFull,
         SqlState::READ_ONLY_SQL_TRANSACTION => Fault::ReadOnly,
-        SqlState::INSUFFICIENT_PRIVILEGE | SqlState::INVALID_PASSWORD | SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
-            Fault::PermissionDenied
-        }
+        SqlState::INSUFFICIENT_PRIVILEGE
+        | SqlState::INVALID_PASSWORD
+        | SqlState::INVALID_AUTHORIZATION_SPECIFICATION => Fault::PermissionDenied,
         SqlState::IO_ERROR => Fault::Io,
         SqlState::DATA_CORRUPTED | SqlState::INDEX_CORRUPTED => Fault::Damaged,
-        SqlState::LOCK_NOT_AVAILABLE | SqlState::T_R_DEADLOCK_DETECTED | SqlState::T_R_SERIALIZATION_FAILURE => {
-            Fault::Busy
-        }
+        SqlState::LOCK_NOT_AVAILABLE
+        | SqlState::T_R_DEADLOCK_DETECTED
+        | SqlState::T_R_SERIALIZATION_FAILURE => Fault::Busy,
         _ => Fault::Other,
     }
 }
@@ -142,6 +146,9 @@ mod tests {
     #[test]
     fn retries_wait_about_fifteen_seconds_in_all() {
         let total: Duration = (0..RETRIES).map(retry_delay).sum();
-        assert!(total >= Duration::from_secs(10) && total <= Duration::from_secs(20), "{total:?}");
+        assert!(
+            total >= Duration::from_secs(10) && total <= Duration::from_secs(20),
+            "{total:?}"
+        );
     }
 }

@@ -114,7 +114,9 @@ impl PgStore {
 
     pub(super) async fn try_job_request(&self, id: i64) -> Result<Option<Vec<u8>>, DbError> {
         let client = self.pool.get().await?;
-        let stmt = client.prepare_cached("SELECT request FROM jobs WHERE id = $1").await?;
+        let stmt = client
+            .prepare_cached("SELECT request FROM jobs WHERE id = $1")
+            .await?;
         Ok(client.query_opt(&stmt, &[&id]).await?.map(|r| r.get(0)))
     }
 
@@ -178,7 +180,12 @@ impl PgStore {
 
     /// Records how a child ended, and the job's end once every child has. The job row is
     /// locked first, so that of two children ending at once the second sees the first.
-    pub(super) async fn try_finish_child(&self, job_id: i64, idx: u32, end: &ChildEnd) -> Result<(), DbError> {
+    pub(super) async fn try_finish_child(
+        &self,
+        job_id: i64,
+        idx: u32,
+        end: &ChildEnd,
+    ) -> Result<(), DbError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&job_id])

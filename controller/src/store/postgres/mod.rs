@@ -134,10 +134,19 @@ impl JobStore for PgStore {
     async fn mark_starting(&self, job_id: i64, idx: u32, now_ms: i64) -> Result<(), StoreError> {
         let sql = "UPDATE children SET started_at_ms = $3
                    WHERE job_id = $1 AND idx = $2 AND started_at_ms IS NULL";
-        retrying!("mark_starting", self.child_update(sql, job_id, idx, &[&now_ms]).await)
+        retrying!(
+            "mark_starting",
+            self.child_update(sql, job_id, idx, &[&now_ms]).await
+        )
     }
 
-    async fn set_child_run(&self, job_id: i64, idx: u32, run_id: &str, now_ms: i64) -> Result<(), StoreError> {
+    async fn set_child_run(
+        &self,
+        job_id: i64,
+        idx: u32,
+        run_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let sql = "UPDATE children SET run_id = $3, started_at_ms = coalesce(started_at_ms, $4)
                    WHERE job_id = $1 AND idx = $2";
         retrying!(
@@ -194,7 +203,13 @@ impl JobStore for PgStore {
         retrying!("received_marks", self.try_received_marks(job_id, idx).await)
     }
 
-    async fn mark_received(&self, job_id: i64, idx: u32, stream: Stream, mark: Mark) -> Result<(), StoreError> {
+    async fn mark_received(
+        &self,
+        job_id: i64,
+        idx: u32,
+        stream: Stream,
+        mark: Mark,
+    ) -> Result<(), StoreError> {
         retrying!(
             "mark_received",
             self.try_mark_received(job_id, idx, stream, mark).await

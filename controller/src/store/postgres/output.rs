@@ -44,7 +44,8 @@ impl PgStore {
                  ON CONFLICT DO NOTHING",
             )
             .await?;
-        tx.execute(&insert, &[&jobs, &idxs, &seqs, &streams, &data]).await?;
+        tx.execute(&insert, &[&jobs, &idxs, &seqs, &streams, &data])
+            .await?;
         let advance = tx
             .prepare_cached(
                 "UPDATE children c SET last_seq = m.seq

@@ -5,7 +5,7 @@
 use deadpool_postgres::Pool;
 
 use super::error::DbError;
-use crate::store::StoreError;
+use crate::store::{Fault, StoreError};
 
 /// The advisory lock of migrations (any constant of ours: "rjob" in ASCII).
 const MIGRATION_LOCK: i64 = 0x726a_6f62;
@@ -74,7 +74,8 @@ pub(super) async fn migrate(pool: &Pool, url: &str) -> Result<(), StoreError> {
         let mut client = pool.get().await.map_err(|e| open_error(url, e.into()))?;
         let step = async {
             let tx = client.transaction().await?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
             tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL)")
                 .await?;
             let version: Option<i64> = tx
@@ -88,8 +89,11 @@ pub(super) async fn migrate(pool: &Pool, url: &str) -> Result<(), StoreError> {
             let index = usize::try_from(version).unwrap_or(0);
             tx.batch_execute(MIGRATIONS[index]).await?;
             tx.execute("DELETE FROM schema_version", &[]).await?;
-            tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&(version + 1)])
-                .await?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES ($1)",
+                &[&(version + 1)],
+            )
+            .await?;
             tx.commit().await?;
             tracing::info!(version = version + 1, "job store: schema migrated");
             Ok(None)
@@ -111,6 +115,12 @@ pub(super) async fn migrate(pool: &Pool, url: &str) -> Result<(), StoreError> {
 
 /// The database could not be opened (reached, or migrated).
 pub(super) fn open_error(url: &str, e: DbError) -> StoreError {
+    if e.fault() == Fault::Unavailable {
+        return StoreError::Unreachable {
+            store: super::connect::redacted(url),
+            detail: e.detail(),
+        };
+    }
     StoreError::Open {
         path: super::connect::redacted(url).into(),
         fault: e.fault(),
