@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::try_join_all;
 use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -420,21 +421,9 @@ impl Manager {
         let jobs = if refs.is_empty() {
             self.store.jobs().await?
         } else {
-            self.resolve_all(refs).await?
+            try_join_all(refs.iter().map(|r| self.resolve(r))).await?
         };
-        let mut infos = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            infos.push(self.info(job).await?);
-        }
-        Ok(infos)
-    }
-
-    async fn resolve_all(&self, refs: &[String]) -> Result<Vec<JobRow>, JobError> {
-        let mut jobs = Vec::with_capacity(refs.len());
-        for r in refs {
-            jobs.push(self.resolve(r).await?);
-        }
-        Ok(jobs)
+        try_join_all(jobs.iter().map(|j| self.info(j))).await
     }
 
     async fn set_desired(&self, job: &JobRow, change: impl FnOnce(&mut Desired)) -> Result<(), JobError> {
@@ -506,7 +495,7 @@ impl Manager {
 
     /// Removes jobs and their stored output; a job still going needs `force` (it is stopped first).
     pub async fn remove(&self, refs: &[String], force: bool) -> Result<Vec<pb::JobInfo>, JobError> {
-        let jobs = self.resolve_all(refs).await?;
+        let jobs: Vec<JobRow> = try_join_all(refs.iter().map(|r| self.resolve(r))).await?;
         for job in &jobs {
             let state = State::from_pb(self.info(job).await?.state);
             if !state.is_finished() && !force {

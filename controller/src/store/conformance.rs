@@ -2,22 +2,29 @@
 //! alone, so that a new backend runs the same cases as SQLite. [`run_all`] runs every case,
 //! each on a fresh, empty store from `new_store`. A failed check panics with what differed.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use super::{ChildEnd, Chunk, JobStore, Mark, NewJob, Output, Stream};
 use crate::state::State;
 
-/// Runs every case, each on a fresh, empty store.
-pub async fn run_all(new_store: &dyn Fn() -> Arc<dyn JobStore>) {
-    jobs_and_children(&*new_store()).await;
-    request_bytes_round_trip(&*new_store()).await;
-    ids_are_never_reused(&*new_store()).await;
-    child_transitions(&*new_store()).await;
-    job_flags(&*new_store()).await;
-    output_in_order_and_idempotent(&*new_store()).await;
-    received_marks_move_forward_per_stream(&*new_store()).await;
-    remove_takes_everything_of_the_job(&*new_store()).await;
-    has_more_data_follows_last_and_received_seq(&*new_store()).await;
+/// Runs every case, each on a fresh, empty store from `new_store` (async: a network backend
+/// connects, and makes a fresh database or schema).
+pub async fn run_all<F, Fut>(new_store: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn JobStore>>,
+{
+    jobs_and_children(&*new_store().await).await;
+    request_bytes_round_trip(&*new_store().await).await;
+    ids_are_never_reused(&*new_store().await).await;
+    child_transitions(&*new_store().await).await;
+    job_flags(&*new_store().await).await;
+    output_in_order_and_idempotent(&*new_store().await).await;
+    received_marks_move_forward_per_stream(&*new_store().await).await;
+    remove_takes_everything_of_the_job(&*new_store().await).await;
+    has_more_data_follows_last_and_received_seq(&*new_store().await).await;
+    a_missing_job_changes_nothing(&*new_store().await).await;
 }
 
 /// A job to create, on `hosts` hosts.
@@ -379,4 +386,34 @@ pub async fn has_more_data_follows_last_and_received_seq(store: &dyn JobStore) {
         .await
         .expect("mark");
     assert!(!more(store).await, "finished and all received");
+}
+
+pub async fn a_missing_job_changes_nothing(store: &dyn JobStore) {
+    let id = create(store, "x", 1).await;
+    let missing = id + 100;
+    assert!(
+        store.job_request(missing).await.is_err(),
+        "no request for a missing job"
+    );
+    store.mark_starting(missing, 0, 1).await.expect("mark_starting");
+    store
+        .set_child_run(missing, 0, "r", 1)
+        .await
+        .expect("set_child_run");
+    store
+        .set_child_state(missing, 0, State::Running, None)
+        .await
+        .expect("set_child_state");
+    store
+        .set_job_flags(missing, Some(true), Some(true))
+        .await
+        .expect("flags");
+    store.remove_job(missing).await.expect("remove a missing job");
+    assert_eq!(store.jobs().await.expect("jobs").len(), 1);
+    let c = &store.children(id).await.expect("children")[0];
+    assert_eq!(
+        (c.state, c.started_at_ms, c.run_id.as_deref()),
+        (State::NotStarted, None, None)
+    );
+    assert!(store.children(missing).await.expect("children").is_empty());
 }

@@ -145,6 +145,10 @@ mod tests {
             dir.path()
                 .join(format!("{name}-{}.db", n.fetch_add(1, Ordering::Relaxed)))
         };
-        conformance::run_all(&|| Arc::new(sqlite::SqliteStore::open(&fresh("sqlite")).expect("open"))).await;
+        let sqlite = || {
+            let store = sqlite::SqliteStore::open(&fresh("sqlite")).expect("open");
+            std::future::ready(Arc::new(store) as Arc<dyn JobStore>)
+        };
+        conformance::run_all(sqlite).await;
     }
 }
