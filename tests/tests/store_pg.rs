@@ -2,28 +2,27 @@
 //! fresh database of the harness's throwaway cluster; and what only a server store has to
 //! survive: the server restarting under it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rjob::store::postgres::PgStore;
 use rjob::store::{conformance, Chunk, JobStore, Stream};
 use rjob_tests::pg::{Cluster, Database};
 
-/// Opens a store on a new database (kept until the test ends).
-fn open(cluster: &'static Cluster, keep: &std::sync::Mutex<Vec<Database<'static>>>) -> Arc<dyn JobStore> {
-    let db = cluster.database().expect("a database of its own");
-    let url = db.url();
-    keep.lock().unwrap_or_else(|p| p.into_inner()).push(db);
-    // The suite asks for its stores synchronously; opening one is a round trip or two.
-    let store =
-        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(PgStore::open(&url)));
-    Arc::new(store.expect("open the PostgreSQL store"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_the_store_conformance_suite() {
     let cluster = Cluster::shared();
-    let keep = std::sync::Mutex::new(Vec::new());
-    conformance::run_all(&|| open(cluster, &keep)).await;
+    // Each case on a database of its own, kept until the suite ends.
+    let keep: Mutex<Vec<Database<'static>>> = Mutex::new(Vec::new());
+    conformance::run_all(|| {
+        let db = cluster.database().expect("a database of its own");
+        let url = db.url();
+        keep.lock().unwrap_or_else(|p| p.into_inner()).push(db);
+        async move {
+            let store = PgStore::open(&url).await.expect("open the PostgreSQL store");
+            Arc::new(store) as Arc<dyn JobStore>
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
