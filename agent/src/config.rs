@@ -175,6 +175,9 @@ pub struct AgentConfig {
 
 pub const DEFAULT_INTERPRETER: &str = "sh";
 
+/// Default of `max_spool_bytes`: 8 GiB, twice the default output limit of one run.
+pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 8 << 30;
+
 impl AgentConfig {
     /// Settings of the controller daemon's embedded agent, which runs local jobs
     /// (`rjob start`) with the same code as remote ones. It serves a private Unix socket,
@@ -209,7 +212,7 @@ impl AgentConfig {
             max_handshakes_per_source: 32,
             handshake_timeout: Duration::from_secs(3),
             handshake_log_interval: Duration::from_secs(10),
-            max_spool_bytes: crate::runs::DEFAULT_MAX_SPOOL_BYTES,
+            max_spool_bytes: DEFAULT_MAX_SPOOL_BYTES,
             containment: crate::contain::Mode::Auto,
         }
     }

@@ -1,9 +1,10 @@
-//! What an earlier agent process left of a run, and the facts about a process (boot, start
-//! time, session) that tell whether a recorded pid is still that run's.
+//! What an earlier agent process left of a run: killed where the facts about a process
+//! ([`crate::procfs`]: boot, start time, session) tell that a recorded pid is still that run's.
 
 use nix::sys::signal::Signal;
 
 use crate::contain::Containment;
+use crate::procfs::{boot_id, process_start_time};
 use crate::run::RunRecord;
 use crate::runner;
 
@@ -48,45 +49,4 @@ pub fn kill_leftovers(record: &RunRecord, containment: &Containment) {
     } else {
         tracing::info!(run = %record.id, pid, "the run's recorded process is not provably the run's; left alone");
     }
-}
-
-/// This boot's id (empty where the kernel does not say).
-pub fn boot_id() -> String {
-    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BOOT_ID
-        .get_or_init(|| {
-            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default()
-        })
-        .clone()
-}
-
-/// When a process started, in clock ticks after boot (0: no such process).
-pub fn process_start_time(pid: u32) -> u64 {
-    process_start_and_session(pid).0
-}
-
-/// When a process started (clock ticks after boot) and its session id; zeros when there is no
-/// such process.
-pub fn process_start_and_session(pid: u32) -> (u64, u32) {
-    // One read of a buffer that holds any stat line (procfs reports size 0, so reading "to the
-    // end" would probe with a series of small reads).
-    let read = || -> std::io::Result<String> {
-        use std::io::Read as _;
-        let mut buf = vec![0u8; 1024];
-        let n = std::fs::File::open(format!("/proc/{pid}/stat"))?.read(&mut buf)?;
-        buf.truncate(n);
-        Ok(String::from_utf8_lossy(&buf).into_owned())
-    };
-    read()
-        .ok()
-        .and_then(|stat| {
-            // Fields 6 (session) and 22 (start time); fields after the command name (which
-            // may hold spaces) start at 3.
-            let (_, rest) = stat.rsplit_once(')')?;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            Some((fields.get(19)?.parse().ok()?, fields.get(3)?.parse().ok()?))
-        })
-        .unwrap_or((0, 0))
 }

@@ -4,36 +4,35 @@
 //! - [`runner`] starts a script's process (shared with the controller's local jobs);
 //! - [`spool`] is a run's output log on disk;
 //! - [`run`] supervises one run, [`runs`] owns them all;
-//! - [`service`] is the gRPC edge, [`server`] puts it behind mutual TLS;
+//! - [`service`] is the gRPC edge, [`server`] puts it behind mutual TLS, [`embedded`] on a
+//!   private Unix socket inside another process (the controller daemon's local jobs);
 //! - [`listener`] accepts connections and their TLS handshakes, within the caps of
 //!   [`handshake`], and logs failures as counts ([`handshake_log`]);
-//! - [`start`] starts a run: [`validate`] checks the request, [`users`] and [`policy`]
-//!   decide who it runs as, [`pam_gate`] checks passwords; [`attach`] streams a run;
+//! - [`service`] also starts a run (checks, quota, [`policy`], user lookup, password) and maps
+//!   every refusal to the wire in one place; [`attach`] streams a run;
 //! - [`contain`] keeps each run's processes together ([`cgroup`] or [`subreaper`]), so that
-//!   nothing of a run outlives it.
+//!   nothing of a run outlives it; [`leftovers`] kills what an earlier agent left, where
+//!   [`procfs`] proves it the run's.
 
 pub mod attach;
-pub mod auth;
 pub mod cgroup;
 pub mod config;
 pub mod contain;
+pub mod embedded;
 pub mod handshake;
 pub mod handshake_log;
 pub mod leftovers;
 pub mod listener;
-pub mod pam_gate;
 pub mod policy;
 pub mod private_dir;
+pub mod procfs;
 pub mod run;
 pub mod runner;
 pub mod runs;
 pub mod server;
 pub mod service;
 pub mod spool;
-pub mod start;
 pub mod subreaper;
-pub mod users;
-pub mod validate;
 
 /// Keeps freed memory in the process instead of handing it back to the kernel after every
 /// burst: a fan-out allocates and frees a few hundred KiB per connection, and glibc's default

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::contain::{Contained, Containment};
-pub use crate::leftovers::{boot_id, kill_leftovers, process_start_and_session, process_start_time};
+use crate::leftovers::kill_leftovers;
+use crate::procfs::boot_id;
 use crate::runner::Spawned;
 use crate::spool::{Extent, Spool};
 

@@ -268,7 +268,7 @@ pub fn spawn_contained(spec: &RunSpec, contained: &Contained) -> Result<Spawned,
         let spawned = cmd.spawn();
         if let (Some(live), Ok(child)) = (live.as_mut(), &spawned) {
             if let Some(pid) = child.id() {
-                subreaper::register(live, pid, crate::run::process_start_time(pid));
+                subreaper::register(live, pid, crate::procfs::process_start_time(pid));
             }
         }
         // The child has its copy (posix_spawn returns after the exec): close ours before
@@ -293,7 +293,7 @@ pub fn spawn_contained(spec: &RunSpec, contained: &Contained) -> Result<Spawned,
         }
     })?;
     let pid = child.id().unwrap_or_default();
-    let (start_time, sid) = crate::run::process_start_and_session(pid);
+    let (start_time, sid) = crate::procfs::process_start_and_session(pid);
     let stdout = child.stdout.take().ok_or_else(|| pipe_missing(spec))?;
     let stderr = child.stderr.take().ok_or_else(|| pipe_missing(spec))?;
     if let (Some(mut pipe), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {

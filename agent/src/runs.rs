@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, DEFAULT_MAX_SPOOL_BYTES};
 use crate::contain::{self, Containment};
 use crate::run::{self, Control, Phase, Run, RunLimits, RunRecord};
 use crate::runner::{self, RunSpec, RunnerError};
@@ -40,9 +40,6 @@ pub struct NotFound {
 
 /// The extension of a run's file in the spool directory.
 const RUN_EXTENSION: &str = "run";
-
-/// Default of `max_spool_bytes`: 8 GiB, twice the default output limit of one run.
-pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 8 << 30;
 
 /// How a table of runs is set up.
 #[derive(Debug, Clone, Copy)]

@@ -29,15 +29,7 @@ pub async fn serve(
     .context("setting up TLS")?;
 
     let runs = Arc::new(Runs::open_with(&config.spool_dir, RunsOptions::of(&config))?);
-    let expiring = runs.clone();
-    let retention = config.retention;
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            expiring.expire(retention);
-        }
-    });
+    let _expiring = crate::embedded::keep_expiring(runs.clone(), config.retention);
 
     // Requests carry at most a script and stdin; anything bigger is refused by the transport.
     let max_message =

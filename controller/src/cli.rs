@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+mod fleet;
+pub use fleet::{CompletionsArgs, ConfigCommand, ConfigShowArgs, HostsArgs};
 
 /// rjob: run script blocks on many Linux machines at once, as jobs.
 ///
@@ -22,6 +25,18 @@ pub struct Cli {
     /// [env: RJOB_STATE_DIR; default: $XDG_STATE_HOME/rjob or ~/.local/state/rjob]
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// The controller's config file (port, throttle_limit, connect_timeout, identity,
+    /// inventory, output, color, [hosts."pattern"]); precedence: file < RJOB_* environment <
+    /// flags [env: RJOB_CONFIG; default: $XDG_CONFIG_HOME/rjob/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Inventory of host groups for -H @group: rjob's TOML, an Ansible INI inventory or a
+    /// ClusterShell groups YAML file [default: inventory or inventory.toml in
+    /// $XDG_CONFIG_HOME/rjob]
+    #[arg(long, global = true, value_name = "FILE", env = "RJOB_INVENTORY")]
+    pub inventory: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -58,33 +73,40 @@ pub enum Command {
     /// Make the certificates for mutual TLS
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Print the hosts a host expression selects, one a line, and exit (nodeset -e,
+    /// ansible --list-hosts)
+    Hosts(HostsArgs),
+    /// The controller's settings
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script: `source <(rjob completions bash)`
+    Completions(CompletionsArgs),
+    /// Write man pages (rjob.1, rjob-invoke.1, ...) into DIR
+    Man {
+        /// Directory to write the pages to (created if missing)
+        dir: PathBuf,
+    },
+    /// Job names, one a line, for completion scripts
+    #[command(name = "__complete-jobs", hide = true)]
+    CompleteJobs,
+    /// Inventory groups, one a line, for completion scripts
+    #[command(name = "__complete-groups", hide = true)]
+    CompleteGroups,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// `host: line`, stderr lines marked `host [stderr]: line`
-    Text,
-    /// One JSON object per line per record
-    Json,
-}
+pub use crate::choices::OutputFormat;
 
 /// What to run: shared by `invoke` and `start`.
 #[derive(Debug, Args)]
 pub struct ScriptArgs {
     /// The script block to run
-    #[arg(
-        long,
-        short = 's',
-        value_name = "TEXT",
-        conflicts_with = "file",
-        required_unless_present = "file"
-    )]
+    #[arg(long, short = 's', value_name = "TEXT", conflicts_with = "file")]
     pub script: Option<String>,
     /// A local script file whose content is run (remote hosts need no copy)
     #[arg(long, short = 'f', value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// Interpreter for the script, from those the agents allow
-    #[arg(long, value_name = "NAME", default_value = "sh", value_parser = clap::builder::PossibleValuesParser::new(crate::invoke::KNOWN_INTERPRETERS))]
+    #[arg(long, value_name = "NAME", default_value = "sh", value_parser = clap::builder::PossibleValuesParser::new(crate::choices::KNOWN_INTERPRETERS))]
     pub shell: String,
     /// Kill the script (its whole process tree) when it runs longer than this
     /// [default: the agent's default]
@@ -131,17 +153,23 @@ pub struct InvokeArgs {
     /// File with one host (or range) per line; `#` starts a comment
     #[arg(long, value_name = "FILE")]
     pub hosts_file: Option<PathBuf>,
+    /// Leave out these hosts or groups (-x @canary,web03); may be repeated
+    #[arg(short = 'x', long = "exclude", value_name = "LIST")]
+    pub exclude: Vec<String>,
+    /// Print the hosts that would run, one a line, and exit (nothing is contacted)
+    #[arg(long)]
+    pub list_hosts: bool,
     #[command(flatten)]
     pub script: ScriptArgs,
     /// Never more than this many hosts in flight at once; 0 means the default, 32 (as in
     /// PowerShell)
-    #[arg(long, short = 't', value_name = "N", default_value_t = DEFAULT_THROTTLE_LIMIT, value_parser = parse_throttle_limit)]
+    #[arg(long, short = 't', value_name = "N", env = "RJOB_THROTTLE_LIMIT", default_value_t = DEFAULT_THROTTLE_LIMIT, value_parser = parse_throttle_limit)]
     pub throttle_limit: u32,
     /// Give up on a host that does not answer (TCP and TLS) within this time
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "RJOB_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: std::time::Duration,
     /// Output format
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Run as a background job kept by the daemon; print its Id and Name and return at once
     #[arg(long)]
@@ -165,7 +193,7 @@ pub struct InvokeArgs {
     pub sort: bool,
     /// Colour host labels, stderr marks, failures and state counts [NO_COLOR and
     /// CLICOLOR_FORCE are honoured in auto]
-    #[arg(long = "color", value_name = "WHEN", value_enum, default_value_t = crate::colour::ColorChoice::Auto)]
+    #[arg(long = "color", value_name = "WHEN", value_enum, env = "RJOB_COLOR", default_value_t = crate::colour::ColorChoice::Auto)]
     pub color: crate::colour::ColorChoice,
     /// Also write each host's output to DIR/HOST.out, DIR/HOST.err and DIR/HOST.json (its
     /// result record); existing files are refused unless --force
@@ -187,7 +215,7 @@ pub struct StartArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Output format of the job's Id and Name
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -218,7 +246,7 @@ pub struct JobsArgs {
     /// Show each job's child jobs too
     #[arg(long)]
     pub children: bool,
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -240,7 +268,7 @@ pub struct WaitArgs {
     /// Give up after this long (exit status 3), leaving the jobs running
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// No progress line on stderr (it is shown only on a terminal, with text output)
     #[arg(long, short = 'q')]
@@ -277,7 +305,7 @@ pub struct ReceiveArgs {
     /// a terminal shows control characters other than tab as visible escapes (\e, \r, \x07)
     #[arg(long)]
     pub raw: bool,
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// No progress line on stderr with --follow (it is shown only on a terminal, with text
     /// output)
@@ -289,7 +317,7 @@ pub struct ReceiveArgs {
     pub gather: bool,
     /// Colour host labels, stderr marks and failures [NO_COLOR and CLICOLOR_FORCE are
     /// honoured in auto]
-    #[arg(long = "color", value_name = "WHEN", value_enum, default_value_t = crate::colour::ColorChoice::Auto)]
+    #[arg(long = "color", value_name = "WHEN", value_enum, env = "RJOB_COLOR", default_value_t = crate::colour::ColorChoice::Auto)]
     pub color: crate::colour::ColorChoice,
     /// Also write each host's output to DIR/HOST.out, DIR/HOST.err and DIR/HOST.json (its
     /// result record); existing files are refused unless --force
@@ -378,7 +406,7 @@ pub const DEFAULT_THROTTLE_LIMIT: u32 = 32;
 /// Most hosts in flight at once that `--throttle-limit` takes.
 const MAX_THROTTLE_LIMIT: u32 = 100_000;
 
-fn parse_throttle_limit(s: &str) -> Result<u32, String> {
+pub fn parse_throttle_limit(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(0) => Ok(DEFAULT_THROTTLE_LIMIT),
         Ok(n) if n <= MAX_THROTTLE_LIMIT => Ok(n),
@@ -388,7 +416,7 @@ fn parse_throttle_limit(s: &str) -> Result<u32, String> {
     }
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}: write a duration like 500ms, 30s, 10m or 2h"))
 }
 

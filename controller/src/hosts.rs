@@ -168,7 +168,7 @@ pub fn parse_hosts_file(path: &Path) -> Result<Vec<String>, HostError> {
 
 /// Splits one spec on commas outside brackets; entries are trimmed. An empty item among
 /// others (`a,,b`, `a,`) is an error.
-fn split_entries(spec: &str) -> Result<Vec<&str>, HostError> {
+pub(crate) fn split_entries(spec: &str) -> Result<Vec<&str>, HostError> {
     let mut entries = Vec::new();
     let mut depth = 0usize;
     let mut start = 0;
@@ -198,6 +198,30 @@ fn split_entries(spec: &str) -> Result<Vec<&str>, HostError> {
     }
     entries.retain(|e| !e.is_empty());
     Ok(entries)
+}
+
+/// Whether one entry (no top-level commas) names its port: `web1:8443`, `[::1]:8443`.
+pub(crate) fn entry_has_port(entry: &str) -> bool {
+    if let Some(rest) = entry.strip_prefix('[') {
+        if let Some(close) = rest.find(']') {
+            if rest[..close].contains(':') {
+                return rest[close + 1..].starts_with(':');
+            }
+        }
+    }
+    if !entry.contains('[') && entry.matches(':').count() >= 2 {
+        return false; // a bare IPv6 address
+    }
+    let mut depth = 0usize;
+    entry.chars().any(|c| {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ':' if depth == 0 => return true,
+            _ => {}
+        }
+        false
+    })
 }
 
 /// One entry of a host list, parsed and counted but not yet expanded.

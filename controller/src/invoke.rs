@@ -7,21 +7,17 @@ use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
-use crate::cli::{InvokeArgs, OutputFormat, ScriptArgs};
+use crate::choices::OutputFormat;
+use crate::cli::InvokeArgs;
 use crate::colour::{self, Paint};
 use crate::connect::Tls;
 use crate::hosts::{self, Host};
 use crate::output;
 use crate::present::{Presentation, Presenter};
+use crate::request::{host_list, run_request};
 use crate::state::State;
 use crate::throttle::Slot;
 use crate::UsageError;
-
-/// Interpreters rjob knows by name; each agent offers those of them its config allows.
-pub const KNOWN_INTERPRETERS: [&str; 7] = ["sh", "bash", "dash", "zsh", "ksh", "python3", "perl"];
-
-/// Largest script the controller sends (agents may allow less).
-pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
 
 /// What to run, checked and ready to send.
 pub struct Invocation {
@@ -40,84 +36,6 @@ impl Invocation {
             throttle_limit: args.throttle_limit as usize,
             connect_timeout: args.connect_timeout,
         })
-    }
-}
-
-/// The hosts named by `-H` and `--hosts-file`.
-pub fn host_list(args: &InvokeArgs) -> Result<Vec<Host>, UsageError> {
-    let mut specs = args.hosts.clone();
-    if let Some(path) = &args.hosts_file {
-        specs.extend(hosts::parse_hosts_file(path).map_err(|e| UsageError(e.to_string()))?);
-    }
-    hosts::parse_host_list(&specs).map_err(|e| UsageError(e.to_string()))
-}
-
-/// What to run, from `--script`/`--file` and the options around them.
-pub fn run_request(args: &ScriptArgs) -> Result<pb::StartRunRequest, UsageError> {
-    let script = match (&args.script, &args.file) {
-        (Some(text), _) => text.clone(),
-        (None, Some(path)) => crate::limits::read_text_file(path, MAX_SCRIPT_BYTES as u64, "script file")?,
-        (None, None) => {
-            return Err(UsageError(
-                "give the script with --script TEXT or --file PATH".into(),
-            ))
-        }
-    };
-    if script.len() > MAX_SCRIPT_BYTES {
-        return Err(UsageError(format!(
-            "the script is {} bytes; rjob sends at most {MAX_SCRIPT_BYTES}: copy large payloads separately and run a small script",
-            script.len()
-        )));
-    }
-    if script.trim().is_empty() {
-        return Err(UsageError("the script is empty".into()));
-    }
-    let stdin = match &args.stdin_file {
-        Some(path) => Some(crate::limits::read_file(
-            path,
-            crate::limits::MAX_STDIN_BYTES,
-            "stdin file",
-        )?),
-        None => None,
-    };
-    let timeout_ms = match args.timeout {
-        Some(d) if d.is_zero() => return Err(UsageError("--timeout must be more than 0".into())),
-        Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-        None => 0,
-    };
-    Ok(pb::StartRunRequest {
-        script,
-        interpreter: args.shell.clone(),
-        args: args.args.clone(),
-        stdin,
-        env: args.env.iter().cloned().collect(),
-        working_dir: args.cwd.clone().unwrap_or_default(),
-        timeout_ms,
-        label: String::new(),
-        run_as: args.user.clone().unwrap_or_default(),
-        password: crate::password::read(args)?
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-    })
-}
-
-/// How a job lists its command: the script's first line, or the file's name.
-pub fn command_text(args: &ScriptArgs) -> String {
-    match (&args.script, &args.file) {
-        (Some(text), _) => {
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or_default()
-                .trim();
-            if first.chars().count() > 60 || text.lines().filter(|l| !l.trim().is_empty()).count() > 1 {
-                format!("{}…", first.chars().take(60).collect::<String>())
-            } else {
-                first.to_string()
-            }
-        }
-        (None, Some(path)) => path.display().to_string(),
-        (None, None) => String::new(),
     }
 }
 

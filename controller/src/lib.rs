@@ -1,7 +1,11 @@
 //! rjob, the controller: fans script blocks out to rjob agents and gathers their output.
 //!
 //! - [`cli`]: the command line (parsing only);
+//! - [`choices`]: the values the command line chooses between (output format, interpreters);
+//! - [`request`]: the run request (hosts, script, options) built from the command line;
 //! - [`hosts`]: host lists and ranges;
+//! - [`inventory`]: host groups (rjob TOML, Ansible INI, ClusterShell YAML) and `-H @group`;
+//! - [`config`]: the controller's config file, merged under `RJOB_*` and flags;
 //! - [`pki`]: certificates for mutual TLS;
 //! - [`connect`]: the controller's TLS identity and dialling agents;
 //! - [`backoff`]: retry delays (capped, jittered);
@@ -13,7 +17,9 @@
 //! - [`limits`]: size-checked reads of the files the command line names;
 //! - [`checks`]: what the command line asks, checked before anything is read or contacted;
 //! - [`state`]: job states and the parent-state rules;
+//! - [`clock`], [`signals`], [`memory`]: the process's wall clock, stop signals and allocator;
 //! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
+//! - [`timestamp`]: timestamps as people read them;
 //! - [`store`]: the job store, behind a trait, and its SQLite backend;
 //! - [`daemon`]: `rjob serve` and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
@@ -21,16 +27,21 @@
 pub mod backoff;
 pub mod checks;
 pub mod child;
+pub mod choices;
 pub mod cli;
+pub mod clock;
 pub mod cmd;
 pub mod colour;
+pub mod config;
 pub mod connect;
 pub mod daemon;
 pub mod escape;
 pub mod gather;
 pub mod hosts;
+pub mod inventory;
 pub mod invoke;
 pub mod limits;
+pub mod memory;
 pub mod outdir;
 pub mod output;
 pub mod password;
@@ -38,10 +49,13 @@ pub mod pki;
 pub mod present;
 pub mod progress;
 pub mod receive_view;
+pub mod request;
+pub mod signals;
 pub mod spool;
 pub mod state;
 pub mod store;
 pub mod throttle;
+pub mod timestamp;
 
 /// Exit status when any host failed.
 pub const EXIT_FAILED: u8 = 1;

@@ -1,16 +1,20 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use rjob::cli::{Cli, Command, PkiCommand};
+use clap::{CommandFactory as _, FromArgMatches as _};
+use rjob::cli::{Cli, Command, ConfigCommand, PkiCommand};
 use rjob::cmd::{self, control::Action, DaemonAddr};
 use rjob::connect::{identity_dir, Tls};
 use rjob::daemon::{self, DaemonConfig};
 use rjob::EXIT_USAGE;
 
 fn main() -> ExitCode {
-    rjob_agent::keep_freed_memory();
-    let cli = match Cli::try_parse() {
+    rjob::memory::keep_freed_memory();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return usage_error(e),
+    };
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -27,7 +31,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match dispatch(cli) {
+    // The config file fills in what neither a flag nor RJOB_* gave (file < env < flags).
+    let config = rjob::config::Config::load(cli.config.as_deref()).and_then(|mut config| {
+        rjob::config::apply::apply(&mut cli, &matches, &mut config)?;
+        Ok(config)
+    });
+    match config {
+        Ok(config) => rjob::config::install(config),
+        Err(e) => {
+            eprintln!("rjob: error: {}", rjob::escape::text(&e.to_string()));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    match dispatch(cli, &matches) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("rjob: error: {}", error_line(&e));
@@ -72,7 +88,7 @@ fn error_line(e: &anyhow::Error) -> String {
     rjob::escape::text(&line).into_owned()
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
     let runtime = || tokio::runtime::Runtime::new();
     let daemon_addr = |cli: &Cli| -> anyhow::Result<DaemonAddr> {
         Ok(DaemonAddr {
@@ -80,6 +96,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             identity: identity_dir(cli.identity.as_deref()).ok(),
         })
     };
+    if let Command::Invoke(args) = &cli.command {
+        if args.list_hosts {
+            let mut specs = args.hosts.clone();
+            if let Some(path) = &args.hosts_file {
+                specs.extend(
+                    rjob::hosts::parse_hosts_file(path).map_err(|e| rjob::UsageError(e.to_string()))?,
+                );
+            }
+            let look = cmd::hosts::Look {
+                fold: false,
+                verbose: false,
+                output: args.output,
+            };
+            return Ok(cmd::hosts::list(&specs, &args.exclude, &look)?);
+        }
+    }
     // What the command line asks is checked before any file is read or anything contacted.
     match &cli.command {
         Command::Invoke(args) => rjob::checks::invoke(args)?,
@@ -125,10 +157,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 reconnect_window: args.reconnect_window,
                 store: args.store.clone(),
             };
-            runtime()?.block_on(daemon::serve(config, rjob_agent::server::shutdown_signal()))?;
+            runtime()?.block_on(daemon::serve(config, rjob::signals::shutdown_signal()))?;
             Ok(0)
         }
         Command::Pki(command) => pki(command, cli.identity.as_deref()).map(|()| 0),
+        Command::Hosts(args) => Ok(cmd::hosts::run(args)?),
+        Command::Config(ConfigCommand::Show(args)) => {
+            print!("{}", cmd::config::show(&cli, args, matches, rjob::config::get())?);
+            Ok(0)
+        }
+        Command::Completions(args) => cmd::completions::completions(args.shell),
+        Command::Man { dir } => cmd::completions::man(dir),
+        Command::CompleteGroups => Ok(cmd::completions::groups()),
+        Command::CompleteJobs => {
+            let state_dir = daemon::state_dir(cli.state_dir.as_deref())?;
+            Ok(runtime()?.block_on(cmd::completions::jobs(&state_dir)))
+        }
     }
 }
 

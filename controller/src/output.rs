@@ -7,7 +7,7 @@ use rjob_proto::v1::Stream;
 use serde_json::json;
 
 use crate::child::ChildOutcome;
-use crate::cli::OutputFormat;
+use crate::choices::OutputFormat;
 use crate::colour::Paint;
 use crate::hosts::{self, Host};
 use crate::state::State;

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use rjob_proto::v1::Stream;
 
 use crate::child::ChildOutcome;
-use crate::cli::OutputFormat;
+use crate::choices::OutputFormat;
 use crate::colour::Paint;
 use crate::gather;
 use crate::hosts::Host;

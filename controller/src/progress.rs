@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::OutputFormat;
+use crate::choices::OutputFormat;
 
 /// How often the line is drawn again (its clock moves on).
 const TICK: Duration = Duration::from_millis(100);

@@ -3,9 +3,10 @@
 use rjob_proto::v1 as pb;
 use serde_json::json;
 
-use super::{cells, time_text, DaemonAddr};
+use super::{cells, DaemonAddr};
 use crate::cli::{JobsArgs, OutputFormat};
 use crate::state::State;
+use crate::timestamp::time_text;
 
 pub async fn run(args: &JobsArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     let state_filter = args

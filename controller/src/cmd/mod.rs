@@ -1,9 +1,13 @@
 //! The job commands, CLI side: each talks to the daemon over its Unix socket.
 
 pub mod cells;
+pub mod completions;
+pub mod config;
 pub mod control;
 pub mod delivered;
+pub mod hosts;
 pub mod jobs;
+pub mod poller;
 pub mod receive;
 mod receive_end;
 pub mod receive_events;
@@ -43,13 +47,4 @@ pub fn from_status(status: tonic::Status) -> anyhow::Error {
             crate::connect::describe_status(&status)
         ),
     }
-}
-
-/// Milliseconds since the epoch as local-ish text (UTC, to the second).
-pub fn time_text(ms: i64) -> String {
-    if ms <= 0 {
-        return String::new();
-    }
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
 }

@@ -17,16 +17,13 @@ use super::delivered::{Counting, Sink, Tracker};
 use super::receive_end::at_the_end;
 use super::receive_events::Events;
 use super::receive_jobs::{auto_remove, job_tag, list_one};
+use super::stdout::EXIT_PIPE_CLOSED;
 use super::{from_status, DaemonAddr};
 use crate::cli::ReceiveArgs;
 use crate::daemon::receive::WINDOW;
 use crate::output::Printer;
 use crate::present::Presentation;
 use crate::store::Mark;
-
-/// Exit status when stdout is a pipe whose reader went away: what a shell shows for a
-/// process that SIGPIPE ended (128 + 13), as `cat` or `yes` give under `head`.
-pub const EXIT_PIPE_CLOSED: u8 = 141;
 
 /// Output printed between two flushes (and confirmations) at most.
 const FLUSH_EVERY: u64 = 64 * 1024;
@@ -115,7 +112,7 @@ async fn receive_one(
     // what the reader took out of it stays what was written.
     let progress = args.follow && crate::progress::wanted_beside_output(args.quiet, args.output);
     let _poller =
-        super::wait::ProgressPoller::start(client, std::slice::from_ref(&job.instance_id), progress);
+        super::poller::ProgressPoller::start(client, std::slice::from_ref(&job.instance_id), progress);
     let json_job = tag.filter(|_| args.output == crate::cli::OutputFormat::Json);
     let mut rx = Receiver::new(how, args, to_daemon, finished, progress, events, json_job);
     let result = rx.receive(&mut stream).await;

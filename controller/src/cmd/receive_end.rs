@@ -8,7 +8,7 @@ use rjob_proto::v1::Stream;
 use tokio::sync::mpsc;
 
 use super::from_status;
-use super::receive::EXIT_PIPE_CLOSED;
+use super::stdout::EXIT_PIPE_CLOSED;
 use crate::present::{Presentation, Presenter};
 
 /// `-b` and `--output-dir`: everything first (read as --keep), then the groups or the files.

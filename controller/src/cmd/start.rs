@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{from_status, DaemonAddr};
 use crate::cli::{InvokeArgs, OutputFormat, StartArgs};
-use crate::invoke::{command_text, host_list, run_request};
+use crate::request::{command_text, host_list, run_request};
 use crate::UsageError;
 
 /// `rjob invoke --as-job`.

@@ -5,7 +5,9 @@
 
 use std::io::{ErrorKind, Write};
 
-use super::receive::EXIT_PIPE_CLOSED;
+/// Exit status when stdout is a pipe whose reader went away: what a shell shows for a
+/// process that SIGPIPE ended (128 + 13), as `cat` or `yes` give under `head`.
+pub const EXIT_PIPE_CLOSED: u8 = 141;
 
 /// Stdout of one command; remembers whether its reader went away.
 #[derive(Debug, Default)]

@@ -119,6 +119,11 @@ async fn try_connect(socket: &Path) -> anyhow::Result<Option<DaemonClient>> {
     ))
 }
 
+/// Connects to the daemon of `state_dir` if one runs; never starts one (for completions).
+pub async fn connect_running(state_dir: &Path) -> anyhow::Result<Option<DaemonClient>> {
+    try_connect(&socket_path(state_dir)).await
+}
+
 /// Connects to the daemon of `state_dir`, starting one if none answers.
 pub async fn connect(state_dir: &Path, identity: Option<&Path>) -> anyhow::Result<DaemonClient> {
     let socket = socket_path(state_dir);

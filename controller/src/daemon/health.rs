@@ -66,7 +66,7 @@ impl Health {
         (t.waiting > 0).then(|| {
             format!(
                 "the daemon cannot write its job store since {} ({}): jobs wait, their output is held on the agents, and they go on once it can",
-                crate::cmd::time_text(t.since_ms),
+                crate::timestamp::time_text(t.since_ms),
                 t.error
             )
         })
@@ -76,7 +76,7 @@ impl Health {
         let mut t = self.lock();
         if first {
             if t.waiting == 0 {
-                t.since_ms = rjob_agent::run::now_ms();
+                t.since_ms = crate::clock::now_ms();
             }
             t.waiting += 1;
         }

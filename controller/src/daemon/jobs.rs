@@ -54,7 +54,7 @@ pub struct Manager {
 }
 
 pub fn now_ms() -> i64 {
-    rjob_agent::run::now_ms()
+    crate::clock::now_ms()
 }
 
 impl Manager {

@@ -14,11 +14,9 @@ pub mod statedir;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rjob_proto::v1::agent_server::AgentServer;
 use rjob_proto::v1::controller_server::ControllerServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -132,33 +130,14 @@ pub async fn serve(
 
     let store = crate::store::open(dir, config.store.as_deref()).await?;
 
-    // The embedded agent for local jobs: same runner, spool and service as rjob-agent.
+    // The embedded agent for local jobs: same runner, spool, service and expiry as rjob-agent.
     let local_socket = dir.join("local-agent.sock");
-    let _ = std::fs::remove_file(&local_socket);
-    let local_config = rjob_agent::config::AgentConfig::local(dir.join("local-spool"));
-    let local_runs = Arc::new(rjob_agent::runs::Runs::open(
-        &local_config.spool_dir,
-        local_config.max_concurrent_runs,
-    )?);
-    let local_service = rjob_agent::service::AgentService::with_policy(
-        local_config,
-        local_runs.clone(),
-        rjob_agent::runner::RunUser::current()?,
-        local_policy()?,
-        Some(LOCAL_IDENTITY.to_string()),
-    );
-    let local_listener = UnixListener::bind(&local_socket)
-        .with_context(|| format!("listening on {}", local_socket.display()))?;
-    std::fs::set_permissions(&local_socket, std::fs::Permissions::from_mode(0o600))?;
-    tokio::spawn(async move {
-        let served = Server::builder()
-            .add_service(AgentServer::new(local_service).max_decoding_message_size(MAX_MESSAGE))
-            .serve_with_incoming(UnixListenerStream::new(local_listener))
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the embedded agent stopped");
-        }
-    });
+    let local = rjob_agent::embedded::serve(rjob_agent::embedded::Embedding {
+        socket: local_socket.clone(),
+        config: rjob_agent::config::AgentConfig::local(dir.join("local-spool")),
+        policy: local_policy()?,
+        identity: LOCAL_IDENTITY.to_string(),
+    })?;
 
     // Runs an earlier daemon gave up on are stopped once their agents answer.
     let orphans = orphans::Orphans::open(dir, config.tls.clone());
@@ -197,6 +176,6 @@ pub async fn serve(
         } => {}
     }
     let _ = std::fs::remove_file(&socket);
-    local_runs.stop_all(Duration::from_secs(6)).await;
+    local.stop(Duration::from_secs(6)).await;
     Ok(())
 }

@@ -61,7 +61,7 @@ impl Ids {
                 Some(mark) => read = Some(mark),
                 None => {
                     // Never overwrite what could not be read: move it aside and say so.
-                    let aside = path.with_extension(format!("ids.damaged-{}", rjob_agent::run::now_ms()));
+                    let aside = path.with_extension(format!("ids.damaged-{}", crate::clock::now_ms()));
                     std::fs::rename(path, &aside).map_err(err)?;
                     found.damaged = Some(aside);
                 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-use crate::auth::{self, FailureLimiter};
+use super::auth::{self, FailureLimiter};
 
 /// Password checks in flight overall.
 const PAM_SLOTS: usize = 4;
