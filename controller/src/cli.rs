@@ -358,7 +358,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub reconnect_window: std::time::Duration,
     /// The job store: a PostgreSQL URL (postgres://user@host/db, postgres:///db?host=/socket/dir)
-    /// or a SQLite file [env: RJOB_STORE; default: jobs.db in the state directory]
+    /// or a SQLite file [env: RJOB_STORE; config file: store; default: jobs.db in the state
+    /// directory]
     #[arg(long, value_name = "URL", env = "RJOB_STORE", hide_env = true, value_parser = parse_store)]
     pub store: Option<String>,
 }
@@ -421,7 +422,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// A job store: a PostgreSQL URL, or a SQLite file (no other scheme).
-fn parse_store(s: &str) -> Result<String, String> {
+pub fn parse_store(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("empty: give a postgres:// URL or a SQLite file".to_string());
     }

@@ -261,3 +261,32 @@ fn a_database_out_of_reach_stops_the_daemon_with_what_to_check() {
     );
     assert!(!r.stderr.contains("panicked"), "{r}");
 }
+
+#[test]
+fn the_store_may_come_from_the_config_file_and_a_bad_one_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    let serve = |config_text: &str| {
+        std::fs::write(&config, config_text).expect("write config");
+        ran(Command::new(bin("rjob"))
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("RJOB_CONFIG", &config)
+            .env_remove("RJOB_STORE")
+            .env_remove("RJOB_LOG")
+            .stdin(Stdio::null()))
+    };
+    let unreachable = format!(
+        "postgres:///jobs?host={}&user=rjob",
+        dir.path().join("no-server").display()
+    );
+    let r = serve(&format!("store = \"{unreachable}\"\n"));
+    assert!(
+        r.stderr.contains(&format!("job store {unreachable}")),
+        "the file's store is used: {r}"
+    );
+    let r = serve("store = \"mysql://db/jobs\"\n");
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("store: not a job store"), "{r}");
+}
