@@ -290,3 +290,58 @@ fn the_store_may_come_from_the_config_file_and_a_bad_one_is_named() {
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains("store: not a job store"), "{r}");
 }
+
+#[test]
+fn postgres_restarted_mid_job_loses_nothing_and_repeats_nothing() {
+    // A cluster of its own: the shared one stays up for the other tests.
+    let cluster = Cluster::start().expect("cluster");
+    let db = cluster.database().expect("database");
+    let fleet = Fleet::start(2).expect("fleet");
+    let daemon = PgDaemon::start(&fleet, &db.url()).expect("daemon");
+    // 40,000 lines over a few seconds, so that the server goes down while output flows.
+    let script = "for i in $(seq 1 40); do seq $((i*1000-999)) $((i*1000)); sleep 0.05; done";
+    let out = ran(daemon.rjob().args([
+        "invoke",
+        "-H",
+        &fleet.hosts(),
+        "--as-job",
+        "--job-name",
+        "flow",
+        "--script",
+        script,
+    ]));
+    assert_eq!(out.code, 0, "{out}");
+    let stored = || {
+        db.psql("SELECT count(*) FROM output")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for(WAIT, || stored() > 0),
+        "no output stored: {}",
+        daemon.log_text()
+    );
+    cluster
+        .restart(true)
+        .expect("pg_ctl -m immediate stop, then start");
+    assert!(
+        wait_for(WAIT, || daemon.job("flow")["state"] == "Completed"),
+        "never Completed after the server's restart: {}\n{}",
+        daemon.job("flow"),
+        daemon.log_text()
+    );
+    let r = ran(daemon.rjob().args(["receive", "flow"]));
+    assert_eq!(r.code, 0, "{r}");
+    let want: Vec<String> = (1..=40_000).map(|n| n.to_string()).collect();
+    for agent in &fleet.agents {
+        let got = r.lines_of(&agent.host());
+        assert!(
+            got == want,
+            "{}: {} lines, first difference at {:?}",
+            agent.host(),
+            got.len(),
+            got.iter().zip(&want).position(|(a, b)| a != b)
+        );
+    }
+}
