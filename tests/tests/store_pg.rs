@@ -36,6 +36,22 @@ async fn opening_twice_migrates_once_and_removing_a_job_drops_its_partition() {
         .expect("create");
     let part = format!("SELECT count(*) FROM pg_class WHERE relname = 'output_{id}'");
     assert_eq!(db.psql(&part).expect("psql"), "1", "a partition per job");
+    // Like its parent: the key, and the output column's compression (lz4 where the server
+    // has it, as Debian's does).
+    let compression = |table: &str| {
+        db.psql(&format!(
+            "SELECT attcompression::text FROM pg_attribute WHERE attrelid = '{table}'::regclass AND attname = 'data'"
+        ))
+        .expect("psql")
+    };
+    assert_eq!(compression(&format!("output_{id}")), compression("output"));
+    let lz4 = db
+        .psql("SELECT 'lz4' = ANY (enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+        .expect("psql");
+    assert_eq!(compression("output") == "l", lz4 == "t");
+    let key =
+        format!("SELECT count(*) FROM pg_index WHERE indrelid = 'output_{id}'::regclass AND indisprimary");
+    assert_eq!(db.psql(&key).expect("psql"), "1", "the partition has the key");
     drop(first);
     let again = PgStore::open(&db.url()).await.expect("open again");
     assert_eq!(db.psql("SELECT version FROM schema_version").expect("psql"), "1");

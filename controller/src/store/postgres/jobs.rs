@@ -91,11 +91,11 @@ impl PgStore {
         )
         .await?;
         // Made apart and attached (SHARE UPDATE EXCLUSIVE on `output`), so that other
-        // jobs' output keeps flowing meanwhile; the CHECK spares the attach its scan.
+        // jobs' output keeps flowing meanwhile; the CHECK spares the attach its scan. Like
+        // `output` in all (its key, its column's compression).
         let part = partition(id);
         tx.batch_execute(&format!(
-            "CREATE TABLE {part} (LIKE output INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
-                                  PRIMARY KEY (job_id, idx, seq), CHECK (job_id = {id}));
+            "CREATE TABLE {part} (LIKE output INCLUDING ALL, CHECK (job_id = {id}));
              ALTER TABLE output ATTACH PARTITION {part} FOR VALUES IN ({id});"
         ))
         .await?;

@@ -19,6 +19,11 @@
 //!   suits thousands of jobs kept at a time; retention keeps it so.)
 //! - Output batches go in as one INSERT of unnested arrays, `ON CONFLICT DO NOTHING`:
 //!   storing a chunk twice keeps the first, so a retried batch is harmless.
+//! - Output is compressed with lz4 where the server has it (PostgreSQL 14+, as Debian's):
+//!   measured on 128 MiB batches of 64 chunks (debug build, a Unix socket, a shared 2-core
+//!   machine, so noisy), lz4 ingested log-like text at 63-87 MB/s against 32-49 MB/s for
+//!   pglz (the default) and 45-78 MB/s uncompressed, in a fifth of the space; random bytes
+//!   went in at 55-75 MB/s either way. SQLite took the same batches at 21-43 MB/s.
 //! - Migrations are versioned ([`schema`]).
 //!
 //! # A lost connection

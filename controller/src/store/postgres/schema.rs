@@ -15,7 +15,10 @@ const MIGRATION_LOCK: i64 = 0x726a_6f62;
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: jobs, children, output. Job Ids come from a sequence, so they are never handed out
     // twice. Output is partitioned by job, a partition per job (created with the job), so
-    // that removing a job drops a table instead of deleting its rows one by one.
+    // that removing a job drops a table instead of deleting its rows one by one. Output is
+    // compressed with lz4 where the server has it (PostgreSQL 14 and later, built with
+    // lz4): faster to ingest than both pglz (the default) and no compression, measured (see
+    // the backend's module doc).
     "CREATE SEQUENCE job_ids AS bigint START 1;
      CREATE TABLE jobs (
          id bigint PRIMARY KEY,
@@ -59,7 +62,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
          stream smallint NOT NULL,
          data bytea NOT NULL,
          PRIMARY KEY (job_id, idx, seq)
-     ) PARTITION BY LIST (job_id);",
+     ) PARTITION BY LIST (job_id);
+     DO $$ BEGIN
+         IF EXISTS (SELECT 1 FROM pg_settings
+                    WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+             EXECUTE 'ALTER TABLE output ALTER COLUMN data SET COMPRESSION lz4';
+         END IF;
+     END $$;",
 ];
 
 /// The version this rjob brings the schema to.
