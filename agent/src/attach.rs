@@ -15,6 +15,7 @@ use tonic::Status;
 
 use crate::run::{Phase, Run};
 use crate::runs::Runs;
+use crate::service::AgentError;
 
 /// The caller's side of a StartAndAttachRun stream: acknowledgements of the run it started.
 pub struct Acks {
@@ -47,14 +48,14 @@ pub fn attach(
     after_seq: u64,
     first: Option<pb::RunEvent>,
     mut acks: Option<Acks>,
-) -> Result<ReceiverStream<Result<pb::RunEvent, Status>>, Status> {
+) -> Result<ReceiverStream<Result<pb::RunEvent, Status>>, AgentError> {
     let mut status = run.subscribe();
     // The cursor's own arithmetic needs after_seq + 1 to exist; what it reads at or below
     // after_seq is skipped below.
     let mut cursor = run
         .spool
         .cursor(after_seq.min(u64::MAX - 1))
-        .map_err(|e| Status::internal(e.to_string()))?;
+        .map_err(AgentError::Cursor)?;
     let (tx, rx) = mpsc::channel(16);
     if let Some(first) = first {
         // The channel is new and empty: there is room.
@@ -80,7 +81,7 @@ pub fn attach(
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        let _ = tx.send(Err(Status::data_loss(e.to_string()))).await;
+                        let _ = tx.send(Err(AgentError::Damaged(e).into())).await;
                         return;
                     }
                 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use rjob_proto::v1 as pb;
@@ -70,8 +70,21 @@ impl Outcome {
         }
     }
 
+    /// Why the run ended, for programs (what [`Outcome::reason`] says in words).
+    pub fn cause(&self) -> pb::RunCause {
+        match self {
+            Outcome::Exited { .. } => pb::RunCause::Exited,
+            Outcome::Signaled { .. } => pb::RunCause::Signalled,
+            Outcome::TimedOut { .. } => pb::RunCause::TimedOut,
+            Outcome::Stopped => pb::RunCause::Stopped,
+            Outcome::OutputLimit { .. } => pb::RunCause::OutputLimit,
+            Outcome::Lost { .. } => pb::RunCause::Lost,
+        }
+    }
+
     pub fn to_result(&self, last_seq: u64) -> pb::RunResult {
         pb::RunResult {
+            cause: self.cause() as i32,
             state: self.state() as i32,
             exit_code: match self {
                 Outcome::Exited { code } => Some(*code),
@@ -313,9 +326,30 @@ pub fn write_record(spool: &Spool, record: &RunRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+pub use rjob_proto::process::now_ms;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_says_its_cause_on_the_wire() {
+        let cases = [
+            (Outcome::Exited { code: 0 }, pb::RunCause::Exited),
+            (Outcome::Exited { code: 2 }, pb::RunCause::Exited),
+            (Outcome::Signaled { signal: 9 }, pb::RunCause::Signalled),
+            (Outcome::TimedOut { after_ms: 1000 }, pb::RunCause::TimedOut),
+            (Outcome::Stopped, pb::RunCause::Stopped),
+            (Outcome::OutputLimit { limit: 10 }, pb::RunCause::OutputLimit),
+            (
+                Outcome::Lost {
+                    reason: "the agent restarted".into(),
+                },
+                pb::RunCause::Lost,
+            ),
+        ];
+        for (outcome, cause) in cases {
+            assert_eq!(outcome.to_result(7).cause, cause as i32, "{outcome:?}");
+        }
+    }
 }

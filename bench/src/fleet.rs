@@ -1,11 +1,12 @@
 //! The targets: N rjob agents and N sshd endpoints on distinct loopback addresses.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use rjob_testkit::{wait_listening, AgentSetup};
 
 use crate::procs::{self, Daemon};
 
@@ -22,17 +23,6 @@ pub fn loopback_addrs(n: usize) -> Vec<Ipv4Addr> {
         i += 1;
     }
     out
-}
-
-fn wait_listening(addr: SocketAddr, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// Agents with their own certificates (`rjob pki issue-agent`), one per address.
@@ -96,24 +86,17 @@ impl Agents {
         for ip in ips {
             let d = dir.join(format!("agent-{ip}"));
             let addr = SocketAddr::from((*ip, port));
-            let mut cmd = Command::new(bin.join("rjob-agent"));
-            cmd.arg("--listen")
-                .arg(addr.to_string())
-                .arg("--cert")
-                .arg(d.join("agent.crt"))
-                .arg("--key")
-                .arg(d.join("agent.key"))
-                .arg("--client-ca")
-                .arg(d.join("ca.crt"))
-                .arg("--spool-dir")
-                .arg(d.join("spool"))
-                // A config file of its own (empty), so /etc/rjob/agent.toml never leaks in.
-                .arg("--config")
-                .arg(dir.join("agent.toml"))
-                // Deny by default: the benchmark's controller may run as the benchmark's user.
-                .arg("--policy")
-                .arg(dir.join("policy.toml"))
-                .env("RJOB_LOG", "warn");
+            // A config file of its own (empty), so /etc/rjob/agent.toml never leaks in; deny
+            // by default: the benchmark's controller may run as the benchmark's user.
+            let setup = AgentSetup {
+                listen: addr,
+                cert_dir: d.clone(),
+                spool: d.join("spool"),
+                policy: dir.join("policy.toml"),
+                config: Some(dir.join("agent.toml")),
+            };
+            let mut cmd = setup.command(bin);
+            cmd.env("RJOB_LOG", "warn");
 
             agents.daemons.push(Daemon::spawn(&mut cmd, d.join("agent.log"))?);
             agents.addrs.push(addr);

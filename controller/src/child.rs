@@ -17,6 +17,7 @@ use tonic::codegen::http;
 pub use crate::backoff::backoff;
 use crate::connect::{connect, describe, describe_status, handshake, Agent, ConnectError, Tls};
 use crate::hosts::Host;
+pub use crate::outcome::{Cause, ChildOutcome};
 use crate::state::State;
 use crate::throttle::Slot;
 
@@ -55,45 +56,6 @@ impl Target {
                     .await
                     .map_err(|_| ConnectError::Timeout(timeout))?
             }
-        }
-    }
-}
-
-/// How a child job ended.
-#[derive(Debug, Clone)]
-pub struct ChildOutcome {
-    /// Completed, Failed or Stopped.
-    pub state: State,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    /// Why it did not complete, in one line.
-    pub reason: Option<String>,
-    pub duration: Duration,
-}
-
-impl ChildOutcome {
-    pub fn new(state: State, reason: impl Into<String>, started: Instant) -> ChildOutcome {
-        ChildOutcome {
-            state,
-            exit_code: None,
-            signal: None,
-            reason: Some(reason.into()),
-            duration: started.elapsed(),
-        }
-    }
-
-    fn from_result(r: &pb::RunResult, started: Instant) -> ChildOutcome {
-        let state = match pb::RunState::try_from(r.state) {
-            Ok(pb::RunState::Completed) => State::Completed,
-            Ok(pb::RunState::Stopped) => State::Stopped,
-            _ => State::Failed,
-        };
-        ChildOutcome {
-            state,
-            exit_code: r.exit_code,
-            signal: r.signal,
-            reason: (!r.reason.is_empty()).then(|| r.reason.clone()),
-            duration: started.elapsed(),
         }
     }
 }
@@ -203,7 +165,7 @@ pub async fn drive(
     };
     let mut client = match link.connect(sink, may_exist).await {
         Ok(c) => c,
-        Err(reason) => return given_up(target, sink, reason, left, started).await,
+        Err(lost) => return given_up(target, sink, lost, left, started).await,
     };
 
     // A fresh start comes with its event stream (StartAndAttachRun), which also carries the
@@ -229,7 +191,7 @@ pub async fn drive(
                     }
                     Err(status) => match link.broken(sink, describe_status(&status)).await {
                         Ok(c) => client = c,
-                        Err(reason) => return given_up(target, sink, reason, left, started).await,
+                        Err(lost) => return given_up(target, sink, lost, left, started).await,
                     },
                 }
             }
@@ -241,7 +203,7 @@ pub async fn drive(
                         acks = Some(run.acks);
                         run.run_id
                     }
-                    Err((state, reason)) => return ChildOutcome::new(state, reason, started),
+                    Err(not) => return ChildOutcome::new(not.state, not.cause, not.reason, started),
                 },
             }
         }
@@ -265,6 +227,7 @@ pub async fn drive(
                 if !sink.flush().await {
                     return ChildOutcome::new(
                         State::Failed,
+                        Cause::StoreFailed,
                         format!("its output could not be stored; the agent keeps it (run {run_id})"),
                         started,
                     );
@@ -296,7 +259,9 @@ pub async fn drive(
                 at.last_seq + 1,
                 result.last_seq
             ),
-            Err(Follow::Gone(reason)) => return ChildOutcome::new(State::Failed, reason, started),
+            Err(Follow::Gone(cause, reason)) => {
+                return ChildOutcome::new(State::Failed, cause, reason, started)
+            }
             Err(Follow::Broken(reason)) => reason,
         };
         // That stream is over: attach again, and acknowledge with AckRun.
@@ -311,7 +276,7 @@ pub async fn drive(
                 };
                 sink.state(state, None).await;
             }
-            Err(reason) => return given_up(target, sink, reason, Some(LeftRun::Id(run_id)), started).await,
+            Err(lost) => return given_up(target, sink, lost, Some(LeftRun::Id(run_id)), started).await,
         }
     }
 }
@@ -321,10 +286,11 @@ pub async fn drive(
 async fn given_up(
     target: &Target,
     sink: &impl ChildSink,
-    reason: String,
+    lost: link::GaveUp,
     run: Option<LeftRun>,
     started: Instant,
 ) -> ChildOutcome {
+    let link::GaveUp { cause, reason } = lost;
     let note = match &run {
         Some(run) => sink.abandoned(target, run).await,
         None => None,
@@ -333,14 +299,14 @@ async fn given_up(
         Some(note) => format!("{reason}; {note}"),
         None => reason,
     };
-    ChildOutcome::new(State::Failed, reason, started)
+    ChildOutcome::new(State::Failed, cause, reason, started)
 }
 
 enum Follow {
     /// The connection broke: worth attaching again.
     Broken(String),
-    /// The run can't be followed any more (unknown to the agent, spool damaged).
-    Gone(String),
+    /// The run can't be followed any more (unknown to the agent, spool damaged, refused).
+    Gone(Cause, String),
 }
 
 /// How far a child has got: what it has handed on, and what it has asked the agent for.
@@ -398,7 +364,10 @@ async fn follow(
                 }
                 let stream = pb::Stream::try_from(chunk.stream).unwrap_or(pb::Stream::Stdout);
                 if sink.chunk(chunk.seq, stream, chunk.data).await.is_err() {
-                    return Err(Follow::Gone("the controller stopped reading".to_string()));
+                    return Err(Follow::Gone(
+                        Cause::StoreFailed,
+                        "the controller stopped reading".to_string(),
+                    ));
                 }
                 at.last_seq = chunk.seq;
             }
@@ -453,11 +422,11 @@ async fn apply(
 fn classify(status: tonic::Status) -> Follow {
     use tonic::Code;
     match status.code() {
-        Code::NotFound
-        | Code::DataLoss
-        | Code::InvalidArgument
-        | Code::PermissionDenied
-        | Code::Unauthenticated => Follow::Gone(describe_status(&status)),
+        // The agent no longer has the run, or cannot read it back.
+        Code::NotFound | Code::DataLoss => Follow::Gone(Cause::RunLost, describe_status(&status)),
+        Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated => {
+            Follow::Gone(Cause::Refused, describe_status(&status))
+        }
         _ => Follow::Broken(describe_status(&status)),
     }
 }

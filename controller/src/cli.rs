@@ -35,7 +35,13 @@ pub struct Cli {
     /// Inventory of host groups for -H @group: rjob's TOML, an Ansible INI inventory or a
     /// ClusterShell groups YAML file [default: inventory or inventory.toml in
     /// $XDG_CONFIG_HOME/rjob]
-    #[arg(long, global = true, value_name = "FILE", env = "RJOB_INVENTORY")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "RJOB_INVENTORY",
+        hide_env_values = true
+    )]
     pub inventory: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -146,8 +152,8 @@ pub struct ScriptArgs {
 
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
-    /// Hosts: comma-separated, with ranges such as web[01-20] or 10.0.0.[1-9], and an optional
-    /// :port (default 7443). May be repeated.
+    /// Hosts: comma-separated, with ranges such as web[01-20] or 10.0.0.[1-9], an optional
+    /// :port (default 7443), and @group from the inventory (--inventory). May be repeated.
     #[arg(short = 'H', long = "hosts", value_name = "HOSTS")]
     pub hosts: Vec<String>,
     /// File with one host (or range) per line; `#` starts a comment
@@ -163,13 +169,13 @@ pub struct InvokeArgs {
     pub script: ScriptArgs,
     /// Never more than this many hosts in flight at once; 0 means the default, 32 (as in
     /// PowerShell)
-    #[arg(long, short = 't', value_name = "N", env = "RJOB_THROTTLE_LIMIT", default_value_t = DEFAULT_THROTTLE_LIMIT, value_parser = parse_throttle_limit)]
+    #[arg(long, short = 't', value_name = "N", env = "RJOB_THROTTLE_LIMIT", hide_env_values = true, default_value_t = DEFAULT_THROTTLE_LIMIT, value_parser = parse_throttle_limit)]
     pub throttle_limit: u32,
     /// Give up on a host that does not answer (TCP and TLS) within this time
-    #[arg(long, value_name = "DURATION", env = "RJOB_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "RJOB_CONNECT_TIMEOUT", hide_env_values = true, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: std::time::Duration,
     /// Output format
-    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", hide_env_values = true, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Run as a background job kept by the daemon; print its Id and Name and return at once
     #[arg(long)]
@@ -193,7 +199,7 @@ pub struct InvokeArgs {
     pub sort: bool,
     /// Colour host labels, stderr marks, failures and state counts [NO_COLOR and
     /// CLICOLOR_FORCE are honoured in auto]
-    #[arg(long = "color", value_name = "WHEN", value_enum, env = "RJOB_COLOR", default_value_t = crate::colour::ColorChoice::Auto)]
+    #[arg(long = "color", value_name = "WHEN", value_enum, env = "RJOB_COLOR", hide_env_values = true, default_value_t = crate::colour::ColorChoice::Auto)]
     pub color: crate::colour::ColorChoice,
     /// Also write each host's output to DIR/HOST.out, DIR/HOST.err and DIR/HOST.json (its
     /// result record); existing files are refused unless --force
@@ -215,7 +221,7 @@ pub struct StartArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Output format of the job's Id and Name
-    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", hide_env_values = true, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -246,7 +252,7 @@ pub struct JobsArgs {
     /// Show each job's child jobs too
     #[arg(long)]
     pub children: bool,
-    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", hide_env_values = true, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -268,7 +274,7 @@ pub struct WaitArgs {
     /// Give up after this long (exit status 3), leaving the jobs running
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,
-    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", hide_env_values = true, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// No progress line on stderr (it is shown only on a terminal, with text output)
     #[arg(long, short = 'q')]
@@ -305,7 +311,7 @@ pub struct ReceiveArgs {
     /// a terminal shows control characters other than tab as visible escapes (\e, \r, \x07)
     #[arg(long)]
     pub raw: bool,
-    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", hide_env_values = true, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// No progress line on stderr with --follow (it is shown only on a terminal, with text
     /// output)
@@ -317,7 +323,7 @@ pub struct ReceiveArgs {
     pub gather: bool,
     /// Colour host labels, stderr marks and failures [NO_COLOR and CLICOLOR_FORCE are
     /// honoured in auto]
-    #[arg(long = "color", value_name = "WHEN", value_enum, env = "RJOB_COLOR", default_value_t = crate::colour::ColorChoice::Auto)]
+    #[arg(long = "color", value_name = "WHEN", value_enum, env = "RJOB_COLOR", hide_env_values = true, default_value_t = crate::colour::ColorChoice::Auto)]
     pub color: crate::colour::ColorChoice,
     /// Also write each host's output to DIR/HOST.out, DIR/HOST.err and DIR/HOST.json (its
     /// result record); existing files are refused unless --force
@@ -374,19 +380,35 @@ pub enum PkiCommand {
         #[arg(long, default_value = "rjob-controller")]
         client_name: String,
     },
-    /// Issue an agent (server) certificate: writes OUT/agent.crt, OUT/agent.key, OUT/ca.crt
+    /// Issue an agent (server) certificate: writes OUT/agent.crt, OUT/agent.key, OUT/ca.crt;
+    /// with --hosts, one per host, in OUT/HOST/
     IssueAgent {
         /// The agent's name (certificate common name)
-        name: String,
+        #[arg(required_unless_present_any = ["hosts", "hosts_file"], conflicts_with_all = ["hosts", "hosts_file"])]
+        name: Option<String>,
         /// Host name or IP address the controller dials this agent by; may be repeated
-        #[arg(long, required = true, value_name = "HOST_OR_IP")]
+        #[arg(long, value_name = "HOST_OR_IP", required_unless_present_any = ["hosts", "hosts_file"])]
         san: Vec<String>,
+        /// One certificate per host: web[01-40],db1 or @group (its name is its CN and SAN)
+        #[arg(long, short = 'H', value_name = "HOSTS", conflicts_with = "san")]
+        hosts: Vec<String>,
+        /// One certificate per host of this file (one host, range or @group a line)
+        #[arg(long, value_name = "FILE", conflicts_with = "san")]
+        hosts_file: Option<PathBuf>,
         /// Directory with ca.crt and ca.key [default: the identity directory]
         #[arg(long, value_name = "DIR")]
         ca_dir: Option<PathBuf>,
-        /// Output directory [default: CA_DIR/agents/NAME]
+        /// Output directory [default: CA_DIR/agents/NAME; with --hosts, CA_DIR/agents]
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+    /// List every certificate of a CA directory (CA, client, agents/*, clients/*) with its
+    /// expiry, soonest first
+    List {
+        /// The directory [default: the identity directory]
+        dir: Option<PathBuf>,
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
     },
     /// Issue another client identity: writes OUT/client.crt, OUT/client.key, OUT/ca.crt
     IssueClient {

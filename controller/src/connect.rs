@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -95,6 +95,8 @@ pub enum ConnectError {
     Transport(String),
     #[error("no answer within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    #[error("no answer from {authority} within {}", humantime::format_duration(*.timeout))]
+    TimeoutAt { authority: String, timeout: Duration },
 }
 
 /// One HTTP/2 connection to an agent. Requests go straight to hyper: no buffer task and no
@@ -102,6 +104,28 @@ pub enum ConnectError {
 #[derive(Clone)]
 pub struct Conn {
     send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+    /// Why the agent closed the connection, when it said so with a TLS alert (it refused
+    /// this controller's certificate): requests fail with this instead of hyper's "operation
+    /// was canceled".
+    refused: Arc<OnceLock<String>>,
+    /// Asks the agent why, once, when a request failed without an alert read.
+    probe: Option<Arc<(crate::connect_alert::Probe, std::sync::atomic::AtomicBool)>>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The agent's TLS alert, as the reason a connection ended.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(String);
+
+impl Conn {
+    fn error(&self, e: hyper::Error) -> BoxError {
+        match self.refused.get() {
+            Some(reason) => Box::new(Refused(reason.clone())),
+            None => Box::new(e),
+        }
+    }
 }
 
 /// The agent API over one connection.
@@ -109,21 +133,55 @@ pub type Agent = AgentClient<Conn>;
 
 impl tower::Service<http::Request<tonic::body::Body>> for Conn {
     type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.send.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self.send.poll_ready(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.error(e))),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(self.send.send_request(request))
+        let this = self.clone();
+        let sent = self.send.send_request(request);
+        Box::pin(async move {
+            match sent.await {
+                Ok(response) => Ok(response),
+                Err(e) => {
+                    if let Some(probe) = &this.probe {
+                        let first = !probe.1.swap(true, std::sync::atomic::Ordering::SeqCst);
+                        if first && this.refused.get().is_none() {
+                            if let Some(reason) = probe.0.refusal().await {
+                                let _ = this.refused.set(reason);
+                            }
+                        }
+                    }
+                    Err(this.error(e))
+                }
+            }
+        })
     }
 }
 
 /// Speaks HTTP/2 over an established stream (TLS to an agent, or the daemon's Unix socket);
 /// the connection lives in a task of its own until every handle to it is gone.
 pub async fn handshake<S>(stream: S, origin: http::Uri) -> Result<Agent, ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    handshake_noting(stream, origin, Arc::new(OnceLock::new()), None).await
+}
+
+/// [`handshake`], with the slot where the stream notes an agent's refusal.
+async fn handshake_noting<S>(
+    stream: S,
+    origin: http::Uri,
+    refused: Arc<OnceLock<String>>,
+    probe: Option<crate::connect_alert::Probe>,
+) -> Result<Agent, ConnectError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -146,7 +204,9 @@ where
             tracing::debug!(error = %e, "connection to the agent ended");
         }
     });
-    Ok(AgentClient::with_origin(Conn { send }, origin).max_decoding_message_size(16 << 20))
+    let probe = probe.map(|p| Arc::new((p, std::sync::atomic::AtomicBool::new(false))));
+    let conn = Conn { send, refused, probe };
+    Ok(AgentClient::with_origin(conn, origin).max_decoding_message_size(16 << 20))
 }
 
 /// Dials one agent and completes the TLS handshake within `timeout`. The agent's certificate
@@ -159,31 +219,44 @@ pub async fn connect(host: &Host, tls: &Tls, timeout: Duration) -> Result<Agent,
         .parse()
         .map_err(|_| ConnectError::Address(authority.clone()))?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let probe_name = server_name.clone();
+    // Every error names the host and port it tried.
+    let at = |text: String| ConnectError::Transport(format!("{authority}: {text}"));
     let dial = async {
         let tcp = tokio::net::TcpStream::connect(&authority)
             .await
-            .map_err(|e| ConnectError::Transport(describe(&e)))?;
+            .map_err(|e| at(describe(&e)))?;
         // Requests are small: they must not wait for the peer's delayed ACK.
-        tcp.set_nodelay(true)
-            .map_err(|e| ConnectError::Transport(describe(&e)))?;
+        tcp.set_nodelay(true).map_err(|e| at(describe(&e)))?;
         let tcp = rjob_proto::coalesce::CoalescingStream::new(tcp);
         let mut stream = connector
             .connect(server_name, tcp)
             .await
-            .map_err(|e| ConnectError::Transport(handshake_failure(&e)))?;
+            .map_err(|e| at(handshake_failure(&e)))?;
         if stream.get_ref().1.alpn_protocol() != Some(rjob_proto::tls::ALPN_H2) {
-            return Err(ConnectError::Transport(
-                "the agent did not agree to HTTP/2 (ALPN h2)".to_string(),
-            ));
+            return Err(at("the agent did not agree to HTTP/2 (ALPN h2)".to_string()));
         }
         // HTTP/2's opening (preface, SETTINGS, and the first request if it is ready by then)
         // leaves in one write, when the connection first waits for the agent.
         stream.get_mut().0.hold_until_read();
-        handshake(stream, origin).await
+        // In TLS 1.3 the agent checks this controller's certificate after the handshake has
+        // ended on this side: its refusal is an alert on the first read.
+        let refused = Arc::new(OnceLock::new());
+        let stream = crate::connect_alert::AlertNoting::new(stream, authority.clone(), refused.clone());
+        let probe = crate::connect_alert::Probe {
+            config: tls.config.clone(),
+            server_name: probe_name,
+            authority: authority.clone(),
+            timeout,
+        };
+        handshake_noting(stream, origin, refused, Some(probe)).await
     };
     tokio::time::timeout(timeout, dial)
         .await
-        .map_err(|_| ConnectError::Timeout(timeout))?
+        .map_err(|_| ConnectError::TimeoutAt {
+            authority: authority.clone(),
+            timeout,
+        })?
 }
 
 /// One line for a failed TLS handshake; a peer that does not speak TLS at all (another

@@ -207,6 +207,7 @@ mod tests {
             exit_code: Some(code),
             signal: None,
             reason: None,
+            cause: crate::child::Cause::Exited,
             duration: Duration::from_millis(1),
         })
     }

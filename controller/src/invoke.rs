@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rjob_proto::v1 as pb;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 
 use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::choices::OutputFormat;
 use crate::cli::InvokeArgs;
 use crate::colour::{self, Paint};
 use crate::connect::Tls;
+use crate::fanout::{FanOut, Runner};
 use crate::hosts::{self, Host};
 use crate::output;
 use crate::present::{Presentation, Presenter};
@@ -59,7 +60,7 @@ struct PrinterSink {
     host: usize,
     label: String,
     events: mpsc::Sender<ChildEvent>,
-    slot: Slot,
+    slot: Arc<Slot>,
 }
 
 impl ChildSink for PrinterSink {
@@ -91,7 +92,54 @@ impl ChildSink for PrinterSink {
     }
 
     fn slot(&self) -> Option<&Slot> {
-        Some(&self.slot)
+        Some(self.slot.as_ref())
+    }
+}
+
+/// Runs one host's child for `rjob invoke`, its events to the printer thread.
+struct PrinterRunner {
+    request: pb::StartRunRequest,
+    settings: ChildSettings,
+    events: mpsc::Sender<ChildEvent>,
+}
+
+impl Runner for PrinterRunner {
+    /// The host's index, the host, its label.
+    type Child = (usize, Host, String);
+
+    async fn run(
+        &self,
+        child: &Self::Child,
+        slot: Arc<Slot>,
+        desired: watch::Receiver<Desired>,
+    ) -> ChildOutcome {
+        let (host, target, label) = (child.0, Target::Remote(child.1.clone()), child.2.clone());
+        let sink = PrinterSink {
+            host,
+            label,
+            events: self.events.clone(),
+            slot,
+        };
+        let request = self.request.clone();
+        child::drive(
+            &target,
+            request,
+            &self.settings,
+            &sink,
+            desired,
+            Resume::default(),
+        )
+        .await
+    }
+
+    async fn ended(&self, child: &Self::Child, outcome: ChildOutcome) {
+        let _ = self
+            .events
+            .send(ChildEvent::Done {
+                host: child.0,
+                outcome,
+            })
+            .await;
     }
 }
 
@@ -101,46 +149,24 @@ pub async fn fan_out(
     invocation: Invocation,
     settings: ChildSettings,
     events: mpsc::Sender<ChildEvent>,
-    mut desired: watch::Receiver<Desired>,
+    desired: watch::Receiver<Desired>,
 ) {
-    let throttle = Arc::new(Semaphore::new(invocation.throttle_limit));
-    let settings = Arc::new(settings);
-    let mut children = tokio::task::JoinSet::new();
     let labels = hosts::fold::labels(&invocation.hosts);
-    for ((index, host), label) in invocation.hosts.into_iter().enumerate().zip(labels) {
-        let permit = loop {
-            if desired.borrow().stop {
-                break None;
-            }
-            tokio::select! {
-                permit = throttle.clone().acquire_owned() => break permit.ok(),
-                changed = desired.changed() => if changed.is_err() { break None },
-            }
-        };
-        let Some(permit) = permit else {
-            let outcome = ChildOutcome::new(State::Stopped, "stopped before it started", Instant::now());
-            let _ = events.send(ChildEvent::Done { host: index, outcome }).await;
-            continue;
-        };
-        let request = invocation.request.clone();
-        let throttle = throttle.clone();
-        let settings = settings.clone();
-        let events = events.clone();
-        let desired = desired.clone();
-        children.spawn(async move {
-            let sink = PrinterSink {
-                host: index,
-                label,
-                events: events.clone(),
-                slot: Slot::new(throttle, permit),
-            };
-            let target = Target::Remote(host);
-            let outcome = child::drive(&target, request, &settings, &sink, desired, Resume::default()).await;
-            drop(sink);
-            let _ = events.send(ChildEvent::Done { host: index, outcome }).await;
-        });
-    }
-    while children.join_next().await.is_some() {}
+    let children: Vec<_> = invocation
+        .hosts
+        .into_iter()
+        .enumerate()
+        .zip(labels)
+        .map(|((index, host), label)| (index, host, label))
+        .collect();
+    let runner = Arc::new(PrinterRunner {
+        request: invocation.request,
+        settings,
+        events,
+    });
+    FanOut::new(invocation.throttle_limit)
+        .run(runner, children, desired)
+        .await;
 }
 
 /// Exit status after Ctrl-C.

@@ -1,8 +1,7 @@
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
-use rjob::cli::{Cli, Command, ConfigCommand, PkiCommand};
+use rjob::cli::{Cli, Command, ConfigCommand};
 use rjob::cmd::{self, control::Action, DaemonAddr};
 use rjob::connect::{identity_dir, Tls};
 use rjob::daemon::{self, DaemonConfig};
@@ -41,6 +40,18 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("rjob: error: {}", rjob::escape::text(&e.to_string()));
             return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    // Any command warns when the controller's certificate is about to expire.
+    if !matches!(
+        cli.command,
+        Command::CompleteJobs | Command::CompleteGroups | Command::Completions(_)
+    ) {
+        if let Some(warning) = rjob::connect::identity_dir(cli.identity.as_deref())
+            .ok()
+            .and_then(|dir| rjob::pki::fleet::expiry_warning(&dir))
+        {
+            eprintln!("rjob: warning: {}", rjob::escape::text(&warning));
         }
     }
     match dispatch(cli, &matches) {
@@ -160,7 +171,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
             runtime()?.block_on(daemon::serve(config, rjob::signals::shutdown_signal()))?;
             Ok(0)
         }
-        Command::Pki(command) => pki(command, cli.identity.as_deref()).map(|()| 0),
+        Command::Pki(command) => cmd::pki::run(command, cli.identity.as_deref()).map(|()| 0),
         Command::Hosts(args) => Ok(cmd::hosts::run(args)?),
         Command::Config(ConfigCommand::Show(args)) => {
             print!("{}", cmd::config::show(&cli, args, matches, rjob::config::get())?);
@@ -174,44 +185,4 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
             Ok(runtime()?.block_on(cmd::completions::jobs(&state_dir)))
         }
     }
-}
-
-fn pki(command: &PkiCommand, identity: Option<&Path>) -> anyhow::Result<()> {
-    let ca_dir = |flag: &Option<PathBuf>| -> anyhow::Result<PathBuf> {
-        Ok(match flag {
-            Some(d) => d.clone(),
-            None => identity_dir(identity)?,
-        })
-    };
-    match command {
-        PkiCommand::Init { dir, client_name } => {
-            rjob::pki::init(dir, client_name)?;
-            println!(
-                "created a CA and the client identity {client_name:?} in {}",
-                dir.display()
-            );
-        }
-        PkiCommand::IssueAgent {
-            name,
-            san,
-            ca_dir: flag,
-            out,
-        } => {
-            let ca = ca_dir(flag)?;
-            let out = out.clone().unwrap_or_else(|| ca.join("agents").join(name));
-            rjob::pki::issue_agent(&ca, name, san, &out)?;
-            println!("issued agent certificate {name:?} in {}", out.display());
-        }
-        PkiCommand::IssueClient {
-            name,
-            ca_dir: flag,
-            out,
-        } => {
-            let ca = ca_dir(flag)?;
-            let out = out.clone().unwrap_or_else(|| ca.join("clients").join(name));
-            rjob::pki::issue_client(&ca, name, &out)?;
-            println!("issued client certificate {name:?} in {}", out.display());
-        }
-    }
-    Ok(())
 }

@@ -225,6 +225,7 @@ pub fn result_record(label: &str, outcome: &ChildOutcome) -> serde_json::Value {
         "signal": outcome.signal,
         "duration_ms": u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
         "error": outcome.reason,
+        "cause": outcome.cause,
     })
 }
 
@@ -357,6 +358,7 @@ mod tests {
             exit_code: Some(0),
             signal: None,
             reason: None,
+            cause: crate::child::Cause::Exited,
             duration: Duration::from_millis(5),
         }
     }

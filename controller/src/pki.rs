@@ -28,9 +28,12 @@ pub const CLIENT_KEY: &str = "client.key";
 pub const AGENT_CERT: &str = "agent.crt";
 pub const AGENT_KEY: &str = "agent.key";
 
-/// Common name of the CA made by [`init`]; [`issue_agent`] and [`issue_client`]
-/// only sign with a CA whose certificate carries exactly this subject.
+/// Common name of the CA made by [`init`], followed by the short id of its key
+/// ([`fleet::key_id`]: `rjob CA 3f9a1c02`), so that two CAs are told apart in logs and by
+/// `rjob pki list`.
 pub const CA_COMMON_NAME: &str = "rjob CA";
+
+pub mod fleet;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const CA_VALIDITY: Duration = Duration::from_secs(3653 * 24 * 3600); // 10 years
@@ -84,7 +87,11 @@ pub fn init(dir: &Path, client_name: &str) -> Result<(), PkiError> {
     create_dir(dir)?;
 
     let ca_key = generate_key("CA key")?;
-    let mut ca_params = ca_params();
+    let ca_name = format!(
+        "{CA_COMMON_NAME} {}",
+        fleet::key_id(ca_key.subject_public_key_info().as_slice())
+    );
+    let mut ca_params = ca_params_named(&ca_name);
     set_validity(&mut ca_params, CA_VALIDITY)?;
     ca_params.serial_number = Some(random_serial()?);
     let ca_cert = ca_params
@@ -148,10 +155,15 @@ pub fn issue_client(ca_dir: &Path, name: &str, out: &Path) -> Result<(), PkiErro
 /// The parameters of the CA made by [`init`]. Signing needs only the subject,
 /// key usages and key identifier method, which this rebuilds exactly; the
 /// loaded certificate is checked against them.
+#[cfg(test)]
 fn ca_params() -> CertificateParams {
+    ca_params_named(CA_COMMON_NAME)
+}
+
+fn ca_params_named(common_name: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];

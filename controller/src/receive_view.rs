@@ -8,7 +8,7 @@ use std::time::Duration;
 use rjob_proto::v1 as pb;
 use rjob_proto::DEFAULT_PORT;
 
-use crate::child::ChildOutcome;
+use crate::child::{Cause, ChildOutcome};
 use crate::cli::{OutputFormat, ReceiveArgs};
 use crate::colour::{self, Paint};
 use crate::hosts::{self, Host};
@@ -65,6 +65,7 @@ pub fn outcomes(job: &pb::JobInfo) -> Vec<Option<ChildOutcome>> {
                 exit_code: c.exit_code,
                 signal: c.signal,
                 reason: (!c.reason.is_empty()).then(|| c.reason.clone()),
+                cause: Cause::parse(&c.cause).unwrap_or(Cause::Unknown),
                 duration: Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
             })
         })

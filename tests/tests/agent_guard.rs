@@ -1,18 +1,17 @@
 //! The agent under hostile requests: bad run-as names, failed user lookups, uid-0 aliases,
-//! run quotas, oversized environments, password guessing, attach positions past the end,
-//! and TLS clients that are not what they claim. Raw gRPC clients (rjob-proto's generated
-//! client) send what `rjob` never would; real users and real PAM; needs root (CI has it).
+//! run quotas, oversized environments, password guessing and attach positions past the end.
+//! Raw gRPC clients (rjob-proto's generated client) send what `rjob` never would; real users
+//! and real PAM; needs root (CI has it). TLS clients that are not what they claim: `agent_tls.rs`.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rjob_proto::v1 as pb;
 use rjob_proto::v1::agent_client::AgentClient;
-use rjob_tests::{process_alive, ran, test_policy, Agent, Fleet, WAIT};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use rjob_tests::{process_alive, ran, test_policy, users, Agent, Fleet, WAIT};
+use tonic::transport::Channel;
 use tonic::Code;
 
 const ROOT_ALIAS: &str = "rjgroot";
@@ -25,26 +24,14 @@ const PAM_SERVICE: &str = "rjob-guard-test";
 fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "these tests create users and need root: run them as root (CI does)"
-        );
-        let sh = |script: &str| {
-            let out = ran(Command::new("sh").args(["-c", script]));
-            assert_eq!(out.code, 0, "{script}: {out}");
-        };
-        sh(&format!(
+        users::require_root("these tests create users");
+        users::sh(&format!(
             "id {ROOT_ALIAS} >/dev/null 2>&1 || useradd -o -u 0 -g 0 -M -s /bin/sh {ROOT_ALIAS}"
         ));
         for user in [BOB, MINE] {
-            sh(&format!("id {user} >/dev/null 2>&1 || useradd -m -s /bin/sh {user}"));
-            sh(&format!("echo '{user}:{PASSWORD}' | chpasswd"));
+            users::ensure_user(user, Some(PASSWORD));
         }
-        std::fs::write(
-            Path::new("/etc/pam.d").join(PAM_SERVICE),
-            "# rjob integration tests (agent_guard)\nauth required pam_unix.so nodelay\naccount required pam_unix.so\n",
-        )
-        .expect("write the PAM service file");
+        users::pam_service(PAM_SERVICE, "agent_guard");
     });
 }
 
@@ -471,189 +458,4 @@ fn attach_after_the_last_possible_seq_sends_no_output_only_the_result() {
         assert_eq!(none, Vec::<u64>::new(), "after_seq 2^64-1 replayed the run");
         assert_eq!(result.map(|r| r.last_seq), Some(last));
     });
-}
-
-/// A TLS 1.3 client of `agent` with this identity and cipher order; returns the suite the
-/// agent chose and whether it then served (sent HTTP/2's opening) or refused.
-fn tls_probe(
-    agent: &Agent,
-    ca_pem: &[u8],
-    chain_pem: &[u8],
-    key_pem: &[u8],
-    suites: Vec<rustls::SupportedCipherSuite>,
-) -> (Option<rustls::CipherSuite>, Result<usize, String>) {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    use std::io::Read;
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites = suites;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.expect("ca pem")).expect("ca");
-    }
-    let chain: Vec<_> = CertificateDer::pem_slice_iter(chain_pem)
-        .map(|c| c.expect("pem"))
-        .collect();
-    let key = PrivateKeyDer::from_pem_slice(key_pem).expect("key");
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls 1.3")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client cert");
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let name = ServerName::from(agent.addr.ip());
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
-    let mut tcp = TcpStream::connect(agent.addr).expect("connect");
-    tcp.set_read_timeout(Some(WAIT)).expect("timeout");
-    while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut tcp) {
-            return (
-                conn.negotiated_cipher_suite().map(|s| s.suite()),
-                Err(e.to_string()),
-            );
-        }
-    }
-    let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
-    let mut buf = [0u8; 64];
-    let served = rustls::Stream::new(&mut conn, &mut tcp)
-        .read(&mut buf)
-        .map_err(|e| e.to_string());
-    (suite, served)
-}
-
-struct CaKeys {
-    ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-fn test_ca(fleet: &Fleet) -> CaKeys {
-    let ca_pem = std::fs::read_to_string(fleet.pki.dir.join("ca.crt")).expect("ca.crt");
-    let key = std::fs::read_to_string(fleet.pki.dir.join("ca.key")).expect("ca.key");
-    let key = rcgen::KeyPair::from_pem(&key).expect("ca key");
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, key).expect("issuer");
-    CaKeys { ca_pem, issuer }
-}
-
-/// A certificate for `rjob-controller` with these purposes, signed by `issuer`.
-fn leaf(
-    issuer: &rcgen::Issuer<'_, impl rcgen::SigningKey>,
-    ekus: Vec<rcgen::ExtendedKeyUsagePurpose>,
-    ca: bool,
-) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        if ca {
-            "rogue intermediate"
-        } else {
-            "rjob-controller"
-        },
-    );
-    params.extended_key_usages = ekus;
-    params.is_ca = if ca {
-        rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
-    } else {
-        rcgen::IsCa::ExplicitNoCa
-    };
-    if ca {
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    }
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, issuer).expect("sign");
-    (cert, key)
-}
-
-#[test]
-fn tls_the_agent_picks_its_cipher_order_and_refuses_chains_the_ca_did_not_mean() {
-    use rustls::crypto::ring::cipher_suite as cs;
-    use rustls::CipherSuite;
-    let fleet = fleet(&test_policy(), &[]);
-    let agent = &fleet.agents[0];
-    let marker = fleet.scratch().join("ran");
-    let ca = test_ca(&fleet);
-    let read = |f: &str| std::fs::read(fleet.pki.dir.join(f)).expect("identity file");
-
-    // ChaCha20 offered first: the agent still picks AES-128-GCM, and serves.
-    let (suite, served) = tls_probe(
-        agent,
-        ca.ca_pem.as_bytes(),
-        &read("client.crt"),
-        &read("client.key"),
-        vec![
-            cs::TLS13_CHACHA20_POLY1305_SHA256,
-            cs::TLS13_AES_256_GCM_SHA384,
-            cs::TLS13_AES_128_GCM_SHA256,
-        ],
-    );
-    assert_eq!(suite, Some(CipherSuite::TLS13_AES_128_GCM_SHA256));
-    assert!(
-        served.is_ok(),
-        "the controller's own certificate was refused: {served:?}"
-    );
-
-    let suites = || vec![cs::TLS13_AES_128_GCM_SHA256];
-    // Signed by the CA, but with no extended key usage, or for servers only.
-    for ekus in [vec![], vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth]] {
-        let (cert, key) = leaf(&ca.issuer, ekus.clone(), false);
-        let (_, served) = tls_probe(
-            agent,
-            ca.ca_pem.as_bytes(),
-            cert.pem().as_bytes(),
-            key.serialize_pem().as_bytes(),
-            suites(),
-        );
-        assert!(
-            served.is_err(),
-            "a client certificate with EKU {ekus:?} was accepted"
-        );
-    }
-    // A client certificate under an intermediate CA, below a CA with pathlen 0.
-    let (inter, inter_key) = leaf(&ca.issuer, vec![], true);
-    let inter_issuer = rcgen::Issuer::from_ca_cert_pem(&inter.pem(), inter_key).expect("intermediate");
-    let (cert, key) = leaf(
-        &inter_issuer,
-        vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
-        false,
-    );
-    let chain = format!("{}{}", cert.pem(), inter.pem());
-    let (_, served) = tls_probe(
-        agent,
-        ca.ca_pem.as_bytes(),
-        chain.as_bytes(),
-        key.serialize_pem().as_bytes(),
-        suites(),
-    );
-    assert!(
-        served.is_err(),
-        "a chain through an intermediate under a pathlen-0 CA was accepted"
-    );
-    // And through gRPC: nothing runs for such a client.
-    let dir = fleet.scratch().join("rogue");
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("ca.crt"), &ca.ca_pem).expect("write");
-    std::fs::write(dir.join("client.crt"), &chain).expect("write");
-    std::fs::write(dir.join("client.key"), key.serialize_pem()).expect("write");
-    let result = runtime().block_on(async {
-        let read = |f: &str| std::fs::read(dir.join(f)).expect("identity file");
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("ca.crt")))
-            .identity(Identity::from_pem(read("client.crt"), read("client.key")))
-            .domain_name(agent.addr.ip().to_string());
-        let channel = Endpoint::from_shared(format!("https://{}", agent.addr))
-            .map_err(|e| e.to_string())?
-            .tls_config(tls)
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        AgentClient::new(channel)
-            .start_run(start_request(&format!("touch {}", marker.display()), ""))
-            .await
-            .map_err(|e| e.to_string())
-    });
-    assert!(result.is_err(), "the rogue client was served");
-    assert!(!marker.exists(), "a script ran for the rogue client");
-    // The controller's own identity is still served.
-    invoke_ok(&fleet, &[], "echo fine", "fine");
 }

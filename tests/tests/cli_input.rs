@@ -368,7 +368,6 @@ fn the_daemon_refuses_what_the_cli_refuses_from_any_client_of_its_socket() {
     use rjob_proto::v1 as pb;
     let fleet = Fleet::start(0).expect("fleet");
     let daemon = Daemon::start(&fleet).expect("daemon");
-    let socket = format!("unix://{}", daemon.state_dir.join("rjob.sock").display());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let request = |name: &str, host: &str| pb::CreateJobRequest {
         name: name.to_string(),
@@ -393,12 +392,7 @@ fn the_daemon_refuses_what_the_cli_refuses_from_any_client_of_its_socket() {
         (request("x", "a\u{1b}]0;pwned\u{7}"), "bad host name"),
     ];
     runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::try_from(socket)
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the daemon");
-        let mut client = pb::controller_client::ControllerClient::new(channel);
+        let mut client = rjob_tests::raw::daemon_client(&daemon).await;
         for (request, naming) in cases {
             let status = match client.create_job(request).await {
                 Ok(job) => panic!("should be refused: got job {:?}", job.into_inner().id),

@@ -1,12 +1,11 @@
 //! Running as other users: real users, real PAM, real agents. These tests create users and a
 //! PAM service file, so they need root (CI has it); without root they fail, loudly.
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rjob_tests::{ran, Daemon, Fleet};
+use rjob_tests::{ran, users, Daemon, Fleet};
 
 const ALICE: &str = "rjobt_alice";
 const BOB: &str = "rjobt_bob";
@@ -18,27 +17,13 @@ const PAM_SERVICE: &str = "rjob-test";
 fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "the credential tests create users and need root: run them as root (CI does)"
-        );
-        let sh = |script: &str| {
-            let out = ran(Command::new("sh").args(["-c", script]));
-            assert_eq!(out.code, 0, "{script}: {out}");
-        };
-        sh(&format!("getent group {GROUP} >/dev/null || groupadd {GROUP}"));
+        users::require_root("the credential tests create users");
+        users::sh(&format!("getent group {GROUP} >/dev/null || groupadd {GROUP}"));
         for user in [ALICE, BOB] {
-            sh(&format!(
-                "id {user} >/dev/null 2>&1 || useradd -m -s /bin/sh {user}"
-            ));
-            sh(&format!("echo '{user}:{PASSWORD}' | chpasswd"));
+            users::ensure_user(user, Some(PASSWORD));
         }
-        sh(&format!("usermod -a -G {GROUP} {ALICE}"));
-        std::fs::write(
-            Path::new("/etc/pam.d").join(PAM_SERVICE),
-            "# rjob integration tests\nauth required pam_unix.so nodelay\naccount required pam_unix.so\n",
-        )
-        .expect("write the PAM service file");
+        users::sh(&format!("usermod -a -G {GROUP} {ALICE}"));
+        users::pam_service(PAM_SERVICE, "credentials");
     });
 }
 

@@ -224,18 +224,6 @@ fn start_runs_in_the_callers_directory_and_remote_jobs_in_the_home_directory() {
     }
 }
 
-/// The names of the jobs the daemon has, in Id order.
-fn names(daemon: &Daemon) -> Vec<String> {
-    let out = ran(daemon.rjob().args(["jobs", "-o", "json"]));
-    assert_eq!(out.code, 0, "{out}");
-    let jobs: serde_json::Value = serde_json::from_str(&out.stdout).expect("jobs json");
-    jobs.as_array()
-        .expect("array")
-        .iter()
-        .map(|j| j["name"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 #[test]
 fn state_selects_the_jobs_of_wait_stop_and_remove() {
     let fleet = Fleet::start(1).expect("fleet");
@@ -283,7 +271,7 @@ fn state_selects_the_jobs_of_wait_stop_and_remove() {
     let out = ran(daemon.rjob().args(["remove", "--state", "Completed"]));
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout.lines().count(), 2, "{out}");
-    assert_eq!(names(&daemon), ["bad", "long"]);
+    assert_eq!(listed(&daemon, &[]), ["bad", "long"]);
     let out = ran(daemon.rjob().args(["remove", "--state", "Completed"]));
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stderr.contains("no job is Completed"), "{out}");
@@ -292,7 +280,7 @@ fn state_selects_the_jobs_of_wait_stop_and_remove() {
         .rjob()
         .args(["remove", "bad", "long", "--state", "Stopped"]));
     assert_eq!(out.code, 0, "{out}");
-    assert_eq!(names(&daemon), ["bad"]);
+    assert_eq!(listed(&daemon, &[]), ["bad"]);
 
     for cmd in ["wait", "stop", "remove"] {
         let out = ran(daemon.rjob().args([cmd, "--state", "Done"]));
@@ -306,7 +294,7 @@ fn state_selects_the_jobs_of_wait_stop_and_remove() {
     );
 }
 
-/// The names of the jobs `rjob jobs ARGS -o json` lists.
+/// The names of the jobs `rjob jobs ARGS -o json` lists (in Id order).
 fn listed(daemon: &Daemon, args: &[&str]) -> Vec<String> {
     let out = ran(daemon.rjob().arg("jobs").args(args).args(["-o", "json"]));
     assert_eq!(out.code, 0, "{args:?}: {out}");
@@ -397,7 +385,7 @@ fn jobs_filters_by_has_more_data_child_state_name_globs_and_newest() {
     let out = ran(daemon.rjob().args(["remove", "patch-*"]));
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout.lines().count(), 2, "{out}");
-    assert_eq!(names(&daemon), ["other"]);
+    assert_eq!(listed(&daemon, &[]), ["other"]);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! that are killed, and two receivers at once. Real daemon, real agent, real pipes.
 
 use std::io::Read;
-use std::process::{Child, ChildStdout, Stdio};
+use std::process::{Child, ChildStdout};
 
 use rjob_tests::{ran, wait_for, Daemon, Fleet, WAIT};
 
@@ -24,18 +24,6 @@ fn big_job(name: &str) -> (Fleet, Daemon) {
         daemon.job(name)
     );
     (fleet, daemon)
-}
-
-/// `rjob receive ARGS…` with its stdout a pipe the test reads.
-fn spawn_receive(daemon: &Daemon, args: &[&str]) -> Child {
-    daemon
-        .rjob()
-        .arg("receive")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rjob receive")
 }
 
 /// Reads until at least `n` bytes came (or EOF), and hands the pipe back; a receive that
@@ -113,7 +101,7 @@ fn assert_union(first: &[u64], second: &[u64]) -> u64 {
 fn a_reader_that_closes_its_pipe_loses_nothing_and_the_next_receive_resumes_on_the_next_line() {
     let (fleet, daemon) = big_job("closed");
     let host = fleet.agents[0].host();
-    let mut first = spawn_receive(&daemon, &["closed"]);
+    let mut first = daemon.spawn_receive(&["closed"]);
     let pipe = first.stdout.take().expect("stdout");
     let (got, pipe) = read_at_least(&mut first, pipe, 700_000);
     drop(pipe); // the reader goes away, mid-line most likely
@@ -184,7 +172,7 @@ fn receive_into_head_then_receive_again_misses_only_what_head_read_and_threw_awa
 fn a_client_killed_mid_stream_loses_nothing_and_repeats_at_most_the_window() {
     let (fleet, daemon) = big_job("killed");
     let host = fleet.agents[0].host();
-    let mut first = spawn_receive(&daemon, &["killed"]);
+    let mut first = daemon.spawn_receive(&["killed"]);
     let pipe = first.stdout.take().expect("stdout");
     let (mut got, mut pipe) = read_at_least(&mut first, pipe, 900_000);
     let _ = first.kill(); // SIGKILL
@@ -203,7 +191,7 @@ fn a_client_killed_mid_stream_loses_nothing_and_repeats_at_most_the_window() {
 fn a_second_consuming_receive_is_refused_while_keep_readers_always_get_in() {
     let (fleet, daemon) = big_job("busy");
     let host = fleet.agents[0].host();
-    let mut first = spawn_receive(&daemon, &["busy"]);
+    let mut first = daemon.spawn_receive(&["busy"]);
     let pipe = first.stdout.take().expect("stdout");
     let (got, pipe) = read_at_least(&mut first, pipe, 1); // it is receiving; its reader now stops reading
 
@@ -253,7 +241,7 @@ fn a_second_consuming_receive_is_refused_while_keep_readers_always_get_in() {
 fn a_daemon_killed_mid_receive_loses_nothing_and_repeats_at_most_the_window() {
     let (fleet, mut daemon) = big_job("crash");
     let host = fleet.agents[0].host();
-    let mut first = spawn_receive(&daemon, &["crash"]);
+    let mut first = daemon.spawn_receive(&["crash"]);
     let pipe = first.stdout.take().expect("stdout");
     let (mut got, mut pipe) = read_at_least(&mut first, pipe, 800_000);
     daemon.kill9();
@@ -279,7 +267,7 @@ fn follow_keeps_the_guarantees_when_its_reader_closes() {
     let script = format!("seq 1 150000; sleep 1; seq 150001 {LINES}");
     let out = daemon.invoke_job(&fleet.hosts(), "live", &script, &[]);
     assert_eq!(out.code, 0, "{out}");
-    let mut first = spawn_receive(&daemon, &["live", "--follow"]);
+    let mut first = daemon.spawn_receive(&["live", "--follow"]);
     let pipe = first.stdout.take().expect("stdout");
     let (got, pipe) = read_at_least(&mut first, pipe, 500_000);
     drop(pipe);
@@ -317,7 +305,7 @@ fn stdout_and_stderr_of_two_hosts_in_turns_are_delivered_once_when_the_reader_cl
     let out = daemon.invoke_job(&fleet.hosts(), "mixed", script, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert!(daemon.wait_state("mixed", "Completed"), "{}", daemon.job("mixed"));
-    let mut first = spawn_receive(&daemon, &["mixed"]);
+    let mut first = daemon.spawn_receive(&["mixed"]);
     let pipe = first.stdout.take().expect("stdout");
     let (got, pipe) = read_at_least(&mut first, pipe, 1_500_000);
     drop(pipe);
@@ -366,12 +354,12 @@ fn both_streams_at_full_speed_neither_stall_a_receive_nor_repeat_a_line_when_the
     let out = daemon.invoke_job(&fleet.hosts(), "race", &script, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert!(daemon.wait_state("race", "Completed"), "{}", daemon.job("race"));
-    let mut first = spawn_receive(&daemon, &["race"]);
+    let mut first = daemon.spawn_receive(&["race"]);
     let pipe = first.stdout.take().expect("stdout");
     let (got, pipe) = read_at_least(&mut first, pipe, 1_000_000);
     drop(pipe);
     assert_eq!(first.wait().expect("wait").code(), Some(141));
-    let mut second = spawn_receive(&daemon, &["race"]);
+    let mut second = daemon.spawn_receive(&["race"]);
     let pipe = second.stdout.take().expect("stdout");
     let (rest, _pipe) = read_at_least(&mut second, pipe, usize::MAX);
     assert_eq!(second.wait().expect("wait").code(), Some(0));

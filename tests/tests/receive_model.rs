@@ -2,7 +2,6 @@
 //! `--wait --auto-remove`, and several jobs in one receive. Real daemon, real agents.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Stdio};
 
 use rjob_tests::{ran, wait_for, Daemon, Fleet, WAIT};
 use serde_json::Value;
@@ -12,17 +11,6 @@ fn records(stdout: &str) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
         .collect()
-}
-
-fn spawn_receive(daemon: &Daemon, args: &[&str]) -> Child {
-    daemon
-        .rjob()
-        .arg("receive")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rjob receive")
 }
 
 /// A completed (or failed) job `name` of `script` on the fleet's hosts.
@@ -97,7 +85,7 @@ fn follow_json_emits_state_records_then_the_result() {
     let out = daemon.invoke_job(&fleet.hosts(), "ev", &script, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert!(daemon.wait_state("ev", "Running"), "{}", daemon.job("ev"));
-    let mut rx = spawn_receive(&daemon, &["ev", "--follow", "-o", "json"]);
+    let mut rx = daemon.spawn_receive(&["ev", "--follow", "-o", "json"]);
     let mut pipe = BufReader::new(rx.stdout.take().expect("stdout"));
     let mut first = String::new();
     pipe.read_line(&mut first).expect("read");
@@ -155,7 +143,7 @@ fn wait_auto_remove_keeps_the_job_when_the_reader_closes_early() {
     let daemon = Daemon::start(&fleet).expect("daemon");
     finished_job(&daemon, &fleet.hosts(), "kept", "seq 1 300000", "Completed");
     // As `| head -n 1`: one line read, then the pipe closed.
-    let mut rx = spawn_receive(&daemon, &["kept", "--wait", "--auto-remove"]);
+    let mut rx = daemon.spawn_receive(&["kept", "--wait", "--auto-remove"]);
     let mut pipe = BufReader::new(rx.stdout.take().expect("stdout"));
     let mut line = String::new();
     pipe.read_line(&mut line).expect("read");

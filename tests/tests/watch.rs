@@ -106,14 +106,48 @@ fn whole_output_line(line: &str, words: &[&str]) -> bool {
     host.starts_with("127.0.0.") && words.contains(&text)
 }
 
+/// A script that prints `begin`, waits until `gate` exists, then prints `end`.
+fn gated_script(gate: &std::path::Path) -> String {
+    format!(
+        "echo begin; while [ ! -e {} ]; do sleep 0.05; done; echo end",
+        gate.display()
+    )
+}
+
+/// Opens the gate of [`gated_script`] and waits for the command's end: the progress line is
+/// gone and each of the `hosts` printed its two lines whole. Returns the last screen.
+fn open_gate_and_expect_whole_output(
+    tmux: &Tmux,
+    gate: &std::path::Path,
+    what: &str,
+    hosts: usize,
+) -> String {
+    std::fs::write(gate, "").expect("open the gate");
+    let (ok, screen) = tmux.wait_screen(|s| s.contains("[exit 0]"));
+    assert!(ok, "{what} did not finish:\n{screen}");
+    assert!(
+        progress_line(&screen).is_none(),
+        "the progress line stayed:\n{screen}"
+    );
+    let output: Vec<&str> = screen
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("rjob: ") && !l.starts_with("[exit"))
+        .collect();
+    assert_eq!(output.len(), hosts * 2, "{hosts} hosts × 2 lines:\n{screen}");
+    for l in &output {
+        assert!(
+            whole_output_line(l, &["begin", "end"]),
+            "split or mixed line {l:?}:\n{screen}"
+        );
+    }
+    screen
+}
+
 #[test]
 fn invoke_shows_a_progress_line_while_hosts_run_and_clears_it_before_output_and_at_the_end() {
     let fleet = Fleet::start(6).expect("fleet");
     let gate = fleet.scratch().join("gate");
-    let script = format!(
-        "echo begin; while [ ! -e {} ]; do sleep 0.05; done; echo end",
-        gate.display()
-    );
+    let script = gated_script(&gate);
     let hosts = fleet.hosts();
     let line = rjob_line(
         &[("RJOB_IDENTITY", &fleet.pki.dir)],
@@ -141,24 +175,7 @@ fn invoke_shows_a_progress_line_while_hosts_run_and_clears_it_before_output_and_
         "the progress line is not the last line:\n{screen}"
     );
 
-    std::fs::write(&gate, "").expect("open the gate");
-    let (ok, screen) = tmux.wait_screen(|s| s.contains("[exit 0]"));
-    assert!(ok, "invoke did not finish:\n{screen}");
-    assert!(
-        progress_line(&screen).is_none(),
-        "the progress line stayed:\n{screen}"
-    );
-    let output: Vec<&str> = screen
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("rjob: ") && !l.starts_with("[exit"))
-        .collect();
-    assert_eq!(output.len(), 12, "6 hosts × 2 lines:\n{screen}");
-    for l in &output {
-        assert!(
-            whole_output_line(l, &["begin", "end"]),
-            "split or mixed line {l:?}:\n{screen}"
-        );
-    }
+    let screen = open_gate_and_expect_whole_output(&tmux, &gate, "invoke", 6);
     assert!(
         screen
             .lines()
@@ -230,10 +247,7 @@ fn receive_follow_shows_the_progress_line_beside_whole_output_lines() {
     let fleet = Fleet::start(3).expect("fleet");
     let daemon = Daemon::start(&fleet).expect("daemon");
     let gate = fleet.scratch().join("gate");
-    let script = format!(
-        "echo begin; while [ ! -e {} ]; do sleep 0.05; done; echo end",
-        gate.display()
-    );
+    let script = gated_script(&gate);
     let out = daemon.invoke_job(&fleet.hosts(), "followed", &script, &[]);
     assert_eq!(out.code, 0, "{out}");
     let line = rjob_line(
@@ -249,24 +263,7 @@ fn receive_follow_shows_the_progress_line_beside_whole_output_lines() {
             && progress_line(s).is_some_and(|p| p.contains("0/3 done · 0 failed · 3 running"))
     });
     assert!(ok, "no progress line while following:\n{screen}");
-    std::fs::write(&gate, "").expect("open the gate");
-    let (ok, screen) = tmux.wait_screen(|s| s.contains("[exit 0]"));
-    assert!(ok, "receive --follow did not finish:\n{screen}");
-    assert!(
-        progress_line(&screen).is_none(),
-        "the progress line stayed:\n{screen}"
-    );
-    let output: Vec<&str> = screen
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("rjob: ") && !l.starts_with("[exit"))
-        .collect();
-    assert_eq!(output.len(), 6, "3 hosts × 2 lines:\n{screen}");
-    for l in &output {
-        assert!(
-            whole_output_line(l, &["begin", "end"]),
-            "split or mixed line {l:?}:\n{screen}"
-        );
-    }
+    open_gate_and_expect_whole_output(&tmux, &gate, "receive --follow", 3);
 }
 
 /// Host rows of `rjob watch` on a screen: lines that start with an agent's address.
@@ -410,15 +407,9 @@ fn a_kept_receive_after_a_sequence_number_reads_only_the_last_chunks() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let socket = format!("unix://{}", daemon.state_dir.join("rjob.sock").display());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let received = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::try_from(socket)
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the daemon");
-        let mut client = pb::controller_client::ControllerClient::new(channel);
+        let mut client = rjob_tests::raw::daemon_client(&daemon).await;
         let listed = client
             .list_jobs(pb::ListJobsRequest {
                 jobs: vec!["chunks".into()],

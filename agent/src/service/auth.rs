@@ -2,6 +2,7 @@
 //! down of repeated failures per caller and target user.
 
 use std::collections::HashMap;
+#[cfg(feature = "pam")]
 use std::ffi::{CStr, CString};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -31,11 +32,13 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
 }
 
 /// Hands PAM the login and the password, and nothing else.
+#[cfg(feature = "pam")]
 struct Conversation {
     login: String,
     password: Zeroizing<String>,
 }
 
+#[cfg(feature = "pam")]
 impl pam::Converse for Conversation {
     fn prompt_echo(&mut self, _msg: &CStr) -> Result<CString, ()> {
         CString::new(self.login.clone()).map_err(|_| ())
@@ -52,6 +55,7 @@ impl pam::Converse for Conversation {
 
 /// Checks `user`'s password with PAM (authentication and account checks) under `service`.
 /// Blocking: PAM modules may sleep on failure.
+#[cfg(feature = "pam")]
 pub fn pam_check(service: &str, user: &str, password: Zeroizing<String>) -> bool {
     let conversation = Conversation {
         login: user.to_string(),
@@ -64,6 +68,18 @@ pub fn pam_check(service: &str, user: &str, password: Zeroizing<String>) -> bool
             false
         }
     }
+}
+
+/// Built without the `pam` feature: no password is ever accepted.
+#[cfg(not(feature = "pam"))]
+pub fn pam_check(service: &str, user: &str, password: Zeroizing<String>) -> bool {
+    drop(password);
+    tracing::error!(
+        service,
+        user,
+        "this agent was built without PAM (--no-default-features): passwords cannot be checked"
+    );
+    false
 }
 
 /// Slows down password guessing: after [`FREE_FAILURES`] failures in a row by one client for

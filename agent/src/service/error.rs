@@ -10,6 +10,7 @@ use super::validate::Invalid;
 use crate::policy::Refusal;
 use crate::runner::RunnerError;
 use crate::runs::{NotFound, StartError};
+use crate::spool::SpoolError;
 
 /// The earliest retry a caller refused at a concurrency limit is told to make.
 pub const BUSY_PUSHBACK: Duration = Duration::from_millis(250);
@@ -55,7 +56,13 @@ pub enum AgentError {
     NoSuchUser { user: String, host: String },
     #[error("{}", start_message(.0))]
     Start(#[from] StartError),
-    /// A status from the transport or a run's stream, passed on as it is.
+    /// A run's output cannot be read from the start (its spool file cannot be opened).
+    #[error(transparent)]
+    Cursor(SpoolError),
+    /// A run's output cannot be read on: its spool file is damaged.
+    #[error(transparent)]
+    Damaged(SpoolError),
+    /// A status from the transport (the caller's request stream), passed on as it is.
     #[error("{}", .0.message())]
     Wire(Status),
 }
@@ -101,11 +108,13 @@ impl From<AgentError> for Status {
                 Status::invalid_argument(message)
             }
             AgentError::Lookup { .. } => Status::unavailable(message),
+            AgentError::Damaged(_) => Status::data_loss(message),
             AgentError::Authentication { .. } => Status::unauthenticated(message),
             AgentError::NoSuchUser { .. } => Status::failed_precondition(message),
-            AgentError::LookupTask(_) | AgentError::NotAsked | AgentError::Start(_) => {
-                Status::internal(message)
-            }
+            AgentError::LookupTask(_)
+            | AgentError::NotAsked
+            | AgentError::Start(_)
+            | AgentError::Cursor(_) => Status::internal(message),
         }
     }
 }

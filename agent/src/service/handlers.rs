@@ -124,12 +124,12 @@ impl AgentService {
             requests,
             runs: self.runs.clone(),
         };
-        attach(run, 0, Some(started), Some(acks)).map_err(AgentError::Wire)
+        attach(run, 0, Some(started), Some(acks))
     }
 
     fn attach_one(&self, request: Request<pb::AttachRunRequest>) -> Result<Events, AgentError> {
         let run = self.owned_run(&request, &request.get_ref().run_id)?;
-        attach(run, request.get_ref().after_seq, None, None).map_err(AgentError::Wire)
+        attach(run, request.get_ref().after_seq, None, None)
     }
 
     fn ack(&self, request: Request<pb::AckRunRequest>) -> Result<pb::AckRunResponse, AgentError> {

@@ -2,10 +2,18 @@
 
 use std::time::Instant;
 
-use super::{ChildSettings, ChildSink, Target};
+use super::{Cause, ChildSettings, ChildSink, Target};
 use crate::backoff::backoff;
 use crate::connect::Agent;
 use crate::state::State;
+
+/// Why a child gave up on its agent: Unreachable (a first connect failed) or AgentLost (out
+/// of reach past the reconnect window), and the reason in words.
+#[derive(Debug)]
+pub(super) struct GaveUp {
+    pub cause: Cause,
+    pub reason: String,
+}
 
 /// The connection to a child's agent, with the reconnect policy: capped backoff, and a
 /// failure once the agent has been out of reach for longer than the reconnect window.
@@ -34,7 +42,7 @@ impl<'a> Link<'a> {
     }
 
     /// Connects; with `retry`, keeps trying (showing Disconnected) within the window.
-    pub(super) async fn connect(&mut self, sink: &impl ChildSink, retry: bool) -> Result<Agent, String> {
+    pub(super) async fn connect(&mut self, sink: &impl ChildSink, retry: bool) -> Result<Agent, GaveUp> {
         loop {
             match self
                 .target
@@ -42,7 +50,12 @@ impl<'a> Link<'a> {
                 .await
             {
                 Ok(c) => return Ok(c),
-                Err(e) if !retry => return Err(format!("cannot connect: {e}")),
+                Err(e) if !retry => {
+                    return Err(GaveUp {
+                        cause: Cause::Unreachable,
+                        reason: format!("cannot connect: {e}"),
+                    })
+                }
                 Err(e) => {
                     self.wait(sink, e.to_string()).await?;
                 }
@@ -51,21 +64,24 @@ impl<'a> Link<'a> {
     }
 
     /// The connection broke: waits, then connects again (within the window).
-    pub(super) async fn broken(&mut self, sink: &impl ChildSink, reason: String) -> Result<Agent, String> {
+    pub(super) async fn broken(&mut self, sink: &impl ChildSink, reason: String) -> Result<Agent, GaveUp> {
         self.wait(sink, reason).await?;
         self.connect(sink, true).await
     }
 
-    async fn wait(&mut self, sink: &impl ChildSink, reason: String) -> Result<(), String> {
+    async fn wait(&mut self, sink: &impl ChildSink, reason: String) -> Result<(), GaveUp> {
         if self.broken_since.is_none() {
             sink.state(State::Disconnected, Some(reason.clone())).await;
         }
         let (since, first_reason) = self.broken_since.get_or_insert_with(|| (Instant::now(), reason));
         if since.elapsed() > self.settings.reconnect_window {
-            return Err(format!(
-                "connection lost ({first_reason}) and not back within {}",
-                humantime::format_duration(self.settings.reconnect_window)
-            ));
+            return Err(GaveUp {
+                cause: Cause::AgentLost,
+                reason: format!(
+                    "connection lost ({first_reason}) and not back within {}",
+                    humantime::format_duration(self.settings.reconnect_window)
+                ),
+            });
         }
         tokio::time::sleep(backoff(self.attempt)).await;
         self.attempt += 1;

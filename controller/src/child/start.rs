@@ -10,7 +10,7 @@ use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
 use super::link::Link;
-use super::{ChildSink, Desired};
+use super::{Cause, ChildSink, Desired};
 use crate::backoff::{jittered, random_unit};
 use crate::connect::{describe_status, Agent};
 use crate::state::State;
@@ -26,8 +26,12 @@ pub(super) struct Started {
     pub acks: mpsc::Sender<pb::RunStreamRequest>,
 }
 
-/// Why a child did not start: Stopped or Failed, and the reason.
-pub(super) type NotStarted = (State, String);
+/// Why a child did not start: Stopped or Failed, its cause, and the reason.
+pub(super) struct NotStarted {
+    pub state: State,
+    pub cause: Cause,
+    pub reason: String,
+}
 
 /// Starts `request` (StartAndAttachRun), waiting out a busy agent.
 pub(super) async fn start(
@@ -37,7 +41,11 @@ pub(super) async fn start(
     sink: &impl ChildSink,
     desired: &mut watch::Receiver<Desired>,
 ) -> Result<Started, NotStarted> {
-    let stopped = || (State::Stopped, "stopped before it started".to_string());
+    let stopped = || NotStarted {
+        state: State::Stopped,
+        cause: Cause::StoppedBeforeStart,
+        reason: "stopped before it started".to_string(),
+    };
     let mut attempt = 0u32;
     let mut shown: Option<String> = None;
     loop {
@@ -50,7 +58,11 @@ pub(super) async fn start(
             Err(status) => status,
         };
         let Some(earliest) = rjob_proto::pushback::retry_after(&status) else {
-            return Err((State::Failed, format!("refused: {}", describe_status(&status))));
+            return Err(NotStarted {
+                state: State::Failed,
+                cause: start_cause(&status),
+                reason: format!("refused: {}", describe_status(&status)),
+            });
         };
         let reason = busy_reason(status.message());
         if shown.as_ref() != Some(&reason) {
@@ -73,10 +85,11 @@ pub(super) async fn start(
             }
         }
         // A wait may be long: the next try goes on a connection of its own.
-        *client = link
-            .connect(sink, false)
-            .await
-            .map_err(|reason| (State::Failed, reason))?;
+        *client = link.connect(sink, false).await.map_err(|gave_up| NotStarted {
+            state: State::Failed,
+            cause: gave_up.cause,
+            reason: gave_up.reason,
+        })?;
     }
 }
 
@@ -104,6 +117,16 @@ async fn start_once(client: &mut Agent, request: pb::StartRunRequest) -> Result<
         _ => Err(tonic::Status::internal(
             "the agent did not say it started the run",
         )),
+    }
+}
+
+/// Why a start the agent answered with `status` (and no retry pushback) did not happen: the
+/// agent's own failure to start it, or a refusal of the request.
+fn start_cause(status: &tonic::Status) -> Cause {
+    use tonic::Code;
+    match status.code() {
+        Code::Internal | Code::ResourceExhausted | Code::DataLoss => Cause::StartFailed,
+        _ => Cause::Refused,
     }
 }
 
@@ -175,6 +198,31 @@ mod tests {
             "agent busy: quota reached; retrying"
         );
         assert_eq!(busy_reason(""), "agent busy; retrying");
+    }
+
+    #[test]
+    fn a_start_the_agent_could_not_make_is_not_a_refusal() {
+        use tonic::Status;
+        assert_eq!(
+            start_cause(&Status::internal("cannot start /nope: not found")),
+            Cause::StartFailed
+        );
+        assert_eq!(
+            start_cause(&Status::resource_exhausted("spool full")),
+            Cause::StartFailed
+        );
+        assert_eq!(
+            start_cause(&Status::permission_denied("not in the policy")),
+            Cause::Refused
+        );
+        assert_eq!(
+            start_cause(&Status::unauthenticated("authentication failed")),
+            Cause::Refused
+        );
+        assert_eq!(
+            start_cause(&Status::invalid_argument("timeout too long")),
+            Cause::Refused
+        );
     }
 
     #[tokio::test]

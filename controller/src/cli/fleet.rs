@@ -24,7 +24,7 @@ pub struct HostsArgs {
     /// Also show each host's port, run-as user and variables
     #[arg(long, short = 'v')]
     pub verbose: bool,
-    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", hide_env_values = true, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -37,13 +37,13 @@ pub enum ConfigCommand {
 /// The settings `rjob invoke` takes, to show how flags would change them.
 #[derive(Debug, Args)]
 pub struct ConfigShowArgs {
-    #[arg(long, short = 't', value_name = "N", env = "RJOB_THROTTLE_LIMIT", default_value_t = DEFAULT_THROTTLE_LIMIT, value_parser = parse_throttle_limit)]
+    #[arg(long, short = 't', value_name = "N", env = "RJOB_THROTTLE_LIMIT", hide_env_values = true, default_value_t = DEFAULT_THROTTLE_LIMIT, value_parser = parse_throttle_limit)]
     pub throttle_limit: u32,
-    #[arg(long, value_name = "DURATION", env = "RJOB_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "RJOB_CONNECT_TIMEOUT", hide_env_values = true, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: std::time::Duration,
-    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", default_value_t = OutputFormat::Text)]
+    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", hide_env_values = true, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    #[arg(long = "color", value_name = "WHEN", value_enum, env = "RJOB_COLOR", default_value_t = crate::colour::ColorChoice::Auto)]
+    #[arg(long = "color", value_name = "WHEN", value_enum, env = "RJOB_COLOR", hide_env_values = true, default_value_t = crate::colour::ColorChoice::Auto)]
     pub color: crate::colour::ColorChoice,
 }
 

@@ -225,6 +225,7 @@ pub fn job_json(job: &pb::JobInfo) -> serde_json::Value {
             "exit_code": c.exit_code,
             "signal": c.signal,
             "reason": c.reason,
+            "cause": (!c.cause.is_empty()).then_some(&c.cause),
             "has_more_data": c.has_more_data,
         })).collect::<Vec<_>>(),
     })

@@ -7,6 +7,7 @@ pub mod control;
 pub mod delivered;
 pub mod hosts;
 pub mod jobs;
+pub mod pki;
 pub mod poller;
 pub mod receive;
 mod receive_end;

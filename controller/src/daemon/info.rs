@@ -37,6 +37,7 @@ pub fn job_info(job: &JobRow, children: &[ChildRow]) -> pb::JobInfo {
                 received_seq: c.received_seq,
                 started_at_ms: c.started_at_ms.unwrap_or(0),
                 ended_at_ms: c.ended_at_ms.unwrap_or(0),
+                cause: c.cause.clone().unwrap_or_default(),
             })
             .collect(),
     }
@@ -49,7 +50,7 @@ pub fn child_end(outcome: &ChildOutcome, ended_at_ms: i64) -> ChildEnd {
         exit_code: outcome.exit_code,
         signal: outcome.signal,
         reason: outcome.reason.clone(),
-        cause: None,
+        cause: Some(outcome.cause.name().to_string()),
         ended_at_ms,
     }
 }

@@ -5,13 +5,15 @@
 pub mod client;
 pub mod health;
 pub mod info;
-pub mod jobs;
+pub mod manager;
 pub mod notices;
 pub mod orphans;
-pub mod receive;
 pub mod service;
 pub mod statedir;
 mod writer;
+
+/// The receive session (its window is the CLI's too).
+pub use manager::receive;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -143,7 +145,7 @@ pub async fn serve(
     let orphans = orphans::Orphans::open(dir, config.tls.clone());
     orphans.resume();
     let lost = store.lost_notice().map(str::to_string);
-    let manager = jobs::Manager::new(store, config.tls, local_socket, config.reconnect_window, orphans);
+    let manager = manager::Manager::new(store, config.tls, local_socket, config.reconnect_window, orphans);
     if let Some(lost) = lost {
         // Said once here, in the log, and by `rjob jobs` for as long as this daemon runs.
         tracing::error!("{lost}");

@@ -2,11 +2,11 @@
 //! output into few transactions on a thread of its own ([`write_output`]).
 
 use rjob_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::child::{ChildSink, LeftRun, Target};
 use crate::daemon::health::Health;
-use crate::daemon::jobs::{now_ms, Manager};
+use crate::daemon::manager::{now_ms, Changes, Manager};
 use crate::daemon::orphans::Orphan;
 use crate::state::State;
 use crate::store::{Chunk, JobStore};
@@ -26,7 +26,7 @@ pub(super) struct StoreSink<'a> {
     pub(super) manager: &'a Manager,
     pub(super) job_id: i64,
     pub(super) idx: u32,
-    pub(super) slot: Slot,
+    pub(super) slot: std::sync::Arc<Slot>,
 }
 
 impl ChildSink for StoreSink<'_> {
@@ -49,7 +49,7 @@ impl ChildSink for StoreSink<'_> {
                 m.store.set_child_run(self.job_id, self.idx, run_id, at)
             })
             .await;
-        m.changed();
+        m.changed(self.job_id);
     }
 
     async fn state(&self, state: State, reason: Option<String>) {
@@ -60,7 +60,7 @@ impl ChildSink for StoreSink<'_> {
                     .set_child_state(self.job_id, self.idx, state, reason.as_deref())
             })
             .await;
-        m.changed();
+        m.changed(self.job_id);
     }
 
     async fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> Result<(), ()> {
@@ -88,7 +88,7 @@ impl ChildSink for StoreSink<'_> {
     }
 
     fn slot(&self) -> Option<&Slot> {
-        Some(&self.slot)
+        Some(self.slot.as_ref())
     }
 
     async fn abandoned(&self, target: &Target, run: &LeftRun) -> Option<String> {
@@ -110,7 +110,7 @@ pub(super) fn write_output(
     store: &dyn JobStore,
     health: &Health,
     mut rx: mpsc::Receiver<WriteOp>,
-    changes: &watch::Sender<u64>,
+    changes: &Changes,
 ) {
     const BATCH: usize = 512;
     while let Some(first) = rx.blocking_recv() {
@@ -128,10 +128,66 @@ pub(super) fn write_output(
         }
         if !chunks.is_empty() {
             runtime.block_on(health.retry("output", || store.append_output(&chunks)));
-            changes.send_modify(|v| *v += 1);
+            let mut jobs: Vec<i64> = chunks.iter().map(|c| c.job_id).collect();
+            jobs.sort_unstable();
+            jobs.dedup();
+            for job in jobs {
+                changes.bump(job);
+            }
         }
         for done in flushes {
             let _ = done.send(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::conformance::new_job;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::Stream;
+
+    /// The writer, on a real SQLite store, wakes the waiters of the jobs it stored output
+    /// for, and nobody else.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stored_output_wakes_only_its_jobs_waiters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn JobStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("jobs.db")).expect("open"));
+        let quiet = store.create_job(&new_job("quiet", 1)).await.expect("job");
+        let loud = store.create_job(&new_job("loud", 1)).await.expect("job");
+        let changes = Arc::new(Changes::default());
+        let (tx, rx) = mpsc::channel(16);
+        let writer = {
+            let (store, changes) = (store.clone(), changes.clone());
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::spawn(move || write_output(&runtime, &*store, &Health::default(), rx, &changes))
+        };
+        let quiet_waiter = changes.subscribe(quiet);
+        let mut loud_waiter = changes.subscribe(loud);
+        for seq in 1..=3 {
+            let chunk = Chunk {
+                job_id: loud,
+                idx: 0,
+                seq,
+                stream: Stream::Stdout,
+                data: b"out\n".to_vec(),
+            };
+            tx.send(WriteOp::Chunk(chunk)).await.expect("writer");
+            let (done, stored) = oneshot::channel();
+            tx.send(WriteOp::Flush { done }).await.expect("writer");
+            assert!(stored.await.expect("flushed"));
+            loud_waiter.changed().await.expect("the loud job's waiter wakes");
+        }
+        assert!(
+            !quiet_waiter.has_changed().expect("open"),
+            "another job's output woke the quiet job's waiter"
+        );
+        assert_eq!(store.children(loud).await.expect("children")[0].last_seq, 3);
+        drop(tx);
+        writer.join().expect("writer thread");
     }
 }

@@ -56,3 +56,32 @@ fn clustershell_sources_and_the_default_source() {
     assert_eq!(names(&inv, &["@b:z"], &[]), ["m1"]);
     assert!(yaml::parse(Path::new("g.yaml"), "a:\n  x: 'n[1-4]!n2'\n").is_err());
 }
+
+#[test]
+fn an_entry_names_its_port_only_with_a_colon_outside_brackets() {
+    use crate::hosts::entry_has_port;
+    for (entry, has) in [
+        ("web1", false),
+        ("web1:8443", true),
+        ("web[01-20]:8443", true),
+        ("web[01-20]", false),
+        ("[::1]", false),
+        ("[::1]:7443", true),
+        ("fe80::1", false),
+    ] {
+        assert_eq!(entry_has_port(entry), has, "{entry}");
+    }
+}
+
+#[test]
+fn excluding_by_name_removes_every_port_and_by_name_port_only_that_one() {
+    let inv = Inventory::default();
+    let specs = vec!["a:1,a:2,b".to_string()];
+    let all = |x: &str| -> Vec<String> {
+        resolve(&specs, &[x.to_string()], Some(&inv), &NoDefaults)
+            .map(|t| t.into_iter().map(|t| t.host.label()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(all("a"), ["b"]);
+    assert_eq!(all("a:2"), ["a:1", "b"]);
+}

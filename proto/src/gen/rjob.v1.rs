@@ -159,6 +159,9 @@ pub struct RunResult {
     /// Sequence number of the last output chunk (0: no output).
     #[prost(uint64, tag = "5")]
     pub last_seq: u64,
+    /// Why the run ended.
+    #[prost(enumeration = "RunCause", tag = "6")]
+    pub cause: i32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -273,6 +276,57 @@ impl RunState {
             "RUN_STATE_COMPLETED" => Some(Self::Completed),
             "RUN_STATE_FAILED" => Some(Self::Failed),
             "RUN_STATE_STOPPED" => Some(Self::Stopped),
+            _ => None,
+        }
+    }
+}
+/// Why a run ended, as the agent knows it: what `reason` says in words, for programs.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum RunCause {
+    /// An agent older than this field.
+    Unspecified = 0,
+    /// The process exited (`exit_code`; 0 is success).
+    Exited = 1,
+    /// A signal the run did not ask for ended the process (`signal`).
+    Signalled = 2,
+    /// The run outlived its timeout and was killed.
+    TimedOut = 3,
+    /// It wrote more than the agent allows and was killed.
+    OutputLimit = 4,
+    /// Stopped on request.
+    Stopped = 5,
+    /// The agent could not keep the run going: it restarted or shut down while the run was
+    /// going, or could not store its output.
+    Lost = 6,
+}
+impl RunCause {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "RUN_CAUSE_UNSPECIFIED",
+            Self::Exited => "RUN_CAUSE_EXITED",
+            Self::Signalled => "RUN_CAUSE_SIGNALLED",
+            Self::TimedOut => "RUN_CAUSE_TIMED_OUT",
+            Self::OutputLimit => "RUN_CAUSE_OUTPUT_LIMIT",
+            Self::Stopped => "RUN_CAUSE_STOPPED",
+            Self::Lost => "RUN_CAUSE_LOST",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "RUN_CAUSE_UNSPECIFIED" => Some(Self::Unspecified),
+            "RUN_CAUSE_EXITED" => Some(Self::Exited),
+            "RUN_CAUSE_SIGNALLED" => Some(Self::Signalled),
+            "RUN_CAUSE_TIMED_OUT" => Some(Self::TimedOut),
+            "RUN_CAUSE_OUTPUT_LIMIT" => Some(Self::OutputLimit),
+            "RUN_CAUSE_STOPPED" => Some(Self::Stopped),
+            "RUN_CAUSE_LOST" => Some(Self::Lost),
             _ => None,
         }
     }
@@ -1294,6 +1348,10 @@ pub struct ChildInfo {
     pub started_at_ms: i64,
     #[prost(int64, tag = "11")]
     pub ended_at_ms: i64,
+    /// Why it ended, once it has: a stable name ("exited", "timed_out", "unreachable", ...;
+    /// see the controller's Cause). Empty while it runs, or when the daemon does not know.
+    #[prost(string, tag = "12")]
+    pub cause: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -18,17 +18,8 @@ pub const WAIT: Duration = Duration::from_secs(90);
 
 /// Polls `cond` every quarter second until it holds or `WAIT` passes; true when it held. (Each
 /// check is a `docker` command; the harness's 20ms polling would load a busy machine.)
-pub fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+pub fn wait_for(cond: impl FnMut() -> bool) -> bool {
+    rjob_testkit::wait_for_every(Duration::from_millis(250), WAIT, cond)
 }
 
 /// Where the daemon keeps its state inside its container.

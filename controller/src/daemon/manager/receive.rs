@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use rjob_proto::v1 as pb;
 use rjob_proto::v1::receive_job_message::Message;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::jobs::{JobError, Manager};
-use super::service::status;
+use super::{JobError, Manager};
+use crate::daemon::service::status;
 use crate::store::{Mark, Output, StoreError};
 
 /// The most output bytes one receive has sent and the client has not yet confirmed (a single
@@ -56,14 +57,14 @@ impl Drop for Claim {
 }
 
 /// What a receive asked for, once resolved.
-pub struct Plan {
-    pub job_id: i64,
+struct Plan {
+    job_id: i64,
     /// The selected children: index and label.
-    pub children: Vec<(u32, String)>,
-    pub keep: bool,
+    children: Vec<(u32, String)>,
+    keep: bool,
     /// With `keep`: start after this sequence number (what `rjob watch` shows is the end).
-    pub after_seq: u64,
-    pub follow: bool,
+    after_seq: u64,
+    follow: bool,
 }
 
 /// Bytes `done..end` of chunk `seq` were sent and are not confirmed yet.
@@ -123,8 +124,53 @@ struct Session<'a> {
     inflight: u64,
 }
 
+impl Manager {
+    /// Starts a receive of `req` (the first message of the stream); the session then goes on
+    /// on its own, over `inbound` and the stream returned.
+    pub async fn receive(
+        self: &Arc<Self>,
+        req: pb::ReceiveJobRequest,
+        inbound: Streaming<pb::ReceiveJobMessage>,
+    ) -> Result<ReceiverStream<Result<pb::JobOutput, Status>>, JobError> {
+        let job = self.resolve(&req.job).await?;
+        let children = self.store.children(job.id).await?;
+        let selected: Vec<(u32, String)> = children
+            .iter()
+            .map(|c| (c.idx, c.label(&job.location)))
+            .filter(|(_, label)| req.host.is_empty() || *label == req.host)
+            .collect();
+        if selected.is_empty() {
+            let labels: Vec<String> = children.iter().map(|c| c.label(&job.location)).collect();
+            return Err(JobError::Invalid(format!(
+                "job {} has no host {:?}; its hosts: {}",
+                job.name,
+                req.host,
+                labels.join(", ")
+            )));
+        }
+        let claim = if req.keep {
+            None
+        } else {
+            Some(self.consumers.claim(job.id).ok_or_else(|| JobError::Receiving {
+                id: job.id,
+                name: job.name.clone(),
+            })?)
+        };
+        let plan = Plan {
+            job_id: job.id,
+            children: selected,
+            keep: req.keep,
+            after_seq: if req.keep { req.after_seq } else { 0 },
+            follow: req.follow,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(run(self.clone(), plan, inbound, tx, claim));
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
 /// Runs one receive to its end; the claim (if any) is held until then.
-pub async fn run(
+async fn run(
     manager: Arc<Manager>,
     plan: Plan,
     inbound: Streaming<pb::ReceiveJobMessage>,
@@ -145,7 +191,7 @@ async fn start(
     inbound: Streaming<pb::ReceiveJobMessage>,
     tx: Tx,
 ) -> Result<(), Failure> {
-    let store = manager.store();
+    let store = &*manager.store;
     let mut slots = Vec::with_capacity(plan.children.len());
     for (idx, label) in &plan.children {
         let mut marks = store.received_marks(plan.job_id, *idx).await?;
@@ -186,9 +232,9 @@ impl Session<'_> {
     /// live output until the job has ended and everything was sent. Then the end message, and
     /// (consuming) the client's last confirmations until it closes its side.
     async fn stream(&mut self) -> Result<(), Failure> {
-        let store = self.manager.store();
-        let mut changes = self.manager.subscribe();
+        let store = &*self.manager.store;
         let job_id = self.plan.job_id;
+        let mut changes = self.manager.changes.subscribe(job_id);
         loop {
             changes.borrow_and_update();
             let children = store.children(job_id).await?;
@@ -237,7 +283,7 @@ impl Session<'_> {
     /// Sends one child's output after its cursor, through `upto`, leaving out what the start
     /// marks cover.
     async fn send_child(&mut self, slot: usize, upto: u64) -> Result<(), Failure> {
-        let store = self.manager.store();
+        let store = &*self.manager.store;
         loop {
             let (idx, cursor) = (self.slots[slot].idx, self.slots[slot].cursor);
             let rows = store.output(self.plan.job_id, idx, cursor, upto, BATCH).await?;
@@ -353,9 +399,9 @@ impl Session<'_> {
         }
         // Retried until it goes through, as every store write is (a full disk): the client
         // waits meanwhile, and nothing past the mark is taken.
-        let (store, job_id, child) = (self.manager.store(), self.plan.job_id, ack.child);
+        let (store, job_id, child) = (&*self.manager.store, self.plan.job_id, ack.child);
         self.manager
-            .health()
+            .health
             .retry("a received mark", || {
                 store.mark_received(job_id, child, stream.into(), mark)
             })

@@ -1,10 +1,20 @@
 //! Job states, PowerShell's names, and how a parent job's state follows from its children.
+//! [`State`] is the name of a state (what the store keeps and the wire carries);
+//! [`ChildState`] a child's state with its data; [`Job`] a job's, with the checks of what
+//! may be done to it ([`Job::can_stop`] and the others, a [`WrongState`] when not).
+
+mod child;
+mod job;
+
+pub use child::{ChildState, Ended, Run, Stored};
+pub use job::{Action, Job, WrongState};
 
 use rjob_proto::v1 as pb;
 
 /// The state of a child job or of a parent job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum State {
+    #[default]
     NotStarted,
     Running,
     Completed,
@@ -51,7 +61,8 @@ impl State {
         matches!(self, State::Suspended | State::Disconnected)
     }
 
-    pub fn can_resume(self) -> bool {
+    /// Suspended, or on the way there: what a resume applies to.
+    pub fn is_suspended(self) -> bool {
         matches!(self, State::Suspended | State::Suspending)
     }
 

@@ -1,0 +1,67 @@
+//! Creating a job: the request checked, the job stored, its children started.
+
+use std::sync::Arc;
+
+use rjob_proto::v1 as pb;
+
+use super::{now_ms, JobError, Manager};
+use crate::daemon::info::encode_request;
+use crate::store::NewJob;
+
+impl Manager {
+    pub async fn create(self: &Arc<Self>, req: pb::CreateJobRequest) -> Result<pb::JobInfo, JobError> {
+        crate::checks::create_job(&req).map_err(JobError::Invalid)?;
+        let mut run = req
+            .run
+            .ok_or_else(|| JobError::Invalid("the job has nothing to run".into()))?;
+        // The password stays in memory, never in the store.
+        let password = zeroize::Zeroizing::new(std::mem::take(&mut run.password));
+        let local = req.hosts.is_empty();
+        if !local && self.tls.is_none() {
+            return Err(JobError::Invalid(
+                "the daemon has no controller identity: run `rjob pki init`, then restart the daemon (`rjob serve`)"
+                    .into(),
+            ));
+        }
+        if req.throttle_limit == 0 {
+            return Err(JobError::Invalid("the throttle limit must be at least 1".into()));
+        }
+        let hosts: Vec<(String, u16)> = if local {
+            vec![("localhost".to_string(), 0)]
+        } else {
+            req.hosts
+                .iter()
+                .map(|h| {
+                    Ok((
+                        h.name.clone(),
+                        u16::try_from(h.port)
+                            .map_err(|_| JobError::Invalid(format!("bad port {}", h.port)))?,
+                    ))
+                })
+                .collect::<Result<_, JobError>>()?
+        };
+        let job = NewJob {
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            name: req.name.clone(),
+            command: req.command.clone(),
+            location: if local { "local" } else { "remote" }.to_string(),
+            request: encode_request(&run),
+            throttle_limit: req.throttle_limit,
+            connect_timeout_ms: req.connect_timeout_ms.max(1),
+            created_at_ms: now_ms(),
+            hosts,
+        };
+        let id = self.store.create_job(&job).await?;
+        let job = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| JobError::NotFound(id.to_string()))?;
+        if !password.is_empty() {
+            self.passwords().insert(id, password);
+        }
+        self.launch(job.clone());
+        self.changed(id);
+        self.info(&job).await
+    }
+}

@@ -1,0 +1,186 @@
+//! Running a job: its unfinished children under the throttled fan-out ([`FanOut`]), each
+//! followed on its agent and recorded in the store; and, after a restart, every job an
+//! earlier daemon left unfinished picked up again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rjob_proto::v1 as pb;
+use tokio::sync::watch;
+
+use super::{now_ms, Manager};
+use crate::child::{self, Cause, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
+use crate::daemon::info::{child_end, decode_request};
+use crate::daemon::writer::StoreSink;
+use crate::fanout::{FanOut, Runner};
+use crate::hosts::Host;
+use crate::state::State;
+use crate::store::{ChildRow, JobRow, StoreError};
+use crate::throttle::Slot;
+
+impl Manager {
+    /// Runs (or goes on running) a job's unfinished children.
+    pub(super) fn launch(self: &Arc<Self>, job: JobRow) {
+        let (tx, rx) = watch::channel(Desired {
+            stop: job.stop_requested,
+            suspend: job.suspended,
+        });
+        self.active().insert(job.id, tx);
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let id = job.id;
+            if let Err(e) = manager.run_job(job, rx).await {
+                tracing::error!(job = id, error = %e, "job runner failed");
+            }
+            manager.active().remove(&id);
+            manager.passwords().remove(&id);
+            manager.changed(id);
+        });
+    }
+
+    /// Picks up every unfinished job left by an earlier daemon.
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for job in self.store.jobs().await? {
+            let children = self.store.children(job.id).await?;
+            if children.iter().any(|c| !c.state.is_finished()) {
+                tracing::info!(job = job.id, name = %job.name, "resuming a job left by an earlier daemon");
+                self.launch(job);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn run_job(
+        self: &Arc<Self>,
+        job: JobRow,
+        desired: watch::Receiver<Desired>,
+    ) -> Result<(), StoreError> {
+        // A request that cannot be read: children already running on their agents are followed
+        // (their request is not needed any more); the others end Failed with the reason.
+        let stored = self.store.job_request(job.id).await;
+        let request = match stored.and_then(|bytes| decode_request(job.id, &bytes)) {
+            Ok(request) => Ok(request),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                tracing::error!(job = job.id, error = %e, "a job's request cannot be read");
+                Err(e.to_string())
+            }
+            Err(e) => return Err(e),
+        };
+        let mut children = self.store.children(job.id).await?;
+        children.retain(|c| !c.state.is_finished());
+        // Children that had started go first: they hold the throttle slots they had.
+        children.sort_by_key(|c| (c.run_id.is_none(), c.idx));
+        let runner = Arc::new(JobRunner {
+            manager: self.clone(),
+            settings: ChildSettings {
+                tls: self.tls.clone(),
+                connect_timeout: Duration::from_millis(job.connect_timeout_ms),
+                reconnect_window: self.reconnect_window,
+            },
+            request: request.clone().unwrap_or_default(),
+            job: job.clone(),
+        });
+        if let Err(reason) = &request {
+            let (unreadable, started): (Vec<_>, Vec<_>) =
+                children.into_iter().partition(|c| c.run_id.is_none());
+            for child in unreadable {
+                let reason = format!("{reason}: it cannot be started");
+                let outcome = ChildOutcome::new(
+                    State::Failed,
+                    Cause::StoreFailed,
+                    reason,
+                    std::time::Instant::now(),
+                );
+                runner.ended(&child, outcome).await;
+            }
+            children = started;
+        }
+        FanOut::new(job.throttle_limit as usize)
+            .run(runner, children, desired)
+            .await;
+        Ok(())
+    }
+}
+
+/// Runs one job's children on their agents and records them in the store.
+struct JobRunner {
+    manager: Arc<Manager>,
+    job: JobRow,
+    /// What every child runs (empty when the job's request cannot be read: only children
+    /// already running are followed then).
+    request: pb::StartRunRequest,
+    settings: ChildSettings,
+}
+
+impl JobRunner {
+    fn target(&self, child: &ChildRow) -> Target {
+        if self.job.location == "local" {
+            Target::Local(self.manager.local_socket.clone())
+        } else {
+            Target::Remote(Host {
+                name: child.host.clone(),
+                port: child.port,
+            })
+        }
+    }
+}
+
+impl Runner for JobRunner {
+    type Child = ChildRow;
+
+    async fn run(
+        &self,
+        child: &ChildRow,
+        slot: Arc<Slot>,
+        desired: watch::Receiver<Desired>,
+    ) -> ChildOutcome {
+        let (manager, job) = (&*self.manager, &self.job);
+        let mut request = self.request.clone();
+        request.label = format!("{}/{}", job.instance_id, child.idx);
+        if let Some(password) = manager.passwords().get(&job.id) {
+            request.password = password.to_string();
+        }
+        let resume = Resume {
+            run_id: child.run_id.clone(),
+            // Marked just before the start request goes out.
+            maybe_started: child.started_at_ms.is_some(),
+            last_seq: child.last_seq,
+            suspended: child.state == State::Suspended,
+        };
+        let sink = StoreSink {
+            manager,
+            job_id: job.id,
+            idx: child.idx,
+            slot,
+        };
+        let target = self.target(child);
+        let outcome = child::drive(&target, request, &self.settings, &sink, desired, resume).await;
+        // Whatever ended the child, its output is committed before its end is.
+        if !sink.flush().await && outcome.state == State::Completed {
+            return ChildOutcome::new(
+                State::Failed,
+                Cause::StoreFailed,
+                "its output could not be stored",
+                std::time::Instant::now(),
+            );
+        }
+        outcome
+    }
+
+    async fn ended(&self, child: &ChildRow, outcome: ChildOutcome) {
+        // Retried until it is recorded: a full disk holds the child Running (with the reason
+        // shown), never loses its end.
+        let (manager, job_id) = (&self.manager, self.job.id);
+        let end = child_end(&outcome, now_ms());
+        manager
+            .health
+            .retry("a child's end", || {
+                manager.store.finish_child(job_id, child.idx, &end)
+            })
+            .await;
+        tracing::info!(job = job_id, child = child.idx, host = %self.target(child).label(), state = %outcome.state, "child job ended");
+        manager.changed(job_id);
+    }
+}
