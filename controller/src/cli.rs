@@ -363,6 +363,11 @@ pub struct ServeArgs {
     /// How long a child may stay Disconnected (agent unreachable) before it fails
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub reconnect_window: std::time::Duration,
+    /// The job store: a PostgreSQL URL (postgres://user@host/db, postgres:///db?host=/socket/dir)
+    /// or a SQLite file [env: RJOB_STORE; config file: store; default: jobs.db in the state
+    /// directory]
+    #[arg(long, value_name = "URL", env = "RJOB_STORE", hide_env = true, value_parser = parse_store)]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -436,6 +441,17 @@ pub fn parse_throttle_limit(s: &str) -> Result<u32, String> {
 
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}: write a duration like 500ms, 30s, 10m or 2h"))
+}
+
+/// A job store: a PostgreSQL URL, or a SQLite file (no other scheme).
+pub fn parse_store(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("empty: give a postgres:// URL or a SQLite file".to_string());
+    }
+    if crate::store::postgres::is_postgres_url(s) || !s.contains("://") {
+        return Ok(s.to_string());
+    }
+    Err("not a job store: give a postgres:// URL (postgres://user@host/db, postgres:///db?host=/socket/dir) or a SQLite file".to_string())
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -9,6 +9,7 @@
 //! inventory = "~/fleet/hosts.ini"
 //! output = "text"             # or "json"
 //! color = "auto"              # always, never
+//! store = "postgres:///rjob?host=/run/postgresql"  # rjob serve's job store
 //!
 //! [hosts."web*"]              # like ssh_config's Host: glob patterns, first match wins
 //! port = 8443
@@ -49,6 +50,8 @@ pub struct FileConfig {
     pub inventory: Option<PathBuf>,
     pub output: Option<String>,
     pub color: Option<String>,
+    /// `rjob serve --store`.
+    pub store: Option<String>,
     /// `[hosts."pattern"]`, in file order.
     #[serde(default)]
     pub hosts: toml::Table,
@@ -213,6 +216,15 @@ impl Config {
 
     pub fn color(&self) -> Result<Option<crate::colour::ColorChoice>, UsageError> {
         self.value_enum("color", self.file.color.as_deref())
+    }
+
+    pub fn store(&self) -> Result<Option<String>, UsageError> {
+        match &self.file.store {
+            None => Ok(None),
+            Some(text) => crate::cli::parse_store(text)
+                .map(Some)
+                .map_err(|e| bad(&self.path(), "store", e)),
+        }
     }
 
     fn value_enum<T: clap::ValueEnum>(&self, key: &str, text: Option<&str>) -> Result<Option<T>, UsageError> {

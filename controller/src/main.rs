@@ -166,6 +166,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
                 state_dir,
                 tls,
                 reconnect_window: args.reconnect_window,
+                store: args.store.clone(),
             };
             runtime()?.block_on(daemon::serve(config, rjob::signals::shutdown_signal()))?;
             Ok(0)

@@ -21,6 +21,7 @@ mod daemon;
 pub mod disk;
 mod fleet;
 pub mod fresh;
+pub mod pg;
 mod proxy;
 pub mod raw;
 pub mod users;

@@ -76,6 +76,7 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches, config: &mut Config) -> Result
             fill!(a.color, "color", config.color()?);
         }
         Command::Hosts(a) => fill!(a.output, "output", config.output()?),
+        Command::Serve(a) => fill!(a.store, "store", config.store()?.map(Some)),
         _ => {}
     }
     Ok(())

@@ -88,6 +88,8 @@ pub struct DaemonConfig {
     pub tls: Option<Tls>,
     /// How long a child may stay Disconnected before it fails.
     pub reconnect_window: Duration,
+    /// The job store (`rjob serve --store`); `None`: SQLite in the state directory.
+    pub store: Option<String>,
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -128,7 +130,7 @@ pub async fn serve(
     // follows a symlink.
     let _ = std::fs::remove_file(&socket);
 
-    let store = crate::store::open(dir)?;
+    let store = crate::store::open(dir, config.store.as_deref()).await?;
 
     // The embedded agent for local jobs: same runner, spool, service and expiry as rjob-agent.
     let local_socket = dir.join("local-agent.sock");

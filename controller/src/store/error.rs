@@ -17,6 +17,9 @@ pub enum Fault {
     Damaged,
     /// Locked by someone else for too long.
     Busy,
+    /// The database cannot be reached (its connection was lost, it is restarting): worth
+    /// trying again.
+    Unavailable,
     Other,
 }
 
@@ -35,6 +38,9 @@ pub enum StoreError {
     /// The store was written by a newer rjob: never read or changed by this one.
     #[error("job store {path}: its schema is version {found}, newer than this rjob knows (up to {known}): run the newer rjob, or move the store aside")]
     TooNew { path: PathBuf, found: i64, known: i64 },
+    /// The store's database server could not be reached to open it.
+    #[error("job store {store}: {detail}: check that the database server runs and that the URL is right")]
+    Unreachable { store: String, detail: String },
     /// A read or write failed.
     #[error("job store: {detail}")]
     Backend { fault: Fault, detail: String },
@@ -54,6 +60,7 @@ impl StoreError {
                 (*fault, detail)
             }
             StoreError::OpenFull { .. } => return "disk full".to_string(),
+            StoreError::Unreachable { .. } => return "database unavailable".to_string(),
             StoreError::TooNew { found, .. } => return format!("schema version {found} is too new"),
             StoreError::Corrupt { id, .. } => return format!("damaged request for job {id}"),
             StoreError::Ids(e) => return e.to_string(),
@@ -66,8 +73,21 @@ impl StoreError {
             Fault::Io => "I/O error",
             Fault::Damaged => "damaged",
             Fault::Busy => "busy",
+            Fault::Unavailable => "database unavailable",
             Fault::Other => return detail.clone(),
         }
         .to_string()
+    }
+
+    /// Worth trying again later: the database is unreachable for now.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unreachable { .. }
+                | StoreError::Backend {
+                    fault: Fault::Unavailable,
+                    ..
+                }
+        )
     }
 }

@@ -25,6 +25,7 @@
 pub mod conformance;
 mod error;
 pub mod ids;
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -119,9 +120,14 @@ pub trait JobStore: Send + Sync {
     async fn remove_job(&self, job_id: i64) -> Result<(), StoreError>;
 }
 
-/// Opens the job store of a state directory: the store selection.
-pub fn open(state_dir: &Path) -> Result<Arc<dyn JobStore>, StoreError> {
-    Ok(Arc::new(sqlite::SqliteStore::open(&state_dir.join("jobs.db"))?))
+/// Opens the job store: the store selection. `store` is a PostgreSQL URL, or a SQLite
+/// file; `None`: the embedded default, SQLite in the state directory.
+pub async fn open(state_dir: &Path, store: Option<&str>) -> Result<Arc<dyn JobStore>, StoreError> {
+    Ok(match store {
+        Some(url) if postgres::is_postgres_url(url) => Arc::new(postgres::PgStore::open(url).await?),
+        Some(file) => Arc::new(sqlite::SqliteStore::open(Path::new(file))?),
+        None => Arc::new(sqlite::SqliteStore::open(&state_dir.join("jobs.db"))?),
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,227 @@
+//! The job store on PostgreSQL, so that it can live apart from the daemon (and, later, be
+//! shared by several): `rjob serve --store postgres://…`.
+//!
+//! # Crates, and why
+//! tokio-postgres (the rust-postgres project: pure Rust, async, the most used PostgreSQL
+//! client of the ecosystem), deadpool-postgres for the pool (small, tokio-native, with a
+//! statement cache per connection), and tokio-postgres-rustls for TLS, on the ring provider
+//! and the one rustls 0.23 and tokio-rustls 0.26 the project already builds (`cargo tree -i
+//! rustls` shows one of each). sqlx was the alternative: its compile-time checked queries
+//! want a database (or a committed query cache) at build time, and it brings a second
+//! async SQL stack beside rusqlite for no gain here.
+//!
+//! # Layout
+//! - `jobs` and `children` as in SQLite; Ids from a sequence, never handed out twice.
+//! - `output` keyed `(job_id, idx, seq)`, the stream a column (a child's `seq` numbers its
+//!   chunks over both streams), partitioned by list of job Id: one partition per job,
+//!   created and attached with the job, dropped whole when the job is removed. Nothing is
+//!   deleted row by row, and a removal leaves no dead tuples to vacuum. (A partition per job
+//!   suits thousands of jobs kept at a time; retention keeps it so.)
+//! - Output batches go in as one INSERT of unnested arrays, `ON CONFLICT DO NOTHING`:
+//!   storing a chunk twice keeps the first, so a retried batch is harmless.
+//! - Output is compressed with lz4 where the server has it (PostgreSQL 14+, as Debian's):
+//!   measured on 128 MiB batches of 64 chunks (debug build, a Unix socket, a shared 2-core
+//!   machine, so noisy), lz4 ingested log-like text at 63-87 MB/s against 32-49 MB/s for
+//!   pglz (the default) and 45-78 MB/s uncompressed, in a fifth of the space; random bytes
+//!   went in at 55-75 MB/s either way. SQLite took the same batches at 21-43 MB/s.
+//! - Migrations are versioned ([`schema`]).
+//!
+//! # A lost connection
+//! The pool drops connections the server closed and makes new ones. A call that failed for
+//! a lost connection (or a deadlock) is tried again for about 15 s, long enough for a
+//! server restart, then reported as [`crate::store::Fault::Unavailable`]. Every call is safe
+//! to try again: writes are conditional or idempotent, and a job whose creation committed
+//! unseen is found again by its instance Id.
+//!
+//! # URLs
+//! `postgres://user:password@host:port/db?sslmode=require`, or a Unix socket:
+//! `postgres:///db?host=/run/postgresql`. `sslmode` is `disable`, `prefer` (the default)
+//! or `require`; with TLS, the server's certificate is checked against `sslrootcert=FILE`
+//! (PEM), else the system's CA bundle.
+
+mod connect;
+mod error;
+mod jobs;
+mod output;
+mod schema;
+
+use deadpool_postgres::Pool;
+
+pub use connect::{is_postgres_url, redacted};
+use error::retrying;
+
+use crate::state::State;
+use crate::store::{
+    state_code, ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Output, StoreError, Stream,
+};
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The finished states as an SQL list, `(3, 4, 5)`, from [`State::FINISHED`].
+fn finished_list() -> String {
+    let codes: Vec<String> = State::FINISHED
+        .iter()
+        .map(|s| state_code(*s).to_string())
+        .collect();
+    format!("({})", codes.join(", "))
+}
+
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+        let pool = connect::pool(url)?;
+        schema::migrate(&pool, url).await?;
+        tracing::info!(store = %redacted(url), "job store: PostgreSQL");
+        Ok(PgStore { pool })
+    }
+}
+
+#[async_trait::async_trait]
+impl JobStore for PgStore {
+    fn lost_notice(&self) -> Option<&str> {
+        None // the database is the one record: nothing beside it to lose track of
+    }
+
+    fn was_lost(&self, _id: i64) -> bool {
+        false
+    }
+
+    async fn create_job(&self, job: &NewJob) -> Result<i64, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.try_create_job(job).await {
+                // A retry that finds its job: the first attempt committed, unseen.
+                Err(e) if attempt > 0 && e.is_unique_violation() => {
+                    if let Some(id) = retrying!("create_job", self.job_by_instance(&job.instance_id).await)? {
+                        return Ok(id);
+                    }
+                    return Err(e.into());
+                }
+                Err(e) if e.retryable() && attempt < error::RETRIES => {
+                    tracing::warn!(attempt, "job store: {}; trying again", e.detail());
+                    tokio::time::sleep(error::retry_delay(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other.map_err(StoreError::from),
+            }
+        }
+    }
+
+    async fn job_request(&self, id: i64) -> Result<Vec<u8>, StoreError> {
+        retrying!("job_request", self.try_job_request(id).await)?.ok_or_else(|| StoreError::Corrupt {
+            id,
+            detail: "no such job".to_string(),
+        })
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        retrying!("jobs", self.try_jobs(None).await)
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        Ok(retrying!("job", self.try_jobs(Some(id)).await)?.pop())
+    }
+
+    async fn children(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError> {
+        retrying!("children", self.try_children(job_id).await)
+    }
+
+    async fn mark_starting(&self, job_id: i64, idx: u32, now_ms: i64) -> Result<(), StoreError> {
+        let sql = "UPDATE children SET started_at_ms = $3
+                   WHERE job_id = $1 AND idx = $2 AND started_at_ms IS NULL";
+        retrying!(
+            "mark_starting",
+            self.child_update(sql, job_id, idx, &[&now_ms]).await
+        )
+    }
+
+    async fn set_child_run(
+        &self,
+        job_id: i64,
+        idx: u32,
+        run_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let sql = "UPDATE children SET run_id = $3, started_at_ms = coalesce(started_at_ms, $4)
+                   WHERE job_id = $1 AND idx = $2";
+        retrying!(
+            "set_child_run",
+            self.child_update(sql, job_id, idx, &[&run_id, &now_ms]).await
+        )
+    }
+
+    async fn set_child_state(
+        &self,
+        job_id: i64,
+        idx: u32,
+        state: State,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        retrying!(
+            "set_child_state",
+            self.try_set_child_state(job_id, idx, state, reason).await
+        )
+    }
+
+    async fn finish_child(&self, job_id: i64, idx: u32, end: &ChildEnd) -> Result<(), StoreError> {
+        retrying!("finish_child", self.try_finish_child(job_id, idx, end).await)
+    }
+
+    async fn set_job_flags(
+        &self,
+        job_id: i64,
+        stop: Option<bool>,
+        suspended: Option<bool>,
+    ) -> Result<(), StoreError> {
+        retrying!(
+            "set_job_flags",
+            self.try_set_job_flags(job_id, stop, suspended).await
+        )
+    }
+
+    async fn append_output(&self, chunks: &[Chunk]) -> Result<(), StoreError> {
+        retrying!("append_output", self.try_append_output(chunks).await)
+    }
+
+    async fn output(
+        &self,
+        job_id: i64,
+        idx: u32,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Output>, StoreError> {
+        retrying!("output", self.try_output(job_id, idx, after, upto, limit).await)
+    }
+
+    async fn received_marks(&self, job_id: i64, idx: u32) -> Result<[Mark; 2], StoreError> {
+        retrying!("received_marks", self.try_received_marks(job_id, idx).await)
+    }
+
+    async fn mark_received(
+        &self,
+        job_id: i64,
+        idx: u32,
+        stream: Stream,
+        mark: Mark,
+    ) -> Result<(), StoreError> {
+        retrying!(
+            "mark_received",
+            self.try_mark_received(job_id, idx, stream, mark).await
+        )
+    }
+
+    async fn remove_job(&self, job_id: i64) -> Result<(), StoreError> {
+        retrying!("remove_job", self.try_remove_job(job_id).await)
+    }
+}
