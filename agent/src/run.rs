@@ -17,6 +17,8 @@ use crate::runner::Spawned;
 use crate::spool::{Extent, Spool};
 
 mod supervise;
+#[cfg(test)]
+mod supervise_tests;
 
 use supervise::supervise;
 
