@@ -80,7 +80,7 @@ async fn ended(run: &Run) -> (Outcome, u64) {
 
 #[tokio::test]
 async fn an_exit_code_is_the_outcome_and_all_output_is_stored_first() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let run = start(&dir, "head -c 300000 /dev/zero; echo err >&2; exit 3", limits());
     let (outcome, bytes) = ended(&run).await;
     assert_eq!(outcome, Outcome::Exited { code: 3 });
@@ -93,14 +93,14 @@ async fn an_exit_code_is_the_outcome_and_all_output_is_stored_first() {
 
 #[tokio::test]
 async fn a_signal_that_ends_the_process_is_reported_as_such() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let run = start(&dir, "kill -9 $$", limits());
     assert_eq!(ended(&run).await.0, Outcome::Signaled { signal: 9 });
 }
 
 #[tokio::test]
 async fn the_timeout_ends_a_run_that_outlives_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let limits = RunLimits {
         timeout: Duration::from_millis(200),
         ..limits()
@@ -111,7 +111,7 @@ async fn the_timeout_ends_a_run_that_outlives_it() {
 
 #[tokio::test]
 async fn the_output_limit_kills_a_run_that_writes_past_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let limits = RunLimits {
         max_output_bytes: 1000,
         ..limits()
@@ -124,7 +124,7 @@ async fn the_output_limit_kills_a_run_that_writes_past_it() {
 
 #[tokio::test]
 async fn a_stop_escalates_to_sigkill_when_the_run_ignores_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let ready = dir.path().join("ready");
     let script = format!(
         "trap '' TERM; touch {}; while :; do sleep 1; done",
@@ -145,7 +145,7 @@ async fn a_stop_escalates_to_sigkill_when_the_run_ignores_sigterm() {
 
 #[tokio::test]
 async fn suspend_and_resume_hold_and_release_the_process() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let go = dir.path().join("go");
     let script = format!("while [ ! -e {} ]; do sleep 0.05; done; exit 7", go.display());
     let run = start(&dir, &script, limits());
@@ -154,8 +154,8 @@ async fn suspend_and_resume_hold_and_release_the_process() {
     tokio::time::timeout(PATIENCE, status.wait_for(|s| s.phase == Phase::Suspended))
         .await
         .expect("the run is suspended")
-        .unwrap();
-    std::fs::write(&go, b"").unwrap();
+        .expect("the supervisor keeps its status");
+    std::fs::write(&go, b"").expect("the go file");
     assert!(run.control(Control::Resume).await);
     assert_eq!(ended(&run).await.0, Outcome::Exited { code: 7 });
 }
