@@ -92,6 +92,12 @@ pub enum Command {
         /// Directory to write the pages to (created if missing)
         dir: PathBuf,
     },
+    /// Print the JSON Schema of the --output json records (all of them, or one:
+    /// output, result, state, group, host, job, wait, started, certificate)
+    Schema {
+        /// One record's schema alone
+        record: Option<String>,
+    },
     /// Job names, one a line, for completion scripts
     #[command(name = "__complete-jobs", hide = true)]
     CompleteJobs,

@@ -117,6 +117,53 @@ pub fn config_dir() -> Option<PathBuf> {
         .map(|home| PathBuf::from(home).join(".config/rjob"))
 }
 
+/// The key a TOML error is about: the unknown field it names, else the key on the line it
+/// points at (`port = "abc"` gives `port`), else `syntax`.
+fn error_key(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message();
+    if message.starts_with("unknown field") {
+        if let Some(field) = message.split('`').nth(1) {
+            return field.to_string();
+        }
+    }
+    let line = e.span().and_then(|span| {
+        let start = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
+        text.get(start..)?.lines().next()
+    });
+    match line.and_then(|l| l.split_once('=')) {
+        Some((key, _)) if !key.trim().is_empty() => key.trim().to_string(),
+        _ => "syntax".to_string(),
+    }
+}
+
+/// A `[hosts."pattern"]` pattern rjob can match: not empty, no control characters, and each
+/// `[` closed by a `]` (an unclosed one would silently match a literal `[`).
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("an empty pattern matches no host; write a glob such as \"web*\"".into());
+    }
+    if let Some(c) = pattern.chars().find(|c| c.is_control()) {
+        return Err(format!("{c:?} cannot appear in a host pattern"));
+    }
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '[' {
+            match chars.iter().skip(i + 2).position(|c| *c == ']') {
+                Some(end) => i += end + 2,
+                None => {
+                    return Err(
+                        "'[' without a closing ']'; a pattern is a glob (*, ?, [a-z]), as in \"web[0-9]*\""
+                            .into(),
+                    )
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// A bad config file: one line naming the file, the key and what to do.
 fn bad(path: &Path, key: &str, what: impl std::fmt::Display) -> UsageError {
     UsageError(format!("config file {}: {key}: {what}", path.display()))
@@ -144,12 +191,7 @@ impl Config {
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, UsageError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| {
-            let key = e
-                .message()
-                .split('`')
-                .nth(1)
-                .map(str::to_string)
-                .unwrap_or_else(|| "syntax".to_string());
+            let key = error_key(text, &e);
             bad(
                 path,
                 &key,
@@ -166,6 +208,9 @@ impl Config {
                     format!("{}; it takes port and user", e.message().trim()),
                 )
             })?;
+            if let Err(why) = check_pattern(pattern) {
+                return Err(bad(path, &key, why));
+            }
             if rule.port == Some(0) {
                 return Err(bad(path, &key, "port 0; use 1 to 65535"));
             }

@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 
-use serde_json::json;
-
 use crate::child::ChildOutcome;
 use crate::colour::Paint;
 use crate::hosts::{fold, Host};
@@ -102,24 +100,26 @@ pub fn print_json(
         let first = group[0];
         let stdout = spool.read(first, false)?;
         let stderr = spool.read(first, true)?;
-        let mut record = json!({
-            "type": "group",
-            "hosts": group.iter().map(|&i| &labels[i]).collect::<Vec<_>>(),
-            "folded": fold::fold_hosts(group.iter().map(|&i| &hosts[i]), show_port),
-            "stdout": String::from_utf8_lossy(&stdout),
-            "stderr": String::from_utf8_lossy(&stderr),
-            "exit_codes": group
+        let base64 = |bytes: &[u8]| {
+            std::str::from_utf8(bytes)
+                .is_err()
+                .then(|| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes))
+        };
+        let record = crate::records::GroupRecord {
+            kind: crate::records::GroupTag::Tag,
+            hosts: group.iter().map(|&i| labels[i].clone()).collect(),
+            folded: fold::fold_hosts(group.iter().map(|&i| &hosts[i]), show_port),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            // Output that is not UTF-8 also comes whole, as the output records give it.
+            stdout_base64: base64(&stdout),
+            stderr_base64: base64(&stderr),
+            exit_codes: group
                 .iter()
                 .map(|&i| outcomes.get(i).and_then(Option::as_ref).and_then(|o| o.exit_code))
-                .collect::<Vec<_>>(),
-        });
-        // Output that is not UTF-8 also comes whole, as the output records give it.
-        for (name, bytes) in [("stdout_base64", &stdout), ("stderr_base64", &stderr)] {
-            if std::str::from_utf8(bytes).is_err() {
-                record[name] =
-                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes).into();
-            }
-        }
+                .collect(),
+        };
+        let record = serde_json::to_string(&record).map_err(io::Error::other)?;
         writeln!(out, "{record}")?;
     }
     Ok(())
@@ -245,7 +245,7 @@ mod tests {
             .collect();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0]["folded"], "web[01-03,05]");
-        assert_eq!(records[0]["exit_codes"], json!([0, 0, 0, 0]));
+        assert_eq!(records[0]["exit_codes"], serde_json::json!([0, 0, 0, 0]));
         assert_eq!(records[1]["stderr"], "warn");
         assert!(records[1].get("stderr_base64").is_none());
         // Bytes that are not UTF-8 come whole in base64 too.

@@ -53,6 +53,7 @@ pub mod pki;
 pub mod present;
 pub mod progress;
 pub mod receive_view;
+pub mod records;
 pub mod request;
 pub mod signals;
 pub mod spool;

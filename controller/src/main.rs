@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     // Any command warns when the controller's certificate is about to expire.
     if !matches!(
         cli.command,
-        Command::CompleteJobs | Command::CompleteGroups | Command::Completions(_)
+        Command::CompleteJobs | Command::CompleteGroups | Command::Completions(_) | Command::Schema { .. }
     ) {
         if let Some(warning) = rjob::connect::identity_dir(cli.identity.as_deref())
             .ok()
@@ -179,6 +179,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         }
         Command::Completions(args) => cmd::completions::completions(args.shell),
         Command::Man { dir } => cmd::completions::man(dir),
+        Command::Schema { record } => cmd::schema::run(record.as_deref()),
         Command::CompleteGroups => Ok(cmd::completions::groups()),
         Command::CompleteJobs => {
             let state_dir = daemon::state_dir(cli.state_dir.as_deref())?;

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use rjob_proto::v1::Stream;
-use serde_json::json;
 
 use crate::child::ChildOutcome;
 use crate::choices::OutputFormat;
 use crate::colour::Paint;
 use crate::hosts::{self, Host};
+use crate::records::{OutputRecord, OutputTag, ResultRecord, ResultTag, StreamName};
 use crate::state::State;
 
 /// The longest line kept back waiting for its newline.
@@ -54,7 +54,7 @@ impl<W: Write> Printer<W> {
     /// Writes one JSON record (with the job field when set) as a line.
     pub fn record(&mut self, mut record: serde_json::Value) -> std::io::Result<()> {
         if let Some(job) = &self.job {
-            record["job"] = json!(job);
+            record["job"] = serde_json::Value::String(job.clone());
         }
         self.json_line(&record)
     }
@@ -161,20 +161,30 @@ impl<W: Write> Printer<W> {
                 self.out.write_all(b"\n")
             }
             OutputFormat::Json => {
-                let stream = if is_err { "stderr" } else { "stdout" };
-                let mut record = match std::str::from_utf8(line) {
-                    Ok(text) => {
-                        json!({"type": "output", "host": label, "stream": stream, "seq": seq, "data": text})
-                    }
-                    Err(_) => json!({
-                        "type": "output", "host": label, "stream": stream, "seq": seq,
-                        "data": String::from_utf8_lossy(line),
-                        "data_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, line),
-                    }),
+                let (data, data_base64) = match std::str::from_utf8(line) {
+                    Ok(text) => (text.to_owned(), None),
+                    Err(_) => (
+                        String::from_utf8_lossy(line).into_owned(),
+                        Some(base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            line,
+                        )),
+                    ),
                 };
-                if let Some(job) = &self.job {
-                    record["job"] = json!(job);
-                }
+                let record = OutputRecord {
+                    kind: OutputTag::Tag,
+                    job: self.job.clone(),
+                    host: label.clone(),
+                    stream: if is_err {
+                        StreamName::Stderr
+                    } else {
+                        StreamName::Stdout
+                    },
+                    seq,
+                    data,
+                    data_base64,
+                };
+                let record = serde_json::to_value(record).map_err(std::io::Error::other)?;
                 self.json_line(&record)
             }
         }
@@ -217,16 +227,18 @@ impl<W: Write> Printer<W> {
 
 /// A host's `{"type":"result",…}` record.
 pub fn result_record(label: &str, outcome: &ChildOutcome) -> serde_json::Value {
-    json!({
-        "type": "result",
-        "host": label,
-        "state": outcome.state,
-        "exit_code": outcome.exit_code,
-        "signal": outcome.signal,
-        "duration_ms": u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
-        "error": outcome.reason,
-        "cause": outcome.cause,
-    })
+    let record = ResultRecord {
+        kind: ResultTag::Tag,
+        job: None,
+        host: label.to_owned(),
+        state: outcome.state,
+        exit_code: outcome.exit_code,
+        signal: outcome.signal,
+        duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+        error: outcome.reason.clone().filter(|r| !r.is_empty()),
+        cause: outcome.cause,
+    };
+    serde_json::to_value(record).unwrap_or_default()
 }
 
 /// `label: ` and `label [stderr]: ` per host.

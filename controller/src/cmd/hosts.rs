@@ -3,8 +3,6 @@
 
 use std::io::Write as _;
 
-use serde_json::json;
-
 use crate::cli::{HostsArgs, OutputFormat};
 use crate::hosts::{fold, parse_hosts_file};
 use crate::inventory::select::{from_command_line, Target};
@@ -46,16 +44,16 @@ pub fn render(targets: &[Target], look: &Look) -> String {
     let mut text = String::new();
     if look.output == OutputFormat::Json {
         for t in targets {
-            let record = json!({
-                "type": "host",
-                "host": t.host.label(),
-                "name": t.name,
-                "address": t.host.name,
-                "port": t.host.port,
-                "user": t.user,
-                "vars": t.vars,
-            });
-            text.push_str(&record.to_string());
+            let record = crate::records::HostRecord {
+                kind: crate::records::HostTag::Tag,
+                host: t.host.label(),
+                name: t.name.clone(),
+                address: t.host.name.clone(),
+                port: t.host.port,
+                user: t.user.clone(),
+                vars: t.vars.clone(),
+            };
+            text.push_str(&serde_json::to_string(&record).unwrap_or_default());
             text.push('\n');
         }
         return text;

@@ -1,10 +1,10 @@
 //! `rjob jobs` (Get-Job): a table of jobs, or JSON.
 
 use rjob_proto::v1 as pb;
-use serde_json::json;
 
 use super::{cells, DaemonAddr};
 use crate::cli::{JobsArgs, OutputFormat};
+use crate::records::{ChildRecord, JobRecord};
 use crate::state::State;
 use crate::timestamp::time_text;
 
@@ -47,20 +47,19 @@ pub async fn run(args: &JobsArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     }
     let mut out = super::stdout::Out::new();
     match args.output {
-        OutputFormat::Json => out.line(
-            &serde_json::Value::Array(
-                jobs.iter()
-                    .map(|j| {
-                        let mut shown = job_json(j);
-                        if let (Some(s), Some(children)) = (child_state, shown["children"].as_array_mut()) {
-                            children.retain(|c| c["state"] == s.to_string());
-                        }
-                        shown
-                    })
-                    .collect(),
-            )
-            .to_string(),
-        )?,
+        OutputFormat::Json => {
+            let shown: Vec<JobRecord> = jobs
+                .iter()
+                .map(|j| {
+                    let mut record = job_record(j);
+                    if let Some(s) = child_state {
+                        record.children.retain(|c| c.state == s);
+                    }
+                    record
+                })
+                .collect();
+            out.line(&serde_json::to_string(&shown)?)?;
+        }
         OutputFormat::Text => out.print(&table_of(
             &jobs,
             args.children || child_state.is_some(),
@@ -207,28 +206,44 @@ fn waiting_reason(job: &pb::JobInfo) -> Option<&str> {
 }
 
 pub fn job_json(job: &pb::JobInfo) -> serde_json::Value {
-    json!({
-        "id": job.id,
-        "instance_id": job.instance_id,
-        "name": job.name,
-        "state": State::from_pb(job.state),
-        "has_more_data": job.has_more_data,
-        "location": job.location,
-        "command": job.command,
-        "throttle_limit": job.throttle_limit,
-        "created_at": time_text(job.created_at_ms),
-        "ended_at": time_text(job.ended_at_ms),
-        "progress": progress(job),
-        "children": job.children.iter().map(|c| json!({
-            "host": c.host,
-            "state": State::from_pb(c.state),
-            "exit_code": c.exit_code,
-            "signal": c.signal,
-            "reason": c.reason,
-            "cause": (!c.cause.is_empty()).then_some(&c.cause),
-            "has_more_data": c.has_more_data,
-        })).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(job_record(job)).unwrap_or_default()
+}
+
+/// A job as `--output json` gives it.
+pub fn job_record(job: &pb::JobInfo) -> JobRecord {
+    use crate::records::non_empty;
+    let stamp = |ms: i64| non_empty(&time_text(ms));
+    JobRecord {
+        id: job.id,
+        instance_id: job.instance_id.clone(),
+        name: job.name.clone(),
+        state: State::from_pb(job.state),
+        has_more_data: job.has_more_data,
+        location: non_empty(&job.location),
+        command: job.command.clone(),
+        throttle_limit: job.throttle_limit,
+        created_at: stamp(job.created_at_ms),
+        ended_at: stamp(job.ended_at_ms),
+        done: job
+            .children
+            .iter()
+            .filter(|c| State::from_pb(c.state).is_finished())
+            .count(),
+        total: job.children.len(),
+        children: job
+            .children
+            .iter()
+            .map(|c| ChildRecord {
+                host: c.host.clone(),
+                state: State::from_pb(c.state),
+                exit_code: c.exit_code,
+                signal: c.signal,
+                reason: non_empty(&c.reason),
+                cause: non_empty(&c.cause),
+                has_more_data: c.has_more_data,
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

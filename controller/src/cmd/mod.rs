@@ -13,6 +13,7 @@ pub mod receive;
 mod receive_end;
 pub mod receive_events;
 pub mod receive_jobs;
+pub mod schema;
 pub mod select;
 pub mod start;
 pub mod stdout;

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use rjob_proto::v1 as pb;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::child::ChildOutcome;
@@ -112,9 +112,13 @@ impl Events {
                 continue;
             }
             self.states[i] = state;
-            records.push(json!({
-                "type": "state", "job": self.tag, "host": self.labels[i], "state": state,
-            }));
+            let record = crate::records::StateRecord {
+                kind: crate::records::StateTag::Tag,
+                job: self.tag.clone(),
+                host: self.labels[i].clone(),
+                state,
+            };
+            records.push(serde_json::to_value(record).unwrap_or_default());
         }
         records
     }

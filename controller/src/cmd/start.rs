@@ -2,7 +2,6 @@
 //! to the daemon and return at once with its Id and Name.
 
 use rjob_proto::v1 as pb;
-use serde_json::json;
 
 use super::{from_status, DaemonAddr};
 use crate::cli::{InvokeArgs, OutputFormat, StartArgs};
@@ -83,10 +82,12 @@ async fn create(
             crate::escape::text(&job.name),
             job.instance_id
         ))?,
-        OutputFormat::Json => out.line(
-            &json!({"id": job.id, "name": job.name, "instance_id": job.instance_id, "children": job.children.len()})
-                .to_string(),
-        )?,
+        OutputFormat::Json => out.line(&serde_json::to_string(&crate::records::StartedRecord {
+            id: job.id,
+            name: job.name.clone(),
+            instance_id: job.instance_id.clone(),
+            children: job.children.len(),
+        })?)?,
     }
     Ok(out.status(0))
 }

@@ -30,13 +30,10 @@ pub async fn run(args: &WaitArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     let reply = reply?.into_inner();
     let mut out = super::stdout::Out::new();
     match args.output {
-        OutputFormat::Json => out.line(
-            &serde_json::json!({
-                "timed_out": reply.timed_out,
-                "jobs": reply.jobs.iter().map(super::jobs::job_json).collect::<Vec<_>>(),
-            })
-            .to_string(),
-        )?,
+        OutputFormat::Json => out.line(&serde_json::to_string(&crate::records::WaitRecord {
+            timed_out: reply.timed_out,
+            jobs: reply.jobs.iter().map(super::jobs::job_record).collect(),
+        })?)?,
         OutputFormat::Text => out.print(&super::jobs::table(&reply.jobs, false))?,
     }
     if reply.timed_out {

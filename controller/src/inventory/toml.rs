@@ -96,6 +96,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
             },
             ..Group::default()
         };
+        if g.hosts
+            .iter()
+            .chain(&g.children)
+            .any(|e| e.trim().trim_start_matches('@').is_empty())
+        {
+            return Err(syntax(format!(
+                "group {name}: an empty host or group name; remove the \"\" (or \"@\") entry"
+            )));
+        }
         for entry in g.hosts {
             match entry.strip_prefix('@') {
                 Some(child) => group.children.push(child.to_string()),

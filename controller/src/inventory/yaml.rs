@@ -43,9 +43,27 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
             .ok_or_else(|| syntax("a group source name is not text".to_string()))?
             .to_string();
         check_group_name(&source).map_err(&syntax)?;
+        let Some(map) = value.as_mapping() else {
+            return Err(syntax(format!(
+                "source {source} must hold groups, as in \"{source}: {{web: 'web[1-4]'}}\"; put the groups under a source name"
+            )));
+        };
+        let ansible_key = |v: &serde_yaml::Value| v.get("hosts").is_some() || v.get("children").is_some();
+        let ansible = ansible_key(&value) || map.values().any(ansible_key);
+        if ansible {
+            return Err(syntax(format!(
+                "source {source} has hosts/children maps, as an Ansible YAML inventory does; rjob reads Ansible's INI form and ClusterShell groups files (group: \"node[1-4]\")"
+            )));
+        }
         let groups: BTreeMap<String, NodeSet> = serde_yaml::from_value(value).map_err(|e| {
+            let e = e.to_string();
+            let why = if e.contains("untagged enum") {
+                "a group is neither text nor a list of text".to_string()
+            } else {
+                e
+            };
             syntax(format!(
-                "source {source}: each group must be a node set or a list of them: {e}"
+                "source {source}: each group must be a node set or a list of them ({why})"
             ))
         })?;
         first_source.get_or_insert_with(|| source.clone());

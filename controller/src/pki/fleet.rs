@@ -34,9 +34,11 @@ pub fn issue_agents(ca_dir: &Path, hosts: &[(String, String)], out: &Path) -> Re
 }
 
 /// One certificate found by [`list`].
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Listed {
     /// ca, client or agent.
+    #[schemars(extend("enum" = ["ca", "client", "agent"]))]
     pub kind: &'static str,
     pub subject: String,
     pub path: PathBuf,

@@ -12,7 +12,9 @@ pub use job::{Action, Job, WrongState};
 use rjob_proto::v1 as pb;
 
 /// The state of a child job or of a parent job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema,
+)]
 pub enum State {
     #[default]
     NotStarted,
