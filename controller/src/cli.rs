@@ -161,10 +161,14 @@ pub struct InvokeArgs {
     pub list_hosts: bool,
     #[command(flatten)]
     pub script: ScriptArgs,
-    /// Never more than this many hosts in flight at once; 0 means the default, 32 (as in
-    /// PowerShell)
-    #[arg(long, short = 't', value_name = "N", env = "RJOB_THROTTLE_LIMIT", default_value_t = DEFAULT_THROTTLE_LIMIT, value_parser = parse_throttle_limit)]
-    pub throttle_limit: u32,
+    /// Never more than this many hosts in flight at once, or N% of the hosts (at least 1);
+    /// 0 means the default, 32 (as in PowerShell)
+    #[arg(long, short = 't', value_name = "N|N%", env = "RJOB_THROTTLE_LIMIT", default_value_t = crate::budget::Amount::Count(DEFAULT_THROTTLE_LIMIT), value_parser = parse_throttle_amount)]
+    pub throttle_limit: crate::budget::Amount,
+    /// Error budget: once more than N hosts (or N% of them) have failed, start no more; those
+    /// in flight finish, the rest end "Skipped: error budget of N reached" (exit status 5)
+    #[arg(long, value_name = "N|N%", value_parser = crate::budget::parse_max_errors)]
+    pub max_errors: Option<crate::budget::Amount>,
     /// Give up on a host that does not answer (TCP and TLS) within this time
     #[arg(long, value_name = "DURATION", env = "RJOB_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: std::time::Duration,
@@ -409,6 +413,17 @@ pub fn parse_throttle_limit(s: &str) -> Result<u32, String> {
         _ => Err(format!(
             "expected a whole number from 0 to {MAX_THROTTLE_LIMIT} (0 means the default, {DEFAULT_THROTTLE_LIMIT})"
         )),
+    }
+}
+
+/// `--throttle-limit` of `rjob invoke`: a count as [`parse_throttle_limit`] takes, or N% of
+/// the hosts.
+pub fn parse_throttle_amount(s: &str) -> Result<crate::budget::Amount, String> {
+    match crate::budget::Amount::parse(s, MAX_THROTTLE_LIMIT)? {
+        crate::budget::Amount::Count(n) => {
+            parse_throttle_limit(&n.to_string()).map(crate::budget::Amount::Count)
+        }
+        percent => Ok(percent),
     }
 }
 

@@ -216,6 +216,7 @@ pub fn job_json(job: &pb::JobInfo) -> serde_json::Value {
         "location": job.location,
         "command": job.command,
         "throttle_limit": job.throttle_limit,
+        "max_errors": job.max_errors,
         "created_at": time_text(job.created_at_ms),
         "ended_at": time_text(job.ended_at_ms),
         "progress": progress(job),

@@ -23,7 +23,8 @@ pub async fn invoke_as_job(args: &InvokeArgs, daemon: &DaemonAddr) -> anyhow::Re
             })
             .collect(),
         run: Some(run),
-        throttle_limit: args.throttle_limit,
+        throttle_limit: crate::invoke::throttle_of(args, hosts.len()) as u32,
+        max_errors: args.max_errors.map(|m| m.of(hosts.len())),
         connect_timeout_ms: u64::try_from(args.connect_timeout.as_millis()).unwrap_or(u64::MAX),
         command: command_text(&args.script),
     };
@@ -58,6 +59,7 @@ pub async fn start(args: &StartArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         hosts: Vec::new(),
         run: Some(run),
         throttle_limit: 1,
+        max_errors: None,
         connect_timeout_ms: 10_000,
         command: command_text(&args.script),
     };

@@ -1314,6 +1314,10 @@ pub struct CreateJobRequest {
     /// The command as the user would read it in a listing.
     #[prost(string, tag = "6")]
     pub command: ::prost::alloc::string::String,
+    /// The error budget (--max-errors) as a count of hosts: once more than this many children
+    /// have failed, no new child starts; the rest end Stopped, cause "skipped". Unset: none.
+    #[prost(uint32, optional, tag = "7")]
+    pub max_errors: ::core::option::Option<u32>,
 }
 /// A job named by Id, Name or InstanceId.
 #[allow(clippy::all)]
@@ -1379,6 +1383,9 @@ pub struct JobInfo {
     pub ended_at_ms: i64,
     #[prost(message, repeated, tag = "11")]
     pub children: ::prost::alloc::vec::Vec<ChildInfo>,
+    /// The job's error budget (see CreateJobRequest.max_errors); unset: none.
+    #[prost(uint32, optional, tag = "12")]
+    pub max_errors: ::core::option::Option<u32>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

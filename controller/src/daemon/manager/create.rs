@@ -47,6 +47,7 @@ impl Manager {
             location: if local { "local" } else { "remote" }.to_string(),
             request: encode_request(&run),
             throttle_limit: req.throttle_limit,
+            max_errors: req.max_errors,
             connect_timeout_ms: req.connect_timeout_ms.max(1),
             created_at_ms: now_ms(),
             hosts,
