@@ -46,12 +46,14 @@ pub struct Cli {
 pub enum Command {
     /// Run a script block on many hosts and show their output live (Invoke-Command);
     /// with --as-job, as a background job kept by the daemon (Invoke-Command -AsJob)
+    #[command(after_help = crate::status::INVOKE_HELP)]
     Invoke(InvokeArgs),
     /// Run a script block as a background job on this machine (Start-Job)
     Start(StartArgs),
     /// List jobs (Get-Job)
     Jobs(JobsArgs),
     /// Wait until jobs have finished (Wait-Job)
+    #[command(after_help = crate::status::WAIT_HELP)]
     Wait(WaitArgs),
     /// Show a job's output: what came since the last receive (Receive-Job)
     Receive(ReceiveArgs),

@@ -182,7 +182,7 @@ pub async fn fan_out(
 }
 
 /// Exit status after Ctrl-C.
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub use crate::status::EXIT_INTERRUPTED;
 
 /// `rjob invoke`: returns the process exit status. Ctrl-C stops every run (their process
 /// groups are killed on the agents) and still prints what came and the summary; a second
@@ -270,14 +270,7 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(EXIT_INTERRUPTED);
     }
-    let all_completed = outcomes
-        .iter()
-        .all(|o| o.as_ref().is_some_and(|o| o.state == State::Completed));
-    Ok(if all_completed && !file_errors {
-        0
-    } else {
-        crate::EXIT_FAILED
-    })
+    Ok(crate::status::of_fanout(&outcomes, file_errors))
 }
 
 /// The printer thread: hands each event to the [`Presenter`]; returns every host's outcome

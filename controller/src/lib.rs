@@ -21,6 +21,7 @@
 //! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
 //! - [`fanout`]: the throttled fan-out (invoke and the daemon), with its admission policy;
 //! - [`budget`]: the error budget (`--max-errors`), a fan-out policy, and N|N% amounts;
+//! - [`status`]: the exit statuses programs branch on;
 //! - [`timestamp`]: timestamps as people read them;
 //! - [`store`]: the job store, behind a trait, and its SQLite backend;
 //! - [`daemon`]: `rjob serve` and the job manager;
@@ -58,6 +59,7 @@ pub mod request;
 pub mod signals;
 pub mod spool;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod throttle;
 pub mod timestamp;
