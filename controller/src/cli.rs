@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod fleet;
+mod rerun;
 pub use fleet::{CompletionsArgs, ConfigCommand, ConfigShowArgs, HostsArgs};
+pub use rerun::RerunArgs;
 
 /// rjob: run script blocks on many Linux machines at once, as jobs.
 ///
@@ -57,6 +59,9 @@ pub enum Command {
     Wait(WaitArgs),
     /// Show a job's output: what came since the last receive (Receive-Job)
     Receive(ReceiveArgs),
+    /// A new job with an earlier job's script, arguments, interpreter and settings, on its
+    /// failed hosts (--failed, the default), its unreachable ones or all of them
+    Rerun(RerunArgs),
     /// A full-screen live view of one job: a row per host with its state, duration, exit code
     /// and last output line; / filters hosts, f shows only failed ones, Enter follows one
     /// host's output, q quits. Never consumes output (as receive --keep)

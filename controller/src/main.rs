@@ -130,6 +130,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         Command::Start(args) => runtime()?.block_on(cmd::start::start(args, &daemon_addr(&cli)?)),
         Command::Jobs(args) => runtime()?.block_on(cmd::jobs::run(args, &daemon_addr(&cli)?)),
         Command::Wait(args) => runtime()?.block_on(cmd::wait::run(args, &daemon_addr(&cli)?)),
+        Command::Rerun(args) => runtime()?.block_on(cmd::rerun::run(args, &daemon_addr(&cli)?)),
         Command::Receive(args) => runtime()?.block_on(cmd::receive::run(args, &daemon_addr(&cli)?)),
         Command::Watch(args) => runtime()?.block_on(cmd::watch::run(args, &daemon_addr(&cli)?)),
         Command::Stop(args) => {

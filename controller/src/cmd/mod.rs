@@ -12,6 +12,7 @@ pub mod receive;
 mod receive_end;
 pub mod receive_events;
 pub mod receive_jobs;
+pub mod rerun;
 pub mod select;
 pub mod start;
 pub mod stdout;

@@ -77,6 +77,11 @@ async fn create(
         .await
         .map_err(from_status)?
         .into_inner();
+    created(&job, output)
+}
+
+/// Prints a new job's Id, Name and InstanceId (or its JSON record); the exit status.
+pub(super) fn created(job: &pb::JobInfo, output: OutputFormat) -> anyhow::Result<u8> {
     let mut out = super::stdout::Out::new();
     match output {
         OutputFormat::Text => out.line(&format!(

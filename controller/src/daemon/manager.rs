@@ -8,6 +8,7 @@ mod changes;
 mod control;
 mod create;
 pub mod receive;
+mod rerun;
 mod run;
 mod wait;
 

@@ -40,6 +40,17 @@ impl Controller for ControllerService {
         Ok(Response::new(info))
     }
 
+    async fn rerun_job(
+        &self,
+        request: Request<pb::RerunJobRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        let req = request.into_inner();
+        let of = req.job.clone();
+        let info = self.manager.rerun(req).await.map_err(status)?;
+        tracing::info!(job = info.id, name = %info.name, of = %of, children = info.children.len(), "job rerun");
+        Ok(Response::new(info))
+    }
+
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,

@@ -1319,6 +1319,21 @@ pub struct CreateJobRequest {
     #[prost(uint32, optional, tag = "7")]
     pub max_errors: ::core::option::Option<u32>,
 }
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RerunJobRequest {
+    /// The earlier job, by Id, Name or InstanceId.
+    #[prost(string, tag = "1")]
+    pub job: ::prost::alloc::string::String,
+    #[prost(enumeration = "RerunHosts", tag = "2")]
+    pub hosts: i32,
+    /// Empty: the daemon names it JobN.
+    #[prost(string, tag = "3")]
+    pub name: ::prost::alloc::string::String,
+    /// The run-as user's password, asked again (never stored with the earlier job).
+    #[prost(string, tag = "4")]
+    pub password: ::prost::alloc::string::String,
+}
 /// A job named by Id, Name or InstanceId.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1561,6 +1576,40 @@ impl JobState {
         }
     }
 }
+/// Which hosts of an earlier job a rerun runs on.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum RerunHosts {
+    /// Children that ended Failed, except those whose host was unreachable.
+    Failed = 0,
+    /// Children whose host was unreachable (cause "unreachable").
+    Unreachable = 1,
+    /// Every child.
+    All = 2,
+}
+impl RerunHosts {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Failed => "RERUN_HOSTS_FAILED",
+            Self::Unreachable => "RERUN_HOSTS_UNREACHABLE",
+            Self::All => "RERUN_HOSTS_ALL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "RERUN_HOSTS_FAILED" => Some(Self::Failed),
+            "RERUN_HOSTS_UNREACHABLE" => Some(Self::Unreachable),
+            "RERUN_HOSTS_ALL" => Some(Self::All),
+            _ => None,
+        }
+    }
+}
 /// Generated client implementations.
 pub mod controller_client {
     #![allow(
@@ -1672,6 +1721,29 @@ pub mod controller_client {
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("rjob.v1.Controller", "CreateJob"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A new job with an earlier job's script, arguments, interpreter and settings, on the
+        /// hosts of it that RerunJobRequest.hosts chooses.
+        pub async fn rerun_job(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RerunJobRequest>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::GuardCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Controller/RerunJob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Controller", "RerunJob"));
             self.inner.unary(req, path, codec).await
         }
         pub async fn list_jobs(
@@ -1857,6 +1929,12 @@ pub mod controller_server {
             &self,
             request: tonic::Request<super::CreateJobRequest>,
         ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
+        /// A new job with an earlier job's script, arguments, interpreter and settings, on the
+        /// hosts of it that RerunJobRequest.hosts chooses.
+        async fn rerun_job(
+            &self,
+            request: tonic::Request<super::RerunJobRequest>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
         async fn list_jobs(
             &self,
             request: tonic::Request<super::ListJobsRequest>,
@@ -2011,6 +2089,51 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CreateJobSvc(inner);
+                        let codec = crate::codec::GuardCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Controller/RerunJob" => {
+                    #[allow(non_camel_case_types)]
+                    struct RerunJobSvc<T: Controller>(pub Arc<T>);
+                    impl<
+                        T: Controller,
+                    > tonic::server::UnaryService<super::RerunJobRequest>
+                    for RerunJobSvc<T> {
+                        type Response = super::JobInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RerunJobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Controller>::rerun_job(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RerunJobSvc(inner);
                         let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
