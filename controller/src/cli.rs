@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod daemon;
 mod fleet;
 mod rerun;
+pub use daemon::{DaemonCommand, DaemonStatusArgs};
 pub use fleet::{CompletionsArgs, ConfigCommand, ConfigShowArgs, HostsArgs};
 pub use rerun::RerunArgs;
 
@@ -62,6 +64,9 @@ pub enum Command {
     /// A new job with an earlier job's script, arguments, interpreter and settings, on its
     /// failed hosts (--failed, the default), its unreachable ones or all of them
     Rerun(RerunArgs),
+    /// The daemon itself: its status, or a graceful stop
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
     /// A full-screen live view of one job: a row per host with its state, duration, exit code
     /// and last output line; / filters hosts, f shows only failed ones, Enter follows one
     /// host's output, q quits. Never consumes output (as receive --keep)

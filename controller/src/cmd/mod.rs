@@ -4,6 +4,7 @@ pub mod cells;
 pub mod completions;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod delivered;
 pub mod hosts;
 pub mod jobs;

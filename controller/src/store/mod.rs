@@ -121,7 +121,12 @@ pub trait JobStore: Send + Sync {
 
 /// Opens the job store of a state directory: the store selection.
 pub fn open(state_dir: &Path) -> Result<Arc<dyn JobStore>, StoreError> {
-    Ok(Arc::new(sqlite::SqliteStore::open(&state_dir.join("jobs.db"))?))
+    Ok(Arc::new(sqlite::SqliteStore::open(&path(state_dir))?))
+}
+
+/// Where the store of a state directory is.
+pub fn path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("jobs.db")
 }
 
 #[cfg(test)]

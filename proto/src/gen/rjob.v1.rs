@@ -1320,6 +1320,50 @@ pub struct CreateJobRequest {
     pub max_errors: ::core::option::Option<u32>,
 }
 #[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DaemonStatusRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JobStateCount {
+    #[prost(enumeration = "JobState", tag = "1")]
+    pub state: i32,
+    #[prost(uint32, tag = "2")]
+    pub jobs: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DaemonStatusResponse {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(int64, tag = "2")]
+    pub started_at_ms: i64,
+    #[prost(uint64, tag = "3")]
+    pub uptime_ms: u64,
+    #[prost(string, tag = "4")]
+    pub store_path: ::prost::alloc::string::String,
+    /// The store's files (database, journal, write-ahead log), in bytes.
+    #[prost(uint64, tag = "5")]
+    pub store_bytes: u64,
+    #[prost(message, repeated, tag = "6")]
+    pub jobs: ::prost::alloc::vec::Vec<JobStateCount>,
+    /// Whether the daemon has a controller identity (it needs one for remote jobs).
+    #[prost(bool, tag = "7")]
+    pub identity_loaded: bool,
+    /// Empty when the store is healthy; otherwise what is wrong, in one line.
+    #[prost(string, tag = "8")]
+    pub store_health: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StopDaemonRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StopDaemonResponse {
+    /// Children still running on their agents (they go on; the next daemon follows them).
+    #[prost(uint32, tag = "1")]
+    pub running_children: u32,
+}
+#[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RerunJobRequest {
     /// The earlier job, by Id, Name or InstanceId.
@@ -1746,6 +1790,57 @@ pub mod controller_client {
                 .insert(GrpcMethod::new("rjob.v1.Controller", "RerunJob"));
             self.inner.unary(req, path, codec).await
         }
+        /// The daemon itself: its pid, uptime, store, jobs by state, identity.
+        pub async fn daemon_status(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DaemonStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DaemonStatusResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::GuardCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Controller/DaemonStatus",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Controller", "DaemonStatus"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Stops the daemon gracefully: running children go on, on their agents, and the next
+        /// daemon picks them up.
+        pub async fn stop_daemon(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StopDaemonRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::StopDaemonResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::GuardCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Controller/StopDaemon",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Controller", "StopDaemon"));
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn list_jobs(
             &mut self,
             request: impl tonic::IntoRequest<super::ListJobsRequest>,
@@ -1935,6 +2030,23 @@ pub mod controller_server {
             &self,
             request: tonic::Request<super::RerunJobRequest>,
         ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
+        /// The daemon itself: its pid, uptime, store, jobs by state, identity.
+        async fn daemon_status(
+            &self,
+            request: tonic::Request<super::DaemonStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DaemonStatusResponse>,
+            tonic::Status,
+        >;
+        /// Stops the daemon gracefully: running children go on, on their agents, and the next
+        /// daemon picks them up.
+        async fn stop_daemon(
+            &self,
+            request: tonic::Request<super::StopDaemonRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::StopDaemonResponse>,
+            tonic::Status,
+        >;
         async fn list_jobs(
             &self,
             request: tonic::Request<super::ListJobsRequest>,
@@ -2134,6 +2246,96 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RerunJobSvc(inner);
+                        let codec = crate::codec::GuardCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Controller/DaemonStatus" => {
+                    #[allow(non_camel_case_types)]
+                    struct DaemonStatusSvc<T: Controller>(pub Arc<T>);
+                    impl<
+                        T: Controller,
+                    > tonic::server::UnaryService<super::DaemonStatusRequest>
+                    for DaemonStatusSvc<T> {
+                        type Response = super::DaemonStatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DaemonStatusRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Controller>::daemon_status(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DaemonStatusSvc(inner);
+                        let codec = crate::codec::GuardCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Controller/StopDaemon" => {
+                    #[allow(non_camel_case_types)]
+                    struct StopDaemonSvc<T: Controller>(pub Arc<T>);
+                    impl<
+                        T: Controller,
+                    > tonic::server::UnaryService<super::StopDaemonRequest>
+                    for StopDaemonSvc<T> {
+                        type Response = super::StopDaemonResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StopDaemonRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Controller>::stop_daemon(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StopDaemonSvc(inner);
                         let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

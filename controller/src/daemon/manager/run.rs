@@ -77,7 +77,7 @@ impl Manager {
         let runner = Arc::new(JobRunner {
             manager: self.clone(),
             settings: ChildSettings {
-                tls: self.tls.clone(),
+                tls: self.tls(),
                 connect_timeout: Duration::from_millis(job.connect_timeout_ms),
                 reconnect_window: self.reconnect_window,
             },
