@@ -52,6 +52,14 @@ fn status_then_a_graceful_stop_and_a_daemon_that_picks_the_job_up() {
         daemon.log_text()
     );
     assert!(process_alive(run_pid), "the run goes on on its agent");
+    let none = ran(daemon.rjob().args(["daemon", "status"]));
+    assert_eq!(none.code, 1, "no daemon runs, and status starts none: {none}");
+    assert!(none.stderr.contains("no daemon runs for"), "{none}");
+    assert_eq!(
+        ran(daemon.rjob().args(["daemon", "stop"])).code,
+        0,
+        "nothing to stop"
+    );
 
     daemon.restart().expect("a new daemon");
     assert_eq!(daemon.job("long")["state"], "Running", "{}", daemon.job("long"));

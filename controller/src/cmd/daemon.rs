@@ -8,8 +8,17 @@ use crate::choices::OutputFormat;
 use crate::cli::DaemonCommand;
 use crate::state::State;
 
+/// Neither subcommand starts a daemon: with none running, status says so (exit 1) and stop
+/// has nothing to do (exit 0).
 pub async fn run(command: &DaemonCommand, daemon: &DaemonAddr) -> anyhow::Result<u8> {
-    let mut client = daemon.connect().await?;
+    let Some(mut client) = crate::daemon::client::connect_running(&daemon.state_dir).await? else {
+        let dir = crate::escape::text(&daemon.state_dir.display().to_string()).into_owned();
+        eprintln!("rjob: no daemon runs for {dir} (rjob serve starts one)");
+        return Ok(match command {
+            DaemonCommand::Status(_) => crate::EXIT_FAILED,
+            DaemonCommand::Stop => 0,
+        });
+    };
     let mut out = super::stdout::Out::new();
     match command {
         DaemonCommand::Status(args) => {
