@@ -4,8 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod daemon;
 mod fleet;
+mod rerun;
+pub use daemon::{DaemonCommand, DaemonStatusArgs};
 pub use fleet::{CompletionsArgs, ConfigCommand, ConfigShowArgs, HostsArgs};
+pub use rerun::RerunArgs;
 
 /// rjob: run script blocks on many Linux machines at once, as jobs.
 ///
@@ -52,15 +56,23 @@ pub struct Cli {
 pub enum Command {
     /// Run a script block on many hosts and show their output live (Invoke-Command);
     /// with --as-job, as a background job kept by the daemon (Invoke-Command -AsJob)
+    #[command(after_help = crate::status::INVOKE_HELP)]
     Invoke(InvokeArgs),
     /// Run a script block as a background job on this machine (Start-Job)
     Start(StartArgs),
     /// List jobs (Get-Job)
     Jobs(JobsArgs),
     /// Wait until jobs have finished (Wait-Job)
+    #[command(after_help = crate::status::WAIT_HELP)]
     Wait(WaitArgs),
     /// Show a job's output: what came since the last receive (Receive-Job)
     Receive(ReceiveArgs),
+    /// A new job with an earlier job's script, arguments, interpreter and settings, on its
+    /// failed hosts (--failed, the default), its unreachable ones or all of them
+    Rerun(RerunArgs),
+    /// The daemon itself: its status, or a graceful stop
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
     /// A full-screen live view of one job: a row per host with its state, duration, exit code
     /// and last output line; / filters hosts, f shows only failed ones, Enter follows one
     /// host's output, q quits. Never consumes output (as receive --keep)
@@ -173,10 +185,14 @@ pub struct InvokeArgs {
     pub list_hosts: bool,
     #[command(flatten)]
     pub script: ScriptArgs,
-    /// Never more than this many hosts in flight at once; 0 means the default, 32 (as in
-    /// PowerShell)
-    #[arg(long, short = 't', value_name = "N", env = "RJOB_THROTTLE_LIMIT", hide_env_values = true, default_value_t = DEFAULT_THROTTLE_LIMIT, value_parser = parse_throttle_limit)]
-    pub throttle_limit: u32,
+    /// Never more than this many hosts in flight at once, or N% of the hosts (at least 1);
+    /// 0 means the default, 32 (as in PowerShell)
+    #[arg(long, short = 't', value_name = "N|N%", env = "RJOB_THROTTLE_LIMIT", hide_env_values = true, default_value_t = crate::budget::Amount::Count(DEFAULT_THROTTLE_LIMIT), value_parser = parse_throttle_amount)]
+    pub throttle_limit: crate::budget::Amount,
+    /// Error budget: once more than N hosts (or N% of them) have failed, start no more; those
+    /// in flight finish, the rest end "Skipped: error budget of N reached" (exit status 5)
+    #[arg(long, value_name = "N|N%", value_parser = crate::budget::parse_max_errors)]
+    pub max_errors: Option<crate::budget::Amount>,
     /// Give up on a host that does not answer (TCP and TLS) within this time
     #[arg(long, value_name = "DURATION", env = "RJOB_CONNECT_TIMEOUT", hide_env_values = true, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: std::time::Duration,
@@ -442,6 +458,17 @@ pub fn parse_throttle_limit(s: &str) -> Result<u32, String> {
         _ => Err(format!(
             "expected a whole number from 0 to {MAX_THROTTLE_LIMIT} (0 means the default, {DEFAULT_THROTTLE_LIMIT})"
         )),
+    }
+}
+
+/// `--throttle-limit` of `rjob invoke`: a count as [`parse_throttle_limit`] takes, or N% of
+/// the hosts.
+pub fn parse_throttle_amount(s: &str) -> Result<crate::budget::Amount, String> {
+    match crate::budget::Amount::parse(s, MAX_THROTTLE_LIMIT)? {
+        crate::budget::Amount::Count(n) => {
+            parse_throttle_limit(&n.to_string()).map(crate::budget::Amount::Count)
+        }
+        percent => Ok(percent),
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use rjob_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
+use crate::budget::ErrorBudget;
 use crate::child::{self, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::choices::OutputFormat;
 use crate::cli::InvokeArgs;
@@ -26,18 +27,27 @@ pub struct Invocation {
     pub request: pb::StartRunRequest,
     pub throttle_limit: usize,
     pub connect_timeout: Duration,
+    /// The error budget (`--max-errors`) as a count of hosts.
+    pub max_errors: Option<u32>,
 }
 
 impl Invocation {
     /// Checks the command line and reads the files it names; every problem is a usage error.
     pub fn from_args(args: &InvokeArgs) -> Result<Invocation, UsageError> {
+        let hosts = host_list(args)?;
         Ok(Invocation {
-            hosts: host_list(args)?,
+            throttle_limit: throttle_of(args, hosts.len()),
+            max_errors: args.max_errors.map(|m| m.of(hosts.len())),
+            hosts,
             request: run_request(&args.script)?,
-            throttle_limit: args.throttle_limit as usize,
             connect_timeout: args.connect_timeout,
         })
     }
+}
+
+/// `--throttle-limit` over `hosts` hosts: N% is at least 1.
+pub fn throttle_of(args: &InvokeArgs, hosts: usize) -> usize {
+    args.throttle_limit.of(hosts).max(1) as usize
 }
 
 /// What `rjob invoke` shows while children run.
@@ -164,13 +174,15 @@ pub async fn fan_out(
         settings,
         events,
     });
-    FanOut::new(invocation.throttle_limit)
-        .run(runner, children, desired)
-        .await;
+    let mut fanout = FanOut::new(invocation.throttle_limit);
+    if let Some(allowed) = invocation.max_errors {
+        fanout = fanout.with_policy(Arc::new(ErrorBudget::new(allowed)));
+    }
+    fanout.run(runner, children, desired).await;
 }
 
 /// Exit status after Ctrl-C.
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub use crate::status::EXIT_INTERRUPTED;
 
 /// `rjob invoke`: returns the process exit status. Ctrl-C stops every run (their process
 /// groups are killed on the agents) and still prints what came and the summary; a second
@@ -188,8 +200,9 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     let invocation = Invocation {
         hosts: hosts.clone(),
         request: run_request(&args.script)?,
-        throttle_limit: args.throttle_limit as usize,
+        throttle_limit: throttle_of(args, hosts.len()),
         connect_timeout: args.connect_timeout,
+        max_errors: args.max_errors.map(|m| m.of(hosts.len())),
     };
     let settings = ChildSettings {
         tls: Some(tls),
@@ -257,14 +270,7 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(EXIT_INTERRUPTED);
     }
-    let all_completed = outcomes
-        .iter()
-        .all(|o| o.as_ref().is_some_and(|o| o.state == State::Completed));
-    Ok(if all_completed && !file_errors {
-        0
-    } else {
-        crate::EXIT_FAILED
-    })
+    Ok(crate::status::of_fanout(&outcomes, file_errors))
 }
 
 /// The printer thread: hands each event to the [`Presenter`]; returns every host's outcome

@@ -20,12 +20,15 @@
 //! - [`clock`], [`signals`], [`memory`]: the process's wall clock, stop signals and allocator;
 //! - [`throttle`]: a child's throttle slot, given back while it waits at a busy agent;
 //! - [`fanout`]: the throttled fan-out (invoke and the daemon), with its admission policy;
+//! - [`budget`]: the error budget (`--max-errors`), a fan-out policy, and N|N% amounts;
+//! - [`status`]: the exit statuses programs branch on;
 //! - [`timestamp`]: timestamps as people read them;
 //! - [`store`]: the job store, behind a trait, and its SQLite backend;
 //! - [`daemon`]: `rjob serve` and the job manager;
 //! - [`cmd`]: the job commands on the CLI side (start, jobs, wait, receive, stop, ...).
 
 pub mod backoff;
+pub mod budget;
 pub mod checks;
 pub mod child;
 pub mod choices;
@@ -58,6 +61,7 @@ pub mod request;
 pub mod signals;
 pub mod spool;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod throttle;
 pub mod timestamp;

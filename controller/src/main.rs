@@ -141,6 +141,8 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         Command::Start(args) => runtime()?.block_on(cmd::start::start(args, &daemon_addr(&cli)?)),
         Command::Jobs(args) => runtime()?.block_on(cmd::jobs::run(args, &daemon_addr(&cli)?)),
         Command::Wait(args) => runtime()?.block_on(cmd::wait::run(args, &daemon_addr(&cli)?)),
+        Command::Daemon(command) => runtime()?.block_on(cmd::daemon::run(command, &daemon_addr(&cli)?)),
+        Command::Rerun(args) => runtime()?.block_on(cmd::rerun::run(args, &daemon_addr(&cli)?)),
         Command::Receive(args) => runtime()?.block_on(cmd::receive::run(args, &daemon_addr(&cli)?)),
         Command::Watch(args) => runtime()?.block_on(cmd::watch::run(args, &daemon_addr(&cli)?)),
         Command::Stop(args) => {
@@ -155,16 +157,18 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         Command::Remove(args) => runtime()?.block_on(cmd::control::remove(args, &daemon_addr(&cli)?)),
         Command::Serve(args) => {
             let state_dir = daemon::state_dir(cli.state_dir.as_deref())?;
+            let identity = identity_dir(cli.identity.as_deref()).ok();
             let tls = match identity_dir(cli.identity.as_deref()).and_then(|dir| Tls::load(&dir)) {
                 Ok(tls) => Some(tls),
                 Err(e) => {
-                    tracing::warn!(error = %e, "no controller identity: only local jobs (rjob start) can run");
+                    tracing::warn!(error = %e, "no controller identity yet: only local jobs (rjob start) run until it is there; it is loaded then, with no restart");
                     None
                 }
             };
             let config = DaemonConfig {
                 state_dir,
                 tls,
+                identity_dir: identity,
                 reconnect_window: args.reconnect_window,
                 store: args.store.clone(),
             };

@@ -287,14 +287,23 @@ pub fn summary(
     look: &SummaryLook,
 ) -> String {
     let paint = look.paint;
+    // Children the error budget left unstarted count as "skipped", not with the Stopped.
     let mut counts: BTreeMap<State, usize> = BTreeMap::new();
+    let mut skipped = 0;
     for o in outcomes.iter().flatten() {
-        *counts.entry(o.state).or_default() += 1;
+        if crate::budget::skipped(o) {
+            skipped += 1;
+        } else {
+            *counts.entry(o.state).or_default() += 1;
+        }
     }
-    let counts: Vec<String> = counts
+    let mut counts: Vec<String> = counts
         .iter()
         .map(|(s, n)| paint.state(*s, &format!("{n} {s}")))
         .collect();
+    if skipped > 0 {
+        counts.push(paint.state(State::Stopped, &format!("{skipped} skipped")));
+    }
     let mut text = format!(
         "rjob: {} host{}: {} in {:.1}s\n",
         labels.len(),

@@ -13,18 +13,34 @@ use crate::UsageError;
 
 /// The password the command line asks for, if any.
 pub fn read(args: &ScriptArgs) -> Result<Option<Zeroizing<String>>, UsageError> {
-    let password = if args.ask_password {
-        let user = args.user.as_deref().unwrap_or_default();
-        let prompt = format!("password for {}: ", crate::escape::text(user));
+    let user = args.user.as_deref().unwrap_or_default();
+    let how = Source {
+        ask: args.ask_password,
+        file: args.password_file.as_deref(),
+        stdin: args.password_stdin,
+    };
+    read_from(&how, &format!("password for {}: ", crate::escape::text(user)))
+}
+
+/// Where a password comes from: the terminal, a file or standard input (none: no password).
+pub struct Source<'a> {
+    pub ask: bool,
+    pub file: Option<&'a std::path::Path>,
+    pub stdin: bool,
+}
+
+/// The password from `how`, asked with `prompt` on a terminal.
+pub fn read_from(how: &Source<'_>, prompt: &str) -> Result<Option<Zeroizing<String>>, UsageError> {
+    let password = if how.ask {
         Zeroizing::new(
             rpassword::prompt_password(prompt)
                 .map_err(|e| UsageError(format!("cannot read the password from the terminal: {e}")))?,
         )
-    } else if let Some(path) = &args.password_file {
+    } else if let Some(path) = how.file {
         let what = format!("password file {}", path.display());
         let file = std::fs::File::open(path).map_err(|e| UsageError(format!("cannot read {what}: {e}")))?;
         first_line(read_line_capped(&file, MAX_PASSWORD_BYTES), &what)?
-    } else if args.password_stdin {
+    } else if how.stdin {
         first_line(
             read_line_capped(std::io::stdin().lock(), MAX_PASSWORD_BYTES),
             "the password from standard input",

@@ -145,6 +145,8 @@ pub struct JobRecord {
     pub location: Option<String>,
     pub command: String,
     pub throttle_limit: u32,
+    /// The job's error budget (`--max-errors`), as a count of hosts; null: none.
+    pub max_errors: Option<u32>,
     /// RFC 3339, UTC.
     pub created_at: Option<String>,
     pub ended_at: Option<String>,

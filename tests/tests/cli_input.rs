@@ -382,6 +382,7 @@ fn the_daemon_refuses_what_the_cli_refuses_from_any_client_of_its_socket() {
         throttle_limit: 1,
         connect_timeout_ms: 1000,
         command: "true".into(),
+        max_errors: None,
     };
     let long_host = "h".repeat(70_000);
     let long_name = "n".repeat(70_000);

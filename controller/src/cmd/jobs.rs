@@ -222,6 +222,7 @@ pub fn job_record(job: &pb::JobInfo) -> JobRecord {
         location: non_empty(&job.location),
         command: job.command.clone(),
         throttle_limit: job.throttle_limit,
+        max_errors: job.max_errors,
         created_at: stamp(job.created_at_ms),
         ended_at: stamp(job.ended_at_ms),
         done: job

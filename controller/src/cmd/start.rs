@@ -22,7 +22,8 @@ pub async fn invoke_as_job(args: &InvokeArgs, daemon: &DaemonAddr) -> anyhow::Re
             })
             .collect(),
         run: Some(run),
-        throttle_limit: args.throttle_limit,
+        throttle_limit: crate::invoke::throttle_of(args, hosts.len()) as u32,
+        max_errors: args.max_errors.map(|m| m.of(hosts.len())),
         connect_timeout_ms: u64::try_from(args.connect_timeout.as_millis()).unwrap_or(u64::MAX),
         command: command_text(&args.script),
     };
@@ -57,6 +58,7 @@ pub async fn start(args: &StartArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         hosts: Vec::new(),
         run: Some(run),
         throttle_limit: 1,
+        max_errors: None,
         connect_timeout_ms: 10_000,
         command: command_text(&args.script),
     };
@@ -74,6 +76,11 @@ async fn create(
         .await
         .map_err(from_status)?
         .into_inner();
+    created(&job, output)
+}
+
+/// Prints a new job's Id, Name and InstanceId (or its JSON record); the exit status.
+pub(super) fn created(job: &pb::JobInfo, output: OutputFormat) -> anyhow::Result<u8> {
     let mut out = super::stdout::Out::new();
     match output {
         OutputFormat::Text => out.line(&format!(

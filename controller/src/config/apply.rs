@@ -40,7 +40,11 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches, config: &mut Config) -> Result
     }
     match &mut cli.command {
         Command::Invoke(a) => {
-            fill!(a.throttle_limit, "throttle_limit", config.throttle_limit()?);
+            fill!(
+                a.throttle_limit,
+                "throttle_limit",
+                config.throttle_limit()?.map(crate::budget::Amount::Count)
+            );
             fill!(a.connect_timeout, "connect_timeout", config.connect_timeout()?);
             fill!(a.output, "output", config.output()?);
             fill!(a.color, "color", config.color()?);

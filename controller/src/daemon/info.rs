@@ -21,6 +21,7 @@ pub fn job_info(job: &JobRow, children: &[ChildRow]) -> pb::JobInfo {
         command: job.command.clone(),
         location: job.location.clone(),
         throttle_limit: job.throttle_limit,
+        max_errors: job.max_errors,
         created_at_ms: job.created_at_ms,
         ended_at_ms: job.ended_at_ms.unwrap_or(0),
         children: children

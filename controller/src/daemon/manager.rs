@@ -8,6 +8,7 @@ mod changes;
 mod control;
 mod create;
 pub mod receive;
+mod rerun;
 mod run;
 mod wait;
 
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::child::Desired;
 use crate::connect::Tls;
 use crate::daemon::health::Health;
+use crate::daemon::identity::Identity;
 use crate::daemon::info::job_info;
 use crate::daemon::orphans::Orphans;
 use crate::daemon::writer::{write_output, WriteOp};
@@ -67,7 +69,7 @@ pub struct Manager {
     passwords: Mutex<HashMap<i64, zeroize::Zeroizing<String>>>,
     /// Jobs with a consuming receive going (one at a time per job).
     consumers: receive::Consumers,
-    tls: Option<Tls>,
+    identity: Identity,
     local_socket: PathBuf,
     reconnect_window: Duration,
     /// Runs given up on, stopped once their agents answer.
@@ -81,7 +83,7 @@ pub fn now_ms() -> i64 {
 impl Manager {
     pub fn new(
         store: Arc<dyn JobStore>,
-        tls: Option<Tls>,
+        identity: Identity,
         local_socket: PathBuf,
         reconnect_window: Duration,
         orphans: Arc<Orphans>,
@@ -98,7 +100,7 @@ impl Manager {
             active: Mutex::new(HashMap::new()),
             passwords: Mutex::new(HashMap::new()),
             consumers: receive::Consumers::default(),
-            tls,
+            identity,
             local_socket,
             reconnect_window,
             orphans,
@@ -109,6 +111,16 @@ impl Manager {
             .map(drop)
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the output writer"));
         manager
+    }
+
+    /// Whether the daemon has a controller identity (remote jobs need one).
+    pub fn identity_loaded(&self) -> bool {
+        self.identity.loaded()
+    }
+
+    /// The controller identity for remote jobs (loaded now if it only just appeared).
+    pub(crate) fn tls(&self) -> Option<Tls> {
+        self.identity.get().ok()
     }
 
     pub fn health(&self) -> &Arc<Health> {

@@ -2,8 +2,10 @@
 //! directory), serves the CLI on a Unix socket private to the user, and runs local jobs on an
 //! embedded agent (the same code as `rjob-agent`) behind a second private socket.
 
+pub mod admin;
 pub mod client;
 pub mod health;
+pub mod identity;
 pub mod info;
 pub mod manager;
 pub mod notices;
@@ -16,6 +18,7 @@ mod writer;
 pub use manager::receive;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -86,6 +89,8 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// The controller's identity for remote jobs; `None`: only local jobs.
     pub tls: Option<Tls>,
+    /// Where the identity is looked for when `tls` is `None` (loaded once it is there).
+    pub identity_dir: Option<PathBuf>,
     /// How long a child may stay Disconnected before it fails.
     pub reconnect_window: Duration,
     /// The job store (`rjob serve --store`); `None`: SQLite in the state directory.
@@ -131,6 +136,10 @@ pub async fn serve(
     let _ = std::fs::remove_file(&socket);
 
     let store = crate::store::open(dir, config.store.as_deref()).await?;
+    let admin = Arc::new(admin::Admin::new(crate::store::location(
+        dir,
+        config.store.as_deref(),
+    )));
 
     // The embedded agent for local jobs: same runner, spool, service and expiry as rjob-agent.
     let local_socket = dir.join("local-agent.sock");
@@ -145,7 +154,8 @@ pub async fn serve(
     let orphans = orphans::Orphans::open(dir, config.tls.clone());
     orphans.resume();
     let lost = store.lost_notice().map(str::to_string);
-    let manager = manager::Manager::new(store, config.tls, local_socket, config.reconnect_window, orphans);
+    let identity = identity::Identity::new(config.identity_dir, config.tls);
+    let manager = manager::Manager::new(store, identity, local_socket, config.reconnect_window, orphans);
     if let Some(lost) = lost {
         // Said once here, in the log, and by `rjob jobs` for as long as this daemon runs.
         tracing::error!("{lost}");
@@ -161,11 +171,14 @@ pub async fn serve(
     let serving = Server::builder()
         .layer(notices::layer(manager.health().clone()))
         .add_service(
-            ControllerServer::new(service::ControllerService::new(manager))
+            ControllerServer::new(service::ControllerService::new(manager, admin.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = admin.stop.notified() => {}
+            }
             let _ = stopping_tx.send(());
         });
     // `rjob wait` and `receive --follow` streams would hold a graceful shutdown open: give

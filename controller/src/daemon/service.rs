@@ -8,15 +8,17 @@ use rjob_proto::v1::controller_server::Controller;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::daemon::admin::Admin;
 use crate::daemon::manager::{JobError, Manager};
 
 pub struct ControllerService {
     manager: Arc<Manager>,
+    admin: Arc<Admin>,
 }
 
 impl ControllerService {
-    pub fn new(manager: Arc<Manager>) -> Self {
-        ControllerService { manager }
+    pub fn new(manager: Arc<Manager>, admin: Arc<Admin>) -> Self {
+        ControllerService { manager, admin }
     }
 }
 
@@ -37,6 +39,35 @@ impl Controller for ControllerService {
     ) -> Result<Response<pb::JobInfo>, Status> {
         let info = self.manager.create(request.into_inner()).await.map_err(status)?;
         tracing::info!(job = info.id, name = %info.name, children = info.children.len(), "job created");
+        Ok(Response::new(info))
+    }
+
+    async fn daemon_status(
+        &self,
+        _request: Request<pb::DaemonStatusRequest>,
+    ) -> Result<Response<pb::DaemonStatusResponse>, Status> {
+        Ok(Response::new(
+            self.admin.status(&self.manager).await.map_err(status)?,
+        ))
+    }
+
+    async fn stop_daemon(
+        &self,
+        _request: Request<pb::StopDaemonRequest>,
+    ) -> Result<Response<pb::StopDaemonResponse>, Status> {
+        Ok(Response::new(
+            self.admin.stop(&self.manager).await.map_err(status)?,
+        ))
+    }
+
+    async fn rerun_job(
+        &self,
+        request: Request<pb::RerunJobRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        let req = request.into_inner();
+        let of = req.job.clone();
+        let info = self.manager.rerun(req).await.map_err(status)?;
+        tracing::info!(job = info.id, name = %info.name, of = %of, children = info.children.len(), "job rerun");
         Ok(Response::new(info))
     }
 

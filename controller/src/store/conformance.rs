@@ -36,6 +36,7 @@ pub fn new_job(name: &str, hosts: usize) -> NewJob {
         location: "remote".into(),
         request: vec![1, 2, 3],
         throttle_limit: 2,
+        max_errors: Some(3),
         connect_timeout_ms: 1500,
         created_at_ms: 1_000,
         hosts: (0..hosts).map(|i| (format!("h{i}"), 9000 + i as u16)).collect(),
@@ -72,6 +73,7 @@ pub async fn jobs_and_children(store: &dyn JobStore) {
         (job.throttle_limit, job.connect_timeout_ms, job.created_at_ms),
         (2, 1500, 1_000)
     );
+    assert_eq!(job.max_errors, Some(3), "the error budget is kept with the job");
     assert_eq!(
         (job.ended_at_ms, job.stop_requested, job.suspended),
         (None, false, false)

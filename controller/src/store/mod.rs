@@ -126,8 +126,23 @@ pub async fn open(state_dir: &Path, store: Option<&str>) -> Result<Arc<dyn JobSt
     Ok(match store {
         Some(url) if postgres::is_postgres_url(url) => Arc::new(postgres::PgStore::open(url).await?),
         Some(file) => Arc::new(sqlite::SqliteStore::open(Path::new(file))?),
-        None => Arc::new(sqlite::SqliteStore::open(&state_dir.join("jobs.db"))?),
+        None => Arc::new(sqlite::SqliteStore::open(&path(state_dir))?),
     })
+}
+
+/// Where the embedded store of a state directory is.
+pub fn path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("jobs.db")
+}
+
+/// Where the store `open` opens is, as `rjob daemon status` shows it (a PostgreSQL URL
+/// without its password).
+pub fn location(state_dir: &Path, store: Option<&str>) -> std::path::PathBuf {
+    match store {
+        Some(url) if postgres::is_postgres_url(url) => postgres::redacted(url).into(),
+        Some(file) => file.into(),
+        None => path(state_dir),
+    }
 }
 
 #[cfg(test)]

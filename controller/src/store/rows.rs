@@ -17,6 +17,8 @@ pub struct NewJob {
     pub request: Vec<u8>,
     pub throttle_limit: u32,
     pub connect_timeout_ms: u64,
+    /// The error budget (`--max-errors`) as a count of hosts; `None`: none.
+    pub max_errors: Option<u32>,
     pub created_at_ms: i64,
     /// Host name and port of each child.
     pub hosts: Vec<(String, u16)>,
@@ -33,6 +35,8 @@ pub struct JobRow {
     pub location: String,
     pub throttle_limit: u32,
     pub connect_timeout_ms: u64,
+    /// The error budget (`--max-errors`) as a count of hosts; `None`: none.
+    pub max_errors: Option<u32>,
     pub created_at_ms: i64,
     /// When its last child ended.
     pub ended_at_ms: Option<i64>,

@@ -1314,6 +1314,69 @@ pub struct CreateJobRequest {
     /// The command as the user would read it in a listing.
     #[prost(string, tag = "6")]
     pub command: ::prost::alloc::string::String,
+    /// The error budget (--max-errors) as a count of hosts: once more than this many children
+    /// have failed, no new child starts; the rest end Stopped, cause "skipped". Unset: none.
+    #[prost(uint32, optional, tag = "7")]
+    pub max_errors: ::core::option::Option<u32>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DaemonStatusRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JobStateCount {
+    #[prost(enumeration = "JobState", tag = "1")]
+    pub state: i32,
+    #[prost(uint32, tag = "2")]
+    pub jobs: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DaemonStatusResponse {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(int64, tag = "2")]
+    pub started_at_ms: i64,
+    #[prost(uint64, tag = "3")]
+    pub uptime_ms: u64,
+    #[prost(string, tag = "4")]
+    pub store_path: ::prost::alloc::string::String,
+    /// The store's files (database, journal, write-ahead log), in bytes.
+    #[prost(uint64, tag = "5")]
+    pub store_bytes: u64,
+    #[prost(message, repeated, tag = "6")]
+    pub jobs: ::prost::alloc::vec::Vec<JobStateCount>,
+    /// Whether the daemon has a controller identity (it needs one for remote jobs).
+    #[prost(bool, tag = "7")]
+    pub identity_loaded: bool,
+    /// Empty when the store is healthy; otherwise what is wrong, in one line.
+    #[prost(string, tag = "8")]
+    pub store_health: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StopDaemonRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StopDaemonResponse {
+    /// Children still running on their agents (they go on; the next daemon follows them).
+    #[prost(uint32, tag = "1")]
+    pub running_children: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RerunJobRequest {
+    /// The earlier job, by Id, Name or InstanceId.
+    #[prost(string, tag = "1")]
+    pub job: ::prost::alloc::string::String,
+    #[prost(enumeration = "RerunHosts", tag = "2")]
+    pub hosts: i32,
+    /// Empty: the daemon names it JobN.
+    #[prost(string, tag = "3")]
+    pub name: ::prost::alloc::string::String,
+    /// The run-as user's password, asked again (never stored with the earlier job).
+    #[prost(string, tag = "4")]
+    pub password: ::prost::alloc::string::String,
 }
 /// A job named by Id, Name or InstanceId.
 #[allow(clippy::all)]
@@ -1379,6 +1442,9 @@ pub struct JobInfo {
     pub ended_at_ms: i64,
     #[prost(message, repeated, tag = "11")]
     pub children: ::prost::alloc::vec::Vec<ChildInfo>,
+    /// The job's error budget (see CreateJobRequest.max_errors); unset: none.
+    #[prost(uint32, optional, tag = "12")]
+    pub max_errors: ::core::option::Option<u32>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1554,6 +1620,40 @@ impl JobState {
         }
     }
 }
+/// Which hosts of an earlier job a rerun runs on.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum RerunHosts {
+    /// Children that ended Failed, except those whose host was unreachable.
+    Failed = 0,
+    /// Children whose host was unreachable (cause "unreachable").
+    Unreachable = 1,
+    /// Every child.
+    All = 2,
+}
+impl RerunHosts {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Failed => "RERUN_HOSTS_FAILED",
+            Self::Unreachable => "RERUN_HOSTS_UNREACHABLE",
+            Self::All => "RERUN_HOSTS_ALL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "RERUN_HOSTS_FAILED" => Some(Self::Failed),
+            "RERUN_HOSTS_UNREACHABLE" => Some(Self::Unreachable),
+            "RERUN_HOSTS_ALL" => Some(Self::All),
+            _ => None,
+        }
+    }
+}
 /// Generated client implementations.
 pub mod controller_client {
     #![allow(
@@ -1665,6 +1765,80 @@ pub mod controller_client {
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("rjob.v1.Controller", "CreateJob"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A new job with an earlier job's script, arguments, interpreter and settings, on the
+        /// hosts of it that RerunJobRequest.hosts chooses.
+        pub async fn rerun_job(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RerunJobRequest>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::GuardCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Controller/RerunJob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Controller", "RerunJob"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The daemon itself: its pid, uptime, store, jobs by state, identity.
+        pub async fn daemon_status(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DaemonStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DaemonStatusResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::GuardCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Controller/DaemonStatus",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Controller", "DaemonStatus"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Stops the daemon gracefully: running children go on, on their agents, and the next
+        /// daemon picks them up.
+        pub async fn stop_daemon(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StopDaemonRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::StopDaemonResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::GuardCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Controller/StopDaemon",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Controller", "StopDaemon"));
             self.inner.unary(req, path, codec).await
         }
         pub async fn list_jobs(
@@ -1850,6 +2024,29 @@ pub mod controller_server {
             &self,
             request: tonic::Request<super::CreateJobRequest>,
         ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
+        /// A new job with an earlier job's script, arguments, interpreter and settings, on the
+        /// hosts of it that RerunJobRequest.hosts chooses.
+        async fn rerun_job(
+            &self,
+            request: tonic::Request<super::RerunJobRequest>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
+        /// The daemon itself: its pid, uptime, store, jobs by state, identity.
+        async fn daemon_status(
+            &self,
+            request: tonic::Request<super::DaemonStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DaemonStatusResponse>,
+            tonic::Status,
+        >;
+        /// Stops the daemon gracefully: running children go on, on their agents, and the next
+        /// daemon picks them up.
+        async fn stop_daemon(
+            &self,
+            request: tonic::Request<super::StopDaemonRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::StopDaemonResponse>,
+            tonic::Status,
+        >;
         async fn list_jobs(
             &self,
             request: tonic::Request<super::ListJobsRequest>,
@@ -2004,6 +2201,141 @@ pub mod controller_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CreateJobSvc(inner);
+                        let codec = crate::codec::GuardCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Controller/RerunJob" => {
+                    #[allow(non_camel_case_types)]
+                    struct RerunJobSvc<T: Controller>(pub Arc<T>);
+                    impl<
+                        T: Controller,
+                    > tonic::server::UnaryService<super::RerunJobRequest>
+                    for RerunJobSvc<T> {
+                        type Response = super::JobInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RerunJobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Controller>::rerun_job(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RerunJobSvc(inner);
+                        let codec = crate::codec::GuardCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Controller/DaemonStatus" => {
+                    #[allow(non_camel_case_types)]
+                    struct DaemonStatusSvc<T: Controller>(pub Arc<T>);
+                    impl<
+                        T: Controller,
+                    > tonic::server::UnaryService<super::DaemonStatusRequest>
+                    for DaemonStatusSvc<T> {
+                        type Response = super::DaemonStatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DaemonStatusRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Controller>::daemon_status(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DaemonStatusSvc(inner);
+                        let codec = crate::codec::GuardCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Controller/StopDaemon" => {
+                    #[allow(non_camel_case_types)]
+                    struct StopDaemonSvc<T: Controller>(pub Arc<T>);
+                    impl<
+                        T: Controller,
+                    > tonic::server::UnaryService<super::StopDaemonRequest>
+                    for StopDaemonSvc<T> {
+                        type Response = super::StopDaemonResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StopDaemonRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Controller>::stop_daemon(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StopDaemonSvc(inner);
                         let codec = crate::codec::GuardCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -17,11 +17,10 @@ impl Manager {
         // The password stays in memory, never in the store.
         let password = zeroize::Zeroizing::new(std::mem::take(&mut run.password));
         let local = req.hosts.is_empty();
-        if !local && self.tls.is_none() {
-            return Err(JobError::Invalid(
-                "the daemon has no controller identity: run `rjob pki init`, then restart the daemon (`rjob serve`)"
-                    .into(),
-            ));
+        if !local {
+            if let Err(e) = self.identity.get() {
+                return Err(JobError::Invalid(self.identity.missing(&e)));
+            }
         }
         if req.throttle_limit == 0 {
             return Err(JobError::Invalid("the throttle limit must be at least 1".into()));
@@ -47,6 +46,7 @@ impl Manager {
             location: if local { "local" } else { "remote" }.to_string(),
             request: encode_request(&run),
             throttle_limit: req.throttle_limit,
+            max_errors: req.max_errors,
             connect_timeout_ms: req.connect_timeout_ms.max(1),
             created_at_ms: now_ms(),
             hosts,

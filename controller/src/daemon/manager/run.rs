@@ -9,6 +9,7 @@ use rjob_proto::v1 as pb;
 use tokio::sync::watch;
 
 use super::{now_ms, Manager};
+use crate::budget::ErrorBudget;
 use crate::child::{self, Cause, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::daemon::info::{child_end, decode_request};
 use crate::daemon::writer::StoreSink;
@@ -69,13 +70,14 @@ impl Manager {
             Err(e) => return Err(e),
         };
         let mut children = self.store.children(job.id).await?;
+        let already_failed = children.iter().filter(|c| c.state == State::Failed).count();
         children.retain(|c| !c.state.is_finished());
         // Children that had started go first: they hold the throttle slots they had.
         children.sort_by_key(|c| (c.run_id.is_none(), c.idx));
         let runner = Arc::new(JobRunner {
             manager: self.clone(),
             settings: ChildSettings {
-                tls: self.tls.clone(),
+                tls: self.tls(),
                 connect_timeout: Duration::from_millis(job.connect_timeout_ms),
                 reconnect_window: self.reconnect_window,
             },
@@ -97,9 +99,13 @@ impl Manager {
             }
             children = started;
         }
-        FanOut::new(job.throttle_limit as usize)
-            .run(runner, children, desired)
-            .await;
+        let mut fanout = FanOut::new(job.throttle_limit as usize);
+        if let Some(allowed) = job.max_errors {
+            // A job picked up after a restart keeps what its budget had spent.
+            let failed = u32::try_from(already_failed).unwrap_or(u32::MAX);
+            fanout = fanout.with_policy(Arc::new(ErrorBudget::spent(allowed, failed)));
+        }
+        fanout.run(runner, children, desired).await;
         Ok(())
     }
 }

@@ -26,6 +26,7 @@ fn job_row(r: &Row) -> JobRow {
         ended_at_ms: r.get(8),
         stop_requested: r.get(9),
         suspended: r.get(10),
+        max_errors: r.get::<_, Option<i32>>(11).and_then(|n| u32::try_from(n).ok()),
     }
 }
 
@@ -48,7 +49,7 @@ fn child_row(r: &Row) -> ChildRow {
 }
 
 const JOB_COLUMNS: &str = "id, instance_id, name, command, location, throttle_limit, connect_timeout_ms,
-     created_at_ms, ended_at_ms, stop_requested, suspended";
+     created_at_ms, ended_at_ms, stop_requested, suspended, max_errors";
 
 impl PgStore {
     /// Creates the job, its children and its output partition in one transaction.
@@ -62,10 +63,11 @@ impl PgStore {
             job.name.clone()
         };
         let throttle = i32::try_from(job.throttle_limit).unwrap_or(i32::MAX);
+        let max_errors = job.max_errors.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
         tx.execute(
             "INSERT INTO jobs (id, instance_id, name, command, location, request, throttle_limit,
-                               connect_timeout_ms, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                               connect_timeout_ms, created_at_ms, max_errors)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 &id,
                 &job.instance_id,
@@ -76,6 +78,7 @@ impl PgStore {
                 &throttle,
                 &to_i64(job.connect_timeout_ms),
                 &job.created_at_ms,
+                &max_errors,
             ],
         )
         .await?;

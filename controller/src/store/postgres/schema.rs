@@ -69,6 +69,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
              EXECUTE 'ALTER TABLE output ALTER COLUMN data SET COMPRESSION lz4';
          END IF;
      END $$;",
+    // 2: a job's error budget (`--max-errors`), as a count of hosts; NULL: none.
+    "ALTER TABLE jobs ADD COLUMN max_errors integer;",
 ];
 
 /// The version this rjob brings the schema to.

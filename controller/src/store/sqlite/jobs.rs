@@ -14,8 +14,8 @@ pub(super) fn insert(conn: &mut Connection, id: i64, job: &NewJob) -> rusqlite::
         job.name.clone()
     };
     tx.execute(
-        "INSERT INTO jobs (id, instance_id, name, command, location, request, throttle_limit, connect_timeout_ms, created_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO jobs (id, instance_id, name, command, location, request, throttle_limit, connect_timeout_ms, created_at_ms, max_errors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             id,
             job.instance_id,
@@ -26,6 +26,7 @@ pub(super) fn insert(conn: &mut Connection, id: i64, job: &NewJob) -> rusqlite::
             job.throttle_limit,
             to_i64(job.connect_timeout_ms),
             job.created_at_ms,
+            job.max_errors,
         ],
     )?;
     for (idx, (host, port)) in job.hosts.iter().enumerate() {
@@ -55,7 +56,7 @@ pub(super) fn request(conn: &Connection, id: i64) -> Result<Vec<u8>, StoreError>
 pub(super) fn select(conn: &Connection, id: Option<i64>) -> rusqlite::Result<Vec<JobRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, instance_id, name, command, location, throttle_limit, connect_timeout_ms,
-                created_at_ms, ended_at_ms, stop_requested, suspended FROM jobs
+                created_at_ms, ended_at_ms, stop_requested, suspended, max_errors FROM jobs
          WHERE ?1 IS NULL OR id = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([id], |r| {
@@ -71,6 +72,7 @@ pub(super) fn select(conn: &Connection, id: Option<i64>) -> rusqlite::Result<Vec
             ended_at_ms: r.get(8)?,
             stop_requested: r.get(9)?,
             suspended: r.get(10)?,
+            max_errors: r.get(11)?,
         })
     })?;
     rows.collect()

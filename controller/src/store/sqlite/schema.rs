@@ -8,7 +8,7 @@ use rusqlite::{Connection, Transaction};
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Every schema step, in order: step i brings a store to version i + 1.
-const STEPS: &[Step] = &[v1_tables, v2_not_set_is_null];
+const STEPS: &[Step] = &[v1_tables, v2_not_set_is_null, v3_error_budget];
 
 /// The version this binary writes.
 pub(super) const LATEST: i64 = STEPS.len() as i64;
@@ -107,6 +107,11 @@ fn v2_not_set_is_null(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         ALTER TABLE jobs_v2 RENAME TO jobs;
         ALTER TABLE children_v2 RENAME TO children;",
     )
+}
+
+/// Version 3: a job's error budget (`--max-errors`), NULL for none.
+fn v3_error_budget(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("ALTER TABLE jobs ADD COLUMN max_errors INTEGER;")
 }
 
 /// The tables of the releases before versions (their `received_*` mark columns come after).
