@@ -64,22 +64,39 @@ pub(super) fn advance(
     let Some(last_seq) = jobs::last_seq(&tx, job_id, idx)? else {
         return Ok(()); // removed meanwhile
     };
-    // Everything before the first chunk that either stream has not delivered whole.
-    let mut prefix = last_seq;
-    for s in Stream::BOTH {
-        let m = mark_of(&tx, job_id, idx, s)?;
-        let next: Option<i64> = tx.query_row(
-            "SELECT MIN(seq) FROM output WHERE job_id = ?1 AND idx = ?2 AND stream = ?3 AND seq > ?4",
-            params![job_id, idx, s.code(), to_i64(m.seq)],
-            |r| r.get(0),
-        )?;
-        if let Some(next) = next {
-            prefix = prefix.min(next - 1);
-        }
-    }
+    let prefix = covered_prefix(&tx, job_id, idx, last_seq)?;
     tx.execute(
         "UPDATE children SET received_seq = ?3 WHERE job_id = ?1 AND idx = ?2 AND received_seq < ?3",
         params![job_id, idx, prefix],
     )?;
     tx.commit()
+}
+
+/// Everything before the first chunk that its stream's mark does not cover whole (`last_seq`
+/// when every chunk is covered). The prefix only grows, so the scan starts where it stood
+/// (or where both marks are, whichever is further) and stops at the first chunk not covered:
+/// each chunk is looked at about once over a whole receive, not once per confirmation (a
+/// search per stream for its next chunk walked every chunk after the mark, each time).
+fn covered_prefix(conn: &Connection, job_id: i64, idx: u32, last_seq: i64) -> rusqlite::Result<i64> {
+    let marks = marks(conn, job_id, idx)?;
+    let received: i64 = conn.query_row(
+        "SELECT received_seq FROM children WHERE job_id = ?1 AND idx = ?2",
+        params![job_id, idx],
+        |r| r.get(0),
+    )?;
+    let both = to_i64(marks[0].seq.min(marks[1].seq));
+    let from = received.max(both);
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, stream FROM output WHERE job_id = ?1 AND idx = ?2 AND seq > ?3 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query(params![job_id, idx, from])?;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        let stream = Stream::from_code(row.get(1)?);
+        let mark = marks[usize::from(stream == Stream::Stderr)];
+        if to_u64(seq) > mark.seq {
+            return Ok((seq - 1).min(last_seq));
+        }
+    }
+    Ok(last_seq)
 }
