@@ -311,16 +311,24 @@ pub fn summary(
         counts.join(", "),
         elapsed.as_secs_f64()
     );
-    // Hosts that did not complete, by (state, reason), in the order first seen.
+    // Hosts that did not complete, by (state, reason), in the order first seen. A reason that
+    // names its own host's address ("cannot connect: H:P: ...") is compared without it, so
+    // that 100 unreachable hosts are still one line; a host alone keeps its whole reason.
     let mut order: Vec<(Option<State>, String)> = Vec::new();
     let mut sets: std::collections::HashMap<(Option<State>, String), Vec<usize>> = Default::default();
+    let mut whole: std::collections::HashMap<usize, String> = Default::default();
     for (i, outcome) in outcomes.iter().enumerate().take(labels.len()) {
         let key = match outcome {
             Some(o) if o.state == State::Completed => continue,
-            Some(o) => (
-                Some(o.state),
-                o.reason.clone().unwrap_or_else(|| "no reason given".into()),
-            ),
+            Some(o) => {
+                let reason = o.reason.clone().unwrap_or_else(|| "no reason given".into());
+                let general = match hosts.get(i) {
+                    Some(h) => reason.replace(&format!("{}:{}: ", h.name, h.port), ""),
+                    None => reason.clone(),
+                };
+                whole.insert(i, reason);
+                (Some(o.state), general)
+            }
             None => (None, String::new()),
         };
         let set = sets.entry(key.clone()).or_default();
@@ -339,7 +347,11 @@ pub fn summary(
         };
         let who = paint.failure(&who);
         match key {
-            (Some(state), reason) => {
+            (Some(state), general) => {
+                let reason = match set.as_slice() {
+                    [one] => whole.get(one).cloned().unwrap_or(general),
+                    _ => general,
+                };
                 let reason = crate::escape::text(&reason);
                 text.push_str(&format!("rjob: {who}: {state}: {reason}\n"));
             }

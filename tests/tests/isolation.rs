@@ -18,7 +18,10 @@ fn a_client_certificate_from_another_ca_is_refused_and_nothing_runs() {
         "--script",
         &format!("touch {}", marker.display()),
     ]));
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(
+        out.code, 4,
+        "a refused TLS handshake is unreachable (exit 4): {out}"
+    );
     assert!(out.stderr.contains("Failed"), "{out}");
     assert!(!marker.exists(), "the script ran for a foreign client");
 }

@@ -131,7 +131,7 @@ fn a_refused_client_certificate_and_a_refused_connection_say_so_and_where() {
     let out = ran(fleet
         .rjob()
         .args(["invoke", "-H", &closed.to_string(), "-s", "echo hi"]));
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 4, "nothing listens: unreachable (exit 4): {out}");
     assert!(
         out.stderr.contains(&format!("cannot connect: {closed}: ")),
         "{out}"

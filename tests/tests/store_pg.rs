@@ -54,7 +54,11 @@ async fn opening_twice_migrates_once_and_removing_a_job_drops_its_partition() {
     assert_eq!(db.psql(&key).expect("psql"), "1", "the partition has the key");
     drop(first);
     let again = PgStore::open(&db.url()).await.expect("open again");
-    assert_eq!(db.psql("SELECT version FROM schema_version").expect("psql"), "1");
+    assert_eq!(
+        db.psql("SELECT version FROM schema_version").expect("psql"),
+        "2",
+        "migrated once, to the latest version (2: max_errors)"
+    );
     again.remove_job(id).await.expect("remove");
     assert_eq!(db.psql(&part).expect("psql"), "0", "the partition is dropped");
 }
