@@ -121,7 +121,10 @@ fn a_refused_client_certificate_and_a_refused_connection_say_so_and_where() {
         .rjob()
         .env("RJOB_IDENTITY", &mixed)
         .args(["invoke", "-H", &host, "-s", "echo hi"]));
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(
+        out.code, 4,
+        "a refused client certificate is an unreachable host (exit 4): {out}"
+    );
     let wanted = format!("the agent at {host} refused this controller's certificate: unknown CA?");
     assert!(out.stderr.contains(&wanted), "{out}");
 

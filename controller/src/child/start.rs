@@ -124,6 +124,11 @@ async fn start_once(client: &mut Agent, request: pb::StartRunRequest) -> Result<
 /// agent's own failure to start it, or a refusal of the request.
 fn start_cause(status: &tonic::Status) -> Cause {
     use tonic::Code;
+    if status.message().contains("refused this controller's certificate") {
+        // The TLS handshake failed on the agent's side (TLS 1.3 reports it at the first
+        // request): the host could not be reached, as with a refused TLS handshake here.
+        return Cause::Unreachable;
+    }
     match status.code() {
         Code::Internal | Code::ResourceExhausted | Code::DataLoss => Cause::StartFailed,
         _ => Cause::Refused,
