@@ -12,15 +12,23 @@ use crate::{bin, ran, wait_for, Fleet, Ran, WAIT};
 pub struct Daemon {
     pub state_dir: PathBuf,
     identity: PathBuf,
+    /// Arguments of `rjob serve` beside `--state-dir` (`--store URL`, ...).
+    serve_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Daemon {
     /// Starts a daemon with its own state directory inside the fleet's temp dir.
     pub fn start(fleet: &Fleet) -> Result<Daemon> {
+        Daemon::start_with(fleet, &[])
+    }
+
+    /// [`Daemon::start`], with more arguments for `rjob serve` (`["--store", url]`).
+    pub fn start_with(fleet: &Fleet, serve_args: &[&str]) -> Result<Daemon> {
         let mut daemon = Daemon {
             state_dir: fleet.tmp.path().join("state"),
             identity: fleet.pki.dir.clone(),
+            serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         daemon.spawn()?;
@@ -43,6 +51,7 @@ impl Daemon {
             .arg("serve")
             .arg("--state-dir")
             .arg(&self.state_dir)
+            .args(&self.serve_args)
             .env("RJOB_IDENTITY", &self.identity)
             .env_remove("RJOB_LOG")
             .stdin(Stdio::null())

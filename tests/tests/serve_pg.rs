@@ -2,97 +2,11 @@
 //! agents, `rjob receive` gets every byte, and a daemon killed (`kill -9`) mid-job and started
 //! again on the same database finds the job, finishes it, and loses nothing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context as _, Result};
 use rjob_tests::pg::Cluster;
-use rjob_tests::{bin, ran, wait_for, Fleet, Ran, WAIT};
-
-/// `rjob serve --store URL` on a state directory of its own; killed when dropped.
-struct PgDaemon {
-    state_dir: PathBuf,
-    identity: PathBuf,
-    url: String,
-    child: Option<Child>,
-}
-
-impl PgDaemon {
-    fn start(fleet: &Fleet, url: &str) -> Result<PgDaemon> {
-        let mut daemon = PgDaemon {
-            state_dir: fleet.tmp.path().join("state-pg"),
-            identity: fleet.pki.dir.clone(),
-            url: url.to_string(),
-            child: None,
-        };
-        daemon.spawn()?;
-        Ok(daemon)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.state_dir.join("test-daemon.log")).unwrap_or_default()
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&self.state_dir)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.state_dir.join("test-daemon.log"))?;
-        let ready = |log: &str| log.matches("rjob daemon ready").count();
-        let before = ready(&self.log_text());
-        let child = Command::new(bin("rjob"))
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .args(["--store", &self.url])
-            .env("RJOB_IDENTITY", &self.identity)
-            .env_remove("RJOB_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting rjob serve")?;
-        self.child = Some(child);
-        let socket = self.state_dir.join("rjob.sock");
-        if !wait_for(WAIT, || {
-            ready(&self.log_text()) > before && std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        }) {
-            bail!("the daemon did not come up: {}", self.log_text());
-        }
-        Ok(())
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn rjob(&self) -> Command {
-        let mut cmd = Command::new(bin("rjob"));
-        cmd.env("RJOB_IDENTITY", &self.identity)
-            .env("RJOB_STATE_DIR", &self.state_dir)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn job(&self, job: &str) -> serde_json::Value {
-        let out = ran(self.rjob().args(["jobs", job, "--output", "json"]));
-        serde_json::from_str::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v.as_array().and_then(|a| a.first().cloned()))
-            .unwrap_or(serde_json::Value::Null)
-    }
-}
-
-impl Drop for PgDaemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+use rjob_tests::{bin, ran, wait_for, Daemon, Fleet, Ran, WAIT};
 
 /// The `(stdout, stderr)` bytes of each host, by file name stem, from `receive --output-dir`.
 fn received(dir: &Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
@@ -113,7 +27,7 @@ fn received(dir: &Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
-fn receive_into(daemon: &PgDaemon, job: &str, dir: &Path, keep: bool) -> Ran {
+fn receive_into(daemon: &Daemon, job: &str, dir: &Path, keep: bool) -> Ran {
     let mut cmd = daemon.rjob();
     cmd.args(["receive", job, "--output-dir"]).arg(dir);
     if keep {
@@ -126,7 +40,7 @@ fn receive_into(daemon: &PgDaemon, job: &str, dir: &Path, keep: bool) -> Ran {
 fn a_daemon_on_postgres_survives_kill_9_mid_job_and_delivers_every_byte() {
     let fleet = Fleet::start(2).expect("fleet");
     let db = Cluster::shared().database().expect("database");
-    let mut daemon = PgDaemon::start(&fleet, &db.url()).expect("daemon");
+    let mut daemon = Daemon::start_with(&fleet, &["--store", &db.url()]).expect("daemon");
     let go = fleet.scratch().join("go");
     // Half its output, then it waits for the test; the other half once the daemon is back.
     let script = format!(
@@ -158,9 +72,8 @@ fn a_daemon_on_postgres_survives_kill_9_mid_job_and_delivers_every_byte() {
         stored(),
         daemon.log_text()
     );
-    daemon.kill9();
     daemon
-        .spawn()
+        .restart()
         .expect("the daemon comes back on the same database");
     std::fs::write(&go, b"").expect("go");
     assert!(
@@ -193,8 +106,7 @@ fn a_daemon_on_postgres_survives_kill_9_mid_job_and_delivers_every_byte() {
     check(&kept, "receive --keep");
 
     // Killed again, started again: the finished job and all its output are still there.
-    daemon.kill9();
-    daemon.spawn().expect("the daemon comes back again");
+    daemon.restart().expect("the daemon comes back again");
     let job = daemon.job("pg");
     assert_eq!(job["state"], "Completed", "{job}");
     let kept_again = fleet.scratch().join("kept-again");
@@ -297,7 +209,7 @@ fn postgres_restarted_mid_job_loses_nothing_and_repeats_nothing() {
     let cluster = Cluster::start().expect("cluster");
     let db = cluster.database().expect("database");
     let fleet = Fleet::start(2).expect("fleet");
-    let daemon = PgDaemon::start(&fleet, &db.url()).expect("daemon");
+    let daemon = Daemon::start_with(&fleet, &["--store", &db.url()]).expect("daemon");
     // 40,000 lines over a few seconds, so that the server goes down while output flows.
     let script = "for i in $(seq 1 40); do seq $((i*1000-999)) $((i*1000)); sleep 0.05; done";
     let out = ran(daemon.rjob().args([
