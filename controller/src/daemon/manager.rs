@@ -71,7 +71,7 @@ pub struct Manager {
     passwords: Mutex<HashMap<i64, zeroize::Zeroizing<String>>>,
     /// Jobs with a consuming receive going (one at a time per job).
     consumers: receive::Consumers,
-    identity: Identity,
+    identity: Arc<Identity>,
     local_socket: PathBuf,
     reconnect_window: Duration,
     /// Runs given up on, stopped once their agents answer.
@@ -85,7 +85,7 @@ pub fn now_ms() -> i64 {
 impl Manager {
     pub fn new(
         store: Arc<dyn JobStore>,
-        identity: Identity,
+        identity: Arc<Identity>,
         local_socket: PathBuf,
         reconnect_window: Duration,
         orphans: Arc<Orphans>,
