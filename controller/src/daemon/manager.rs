@@ -30,6 +30,7 @@ use crate::daemon::identity::Identity;
 use crate::daemon::info::job_info;
 use crate::daemon::orphans::Orphans;
 use crate::daemon::writer::{write_output, WriteOp};
+use crate::pool::{Connections, Pool};
 use crate::state::{self, ChildState, WrongState};
 use crate::store::{ChildRow, JobRow, JobStore, StoreError};
 
@@ -76,6 +77,11 @@ pub struct Manager {
     reconnect_window: Duration,
     /// Runs given up on, stopped once their agents answer.
     pub(super) orphans: Arc<Orphans>,
+    /// This daemon's sessions (`rjob session`).
+    pool: Arc<Pool>,
+    /// The session each job in progress runs over (`invoke --session --as-job`), in memory:
+    /// a job picked up by a later daemon dials its hosts as any job does.
+    job_sessions: Mutex<HashMap<i64, Arc<dyn Connections>>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -106,6 +112,8 @@ impl Manager {
             local_socket,
             reconnect_window,
             orphans,
+            pool: Arc::new(Pool::default()),
+            job_sessions: Mutex::new(HashMap::new()),
         });
         std::thread::Builder::new()
             .name("rjob-output-writer".into())
@@ -124,6 +132,20 @@ impl Manager {
     /// The controller identity for remote jobs (loaded now if it only just appeared).
     pub(crate) fn tls(&self) -> Option<Tls> {
         self.identity.get().ok()
+    }
+
+    /// The controller identity, or why there is none (in words, with the step that fixes it).
+    pub(crate) fn identity_tls(&self) -> Result<Tls, String> {
+        self.identity.get().map_err(|e| self.identity.missing(&e))
+    }
+
+    /// This daemon's sessions.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    fn job_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<dyn Connections>>> {
+        self.job_sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn health(&self) -> &Arc<Health> {

@@ -7,10 +7,12 @@ pub mod client;
 pub mod health;
 pub mod identity;
 pub mod info;
+pub mod invoke;
 pub mod manager;
 pub mod notices;
 pub mod orphans;
 pub mod service;
+pub mod sessions;
 pub mod statedir;
 mod writer;
 
@@ -168,6 +170,7 @@ pub async fn serve(
         UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(socket = %socket.display(), resumed, "rjob daemon ready");
+    let pool = manager.pool().clone();
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let serving = Server::builder()
         .layer(notices::layer(manager.health().clone()))
@@ -192,6 +195,7 @@ pub async fn serve(
         } => {}
     }
     let _ = std::fs::remove_file(&socket);
+    pool.close_all();
     local.stop(Duration::from_secs(6)).await;
     Ok(())
 }

@@ -15,6 +15,7 @@ use crate::daemon::info::{child_end, decode_request};
 use crate::daemon::writer::StoreSink;
 use crate::fanout::{FanOut, Runner};
 use crate::hosts::Host;
+use crate::pool::Connections;
 use crate::state::State;
 use crate::store::{ChildRow, JobRow, StoreError};
 use crate::throttle::Slot;
@@ -35,6 +36,7 @@ impl Manager {
             }
             manager.active().remove(&id);
             manager.passwords().remove(&id);
+            manager.job_sessions().remove(&id);
             manager.changed(id);
         });
     }
@@ -82,6 +84,7 @@ impl Manager {
                 reconnect_window: self.reconnect_window,
             },
             request: request.clone().unwrap_or_default(),
+            conns: self.job_sessions().get(&job.id).cloned(),
             job: job.clone(),
         });
         if let Err(reason) = &request {
@@ -118,17 +121,22 @@ struct JobRunner {
     /// already running are followed then).
     request: pb::StartRunRequest,
     settings: ChildSettings,
+    /// The session the job runs over, when it has one (and this daemon made it).
+    conns: Option<Arc<dyn Connections>>,
 }
 
 impl JobRunner {
     fn target(&self, child: &ChildRow) -> Target {
         if self.job.location == "local" {
-            Target::Local(self.manager.local_socket.clone())
-        } else {
-            Target::Remote(Host {
-                name: child.host.clone(),
-                port: child.port,
-            })
+            return Target::Local(self.manager.local_socket.clone());
+        }
+        let host = Host {
+            name: child.host.clone(),
+            port: child.port,
+        };
+        match &self.conns {
+            Some(conns) => Target::Pooled(host, conns.clone()),
+            None => Target::Remote(host),
         }
     }
 }
