@@ -10,6 +10,7 @@ pub mod info;
 pub mod manager;
 pub mod notices;
 pub mod orphans;
+pub mod retention;
 pub mod service;
 pub mod statedir;
 mod writer;
@@ -95,6 +96,10 @@ pub struct DaemonConfig {
     pub reconnect_window: Duration,
     /// The job store (`rjob serve --store`); `None`: SQLite in the state directory.
     pub store: Option<String>,
+    /// What retention removes (`--retention`, `--max-store-size`, `--force-retention`).
+    pub retention: crate::store::retention::Policy,
+    /// The time between retention sweeps.
+    pub retention_interval: Duration,
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -162,6 +167,7 @@ pub async fn serve(
         manager.health().set_lost(lost);
     }
     let resumed = manager.recover().await?;
+    retention::spawn(manager.clone(), config.retention, config.retention_interval);
 
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;

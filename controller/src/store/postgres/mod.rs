@@ -43,6 +43,7 @@ mod connect;
 mod error;
 mod jobs;
 mod output;
+mod retention;
 mod schema;
 
 use deadpool_postgres::Pool;
@@ -52,7 +53,8 @@ use error::retrying;
 
 use crate::state::State;
 use crate::store::{
-    state_code, ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Output, StoreError, Stream,
+    state_code, ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Output, RetentionRow, StoreError,
+    Stream,
 };
 
 fn to_i64(v: u64) -> i64 {
@@ -223,5 +225,17 @@ impl JobStore for PgStore {
 
     async fn remove_job(&self, job_id: i64) -> Result<(), StoreError> {
         retrying!("remove_job", self.try_remove_job(job_id).await)
+    }
+
+    async fn retention_rows(&self) -> Result<Vec<RetentionRow>, StoreError> {
+        retrying!("retention_rows", self.try_retention_rows().await)
+    }
+
+    async fn store_size(&self) -> Result<u64, StoreError> {
+        retrying!("store_size", self.try_store_size().await)
+    }
+
+    async fn job_size(&self, job_id: i64) -> Result<u64, StoreError> {
+        retrying!("job_size", self.try_job_size(job_id).await)
     }
 }

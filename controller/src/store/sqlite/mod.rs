@@ -10,13 +10,16 @@ use rusqlite::Connection;
 
 use crate::state::State;
 use crate::store::ids::Ids;
-use crate::store::{ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Output, StoreError, Stream};
+use crate::store::{
+    ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Output, RetentionRow, StoreError, Stream,
+};
 
 mod error;
 mod jobs;
 mod open;
 mod output;
 mod received;
+mod retention;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -173,5 +176,17 @@ impl JobStore for SqliteStore {
             self.ids().keep(job_id);
         }
         Ok(removed?)
+    }
+
+    async fn retention_rows(&self) -> Result<Vec<RetentionRow>, StoreError> {
+        Ok(retention::rows(&self.lock())?)
+    }
+
+    async fn store_size(&self) -> Result<u64, StoreError> {
+        Ok(retention::store_size(&self.lock())?)
+    }
+
+    async fn job_size(&self, job_id: i64) -> Result<u64, StoreError> {
+        Ok(retention::job_size(&self.lock(), job_id)?)
     }
 }
