@@ -1,5 +1,6 @@
 //! rjob-bench: rjob against real agents on loopback, side by side with pdsh over ssh,
-//! ansible ad-hoc, and the local spawn floor. See bench/README.md.
+//! ansible ad-hoc, and the local spawn floor; `rjob-bench store`: job store ingest, SQLite and
+//! PostgreSQL side by side. See bench/README.md.
 //!
 //! This file is the command line: it parses, sets up the fleet, runs the scenarios in order
 //! and writes the report.
@@ -23,6 +24,7 @@ mod serve_only;
 mod ssh_user;
 mod ssh_warm;
 mod stats;
+mod store_ingest;
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     match argv.get(1).map(String::as_str) {
         Some("handshake-flood") => return flood::main(&argv[1..]),
         Some("__flood-worker") => return flood_worker::main(&argv[2..]),
+        Some("store") => return store_ingest::main(&argv[1..]),
         _ => {}
     }
     let opts = Opts::parse();

@@ -10,6 +10,9 @@
 //! output = "text"             # or "json"
 //! color = "auto"              # always, never
 //! store = "postgres:///rjob?host=/run/postgresql"  # rjob serve's job store
+//! retention = "30d"           # rjob serve: remove finished jobs that ended longer ago
+//! max_store_size = "10GiB"    # rjob serve: and the oldest finished ones past this size
+//! force_retention = false     # rjob serve: unreceived (and, by size, running) jobs too
 //!
 //! [hosts."web*"]              # like ssh_config's Host: glob patterns, first match wins
 //! port = 8443
@@ -52,6 +55,12 @@ pub struct FileConfig {
     pub color: Option<String>,
     /// `rjob serve --store`.
     pub store: Option<String>,
+    /// `rjob serve --retention` (`"30d"`).
+    pub retention: Option<String>,
+    /// `rjob serve --max-store-size` (`"10GiB"`).
+    pub max_store_size: Option<String>,
+    /// `rjob serve --force-retention`.
+    pub force_retention: Option<bool>,
     /// `[hosts."pattern"]`, in file order.
     #[serde(default)]
     pub hosts: toml::Table,
@@ -230,6 +239,9 @@ impl Config {
         config.connect_timeout()?;
         config.output()?;
         config.color()?;
+        config.store()?;
+        config.retention()?;
+        config.max_store_size()?;
         Ok(config)
     }
 
@@ -269,6 +281,24 @@ impl Config {
             Some(text) => crate::cli::parse_store(text)
                 .map(Some)
                 .map_err(|e| bad(&self.path(), "store", e)),
+        }
+    }
+
+    pub fn retention(&self) -> Result<Option<std::time::Duration>, UsageError> {
+        match &self.file.retention {
+            None => Ok(None),
+            Some(text) => crate::store::retention::parse_age(text)
+                .map(Some)
+                .map_err(|e| bad(&self.path(), "retention", e)),
+        }
+    }
+
+    pub fn max_store_size(&self) -> Result<Option<u64>, UsageError> {
+        match &self.file.max_store_size {
+            None => Ok(None),
+            Some(text) => crate::store::retention::parse_size(text)
+                .map(Some)
+                .map_err(|e| bad(&self.path(), "max_store_size", e)),
         }
     }
 

@@ -175,6 +175,14 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
                 identity_dir: identity,
                 reconnect_window: args.reconnect_window,
                 store: args.store.clone(),
+                retention: rjob::store::retention::Policy {
+                    max_age: args.retention,
+                    max_size: args.max_store_size,
+                    force: args.force_retention,
+                },
+                retention_interval: args
+                    .retention_interval
+                    .unwrap_or(rjob::daemon::retention::DEFAULT_INTERVAL),
             };
             runtime()?.block_on(daemon::serve(config, rjob::signals::shutdown_signal()))?;
             Ok(0)

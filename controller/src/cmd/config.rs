@@ -68,6 +68,7 @@ pub fn show(
         value_name(args.color),
         source(matches, "color", f.color.is_some(), config).to_string(),
     ));
+    rows.extend(crate::cmd::config_retention::rows(config)?);
     for (pattern, rule) in &config.rules {
         let mut parts = Vec::new();
         if let Some(port) = rule.port {

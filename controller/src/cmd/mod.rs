@@ -3,6 +3,7 @@
 pub mod cells;
 pub mod completions;
 pub mod config;
+pub mod config_retention;
 pub mod control;
 pub mod daemon;
 pub mod delivered;

@@ -80,7 +80,16 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches, config: &mut Config) -> Result
             fill!(a.color, "color", config.color()?);
         }
         Command::Hosts(a) => fill!(a.output, "output", config.output()?),
-        Command::Serve(a) => fill!(a.store, "store", config.store()?.map(Some)),
+        Command::Serve(a) => {
+            fill!(a.store, "store", config.store()?.map(Some));
+            fill!(a.retention, "retention", config.retention()?.map(Some));
+            fill!(
+                a.max_store_size,
+                "max_store_size",
+                config.max_store_size()?.map(Some)
+            );
+            fill!(a.force_retention, "force_retention", config.file.force_retention);
+        }
         _ => {}
     }
     Ok(())

@@ -11,6 +11,7 @@ pub mod invoke;
 pub mod manager;
 pub mod notices;
 pub mod orphans;
+pub mod retention;
 pub mod service;
 pub mod sessions;
 pub mod statedir;
@@ -97,6 +98,10 @@ pub struct DaemonConfig {
     pub reconnect_window: Duration,
     /// The job store (`rjob serve --store`); `None`: SQLite in the state directory.
     pub store: Option<String>,
+    /// What retention removes (`--retention`, `--max-store-size`, `--force-retention`).
+    pub retention: crate::store::retention::Policy,
+    /// The time between retention sweeps.
+    pub retention_interval: Duration,
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -165,6 +170,7 @@ pub async fn serve(
         manager.health().set_lost(lost);
     }
     let resumed = manager.recover().await?;
+    retention::spawn(manager.clone(), config.retention, config.retention_interval);
 
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;

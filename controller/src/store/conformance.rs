@@ -26,6 +26,8 @@ where
     has_more_data_follows_last_and_received_seq(&*new_store().await).await;
     a_missing_job_changes_nothing(&*new_store().await).await;
     a_receive_claim_is_let_go(&*new_store().await).await;
+    super::conformance_retention::retention_rows_say_finished_and_unreceived(&*new_store().await).await;
+    super::conformance_retention::sizes_grow_with_output_and_fall_with_removal(&*new_store().await).await;
 }
 
 /// A job to create, on `hosts` hosts.

@@ -17,15 +17,18 @@
 //!   the first one; `seq` numbers a child's chunks over both streams.
 //! - Received marks only move forward, and `received_seq` is the prefix both cover.
 //! - Removing a job removes its children, output and marks.
+//! - [`JobStore::store_size`] grows with stored output and falls when a job is removed.
 //!
 //! # Adding a backend
 //! A folder `store/<backend>/` with its `impl JobStore`, one arm in [`open`], and one line
 //! in the conformance runner of its tests.
 
 pub mod conformance;
+pub mod conformance_retention;
 mod error;
 pub mod ids;
 pub mod postgres;
+pub mod retention;
 mod rows;
 mod shared;
 pub mod sqlite;
@@ -35,7 +38,8 @@ use std::sync::Arc;
 
 pub use error::{Fault, StoreError};
 pub use rows::{
-    state_code, state_from_code, ChildEnd, ChildRow, Chunk, JobRow, Mark, NewJob, Output, Stream,
+    state_code, state_from_code, ChildEnd, ChildRow, Chunk, JobRow, Mark, NewJob, Output, RetentionRow,
+    Stream,
 };
 pub use shared::{Notice, ReceiveClaim, Release};
 
@@ -130,6 +134,17 @@ pub trait JobStore: Send + Sync {
     /// while another daemon's receive holds it. A store only one daemon uses claims nothing
     /// ([`ReceiveClaim::local`]): the daemon keeps its receives exclusive itself.
     async fn claim_receive(&self, job_id: i64) -> Result<Option<ReceiveClaim>, StoreError>;
+    /// Every job as retention sees it, by Id.
+    async fn retention_rows(&self) -> Result<Vec<RetentionRow>, StoreError>;
+
+    /// The bytes the store holds (what `--max-store-size` limits): SQLite's pages in use,
+    /// PostgreSQL's tables with their indexes and TOAST.
+    async fn store_size(&self) -> Result<u64, StoreError>;
+
+    /// The bytes of one job's stored output as the store keeps it (PostgreSQL: its output
+    /// partition with its key's index, a few pages even when empty); 0 when there is no such
+    /// job.
+    async fn job_size(&self, job_id: i64) -> Result<u64, StoreError>;
 }
 
 /// Opens the job store: the store selection. `store` is a PostgreSQL URL, or a SQLite

@@ -162,3 +162,17 @@ pub fn state_code(state: State) -> i32 {
 pub fn state_from_code(code: i32) -> State {
     State::from_pb(code)
 }
+
+/// What retention looks at in a job: its age, whether it is finished, and whether it has
+/// output that no consuming receive has delivered yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRow {
+    pub id: i64,
+    pub created_at_ms: i64,
+    /// When its last child ended (`None` while one is still going).
+    pub ended_at_ms: Option<i64>,
+    /// Every child is finished.
+    pub finished: bool,
+    /// Some child has output no consuming receive has delivered (HasMoreData).
+    pub unreceived: bool,
+}

@@ -45,6 +45,7 @@ mod error;
 mod jobs;
 mod listen;
 mod output;
+mod retention;
 mod schema;
 
 use deadpool_postgres::Pool;
@@ -56,7 +57,7 @@ use listen::Kind;
 use crate::state::State;
 use crate::store::{
     state_code, ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim,
-    StoreError, Stream,
+    RetentionRow, StoreError, Stream,
 };
 
 fn to_i64(v: u64) -> i64 {
@@ -254,5 +255,17 @@ impl JobStore for PgStore {
 
     async fn claim_receive(&self, job_id: i64) -> Result<Option<ReceiveClaim>, StoreError> {
         retrying!("claim_receive", self.try_claim_receive(job_id).await)
+    }
+
+    async fn retention_rows(&self) -> Result<Vec<RetentionRow>, StoreError> {
+        retrying!("retention_rows", self.try_retention_rows().await)
+    }
+
+    async fn store_size(&self) -> Result<u64, StoreError> {
+        retrying!("store_size", self.try_store_size().await)
+    }
+
+    async fn job_size(&self, job_id: i64) -> Result<u64, StoreError> {
+        retrying!("job_size", self.try_job_size(job_id).await)
     }
 }

@@ -11,8 +11,8 @@ use rusqlite::Connection;
 use crate::state::State;
 use crate::store::ids::Ids;
 use crate::store::{
-    ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim, StoreError,
-    Stream,
+    ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim, RetentionRow,
+    StoreError, Stream,
 };
 
 mod error;
@@ -20,6 +20,7 @@ mod jobs;
 mod open;
 mod output;
 mod received;
+mod retention;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -184,5 +185,17 @@ impl JobStore for SqliteStore {
 
     async fn claim_receive(&self, _job_id: i64) -> Result<Option<ReceiveClaim>, StoreError> {
         Ok(Some(ReceiveClaim::local()))
+    }
+
+    async fn retention_rows(&self) -> Result<Vec<RetentionRow>, StoreError> {
+        Ok(retention::rows(&self.lock())?)
+    }
+
+    async fn store_size(&self) -> Result<u64, StoreError> {
+        Ok(retention::store_size(&self.lock())?)
+    }
+
+    async fn job_size(&self, job_id: i64) -> Result<u64, StoreError> {
+        Ok(retention::job_size(&self.lock(), job_id)?)
     }
 }
