@@ -17,6 +17,9 @@
 //!   the first one; `seq` numbers a child's chunks over both streams.
 //! - Received marks only move forward, and `received_seq` is the prefix both cover.
 //! - Removing a job removes its children, output and marks.
+//! - A store several daemons share tells each what the others change
+//!   ([`JobStore::subscribe`]) and keeps a consuming receive to one daemon at a time
+//!   ([`JobStore::claim_receive`]); a store of one daemon (SQLite) does neither.
 //!
 //! # Adding a backend
 //! A folder `store/<backend>/` with its `impl JobStore`, one arm in [`open`], and one line
