@@ -18,6 +18,9 @@
 //! - Received marks only move forward, and `received_seq` is the prefix both cover.
 //! - Removing a job removes its children, output and marks.
 //! - [`JobStore::store_size`] grows with stored output and falls when a job is removed.
+//! - A store several daemons share tells each what the others change
+//!   ([`JobStore::subscribe`]) and keeps a consuming receive to one daemon at a time
+//!   ([`JobStore::claim_receive`]); a store of one daemon (SQLite) does neither.
 //!
 //! # Adding a backend
 //! A folder `store/<backend>/` with its `impl JobStore`, one arm in [`open`], and one line

@@ -26,6 +26,15 @@
 //!   went in at 55-75 MB/s either way. SQLite took the same batches at 21-43 MB/s.
 //! - Migrations are versioned ([`schema`]).
 //!
+//! # Several daemons on one database
+//! - Each daemon hears the others' changes through LISTEN/NOTIFY ([`listen`]): one NOTIFY
+//!   per committed output batch (inside its transaction), per child run, state and end, per
+//!   flag change and per removal, never one per chunk. A daemon listens on a connection of
+//!   its own, made again (with a resync) when it is lost.
+//! - A consuming receive is exclusive across the daemons: a session advisory lock on a
+//!   connection of the receive's own ([`claim`]), gone with the connection.
+//! - Output of a job another daemon removed is let go on insert (its partition is gone).
+//!
 //! # A lost connection
 //! The pool drops connections the server closed and makes new ones. A call that failed for
 //! a lost connection (or a deadlock) is tried again for about 15 s, long enough for a
