@@ -155,7 +155,7 @@ impl Bench {
 
     pub fn runs_of(&self, tool: Tool, n: usize) -> usize {
         match tool {
-            Tool::Rjob | Tool::AsJob | Tool::Floor | Tool::PipeFloor => self.settings.runs,
+            Tool::Rjob | Tool::AsJob | Tool::Session | Tool::Floor | Tool::PipeFloor => self.settings.runs,
             Tool::Pdsh | Tool::SshWarm => self.settings.pdsh_runs,
             Tool::Ansible => self.settings.ansible_runs_for(n),
         }
@@ -212,7 +212,7 @@ impl Bench {
             );
         }
         let target_pids: Vec<u32> = match tool {
-            Tool::Rjob | Tool::AsJob => self.agents.pids(n),
+            Tool::Rjob | Tool::AsJob | Tool::Session => self.agents.pids(n),
             Tool::Pdsh | Tool::SshWarm | Tool::Ansible => {
                 self.sshds.as_ref().map(|s| s.pids(n)).unwrap_or_default()
             }

@@ -21,6 +21,7 @@ mod report;
 mod runner;
 mod scenarios;
 mod serve_only;
+mod session;
 mod ssh_user;
 mod ssh_warm;
 mod stats;

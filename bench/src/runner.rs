@@ -56,6 +56,7 @@ impl Bench {
             let shown = match tool {
                 Tool::Rjob => self.rjob_cmd(n, k, script).1,
                 Tool::AsJob => self.as_job_shown(n, k, script),
+                Tool::Session => self.session_shown(n, k, script),
                 Tool::Floor => self.floor_cmd(n, k, script).1,
                 Tool::PipeFloor => self.pipe_floor_cmd(n, script).1,
                 Tool::Pdsh => self.pdsh_cmd(n, k, remote).map(|c| c.1).unwrap_or_default(),
@@ -75,6 +76,12 @@ impl Bench {
         {
             self.open_ssh_masters(n)?;
         }
+        if series
+            .iter()
+            .any(|s| s.tool == Tool::Session && s.skipped.is_none())
+        {
+            self.open_session(n, k)?;
+        }
         for run in 0..runs {
             for s in series.iter_mut() {
                 if s.skipped.is_some() || run >= self.runs_of(s.tool, n).min(runs) {
@@ -87,6 +94,10 @@ impl Bench {
                         self.once(s, n, &mut cmd, run, &tag, timeout)?;
                     }
                     Tool::AsJob => self.as_job_once(s, n, k, script, run, &tag)?,
+                    Tool::Session => {
+                        let mut cmd = self.session_cmd(n, k, script)?;
+                        self.once(s, n, &mut cmd, run, &tag, timeout)?;
+                    }
                     Tool::Floor => {
                         let (mut cmd, _) = self.floor_cmd(n, k, script);
                         self.once(s, n, &mut cmd, run, &tag, timeout)?;

@@ -24,6 +24,8 @@ pub enum Tool {
     Rjob,
     /// `rjob invoke --as-job` into the daemon's store, then `rjob wait`, then `rjob receive`.
     AsJob,
+    /// `rjob invoke --session`: over connections the daemon opened before the timing.
+    Session,
     /// N local spawns of `sh -c SCRIPT` (fan-out).
     Floor,
     /// N local runs of the script with its output through a pipe to /dev/null (throughput).
@@ -37,13 +39,14 @@ pub enum Tool {
 impl Tool {
     /// Talks to the rjob agents.
     pub fn is_rjob(self) -> bool {
-        matches!(self, Tool::Rjob | Tool::AsJob)
+        matches!(self, Tool::Rjob | Tool::AsJob | Tool::Session)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Tool::Rjob => "rjob",
             Tool::AsJob => "as-job",
+            Tool::Session => "session",
             Tool::Floor => "floor",
             Tool::PipeFloor => "pipe-floor",
             Tool::Pdsh => "pdsh",

@@ -2,26 +2,31 @@
 
 use std::fmt::Write as _;
 
-use super::cells::{cell, cpu, ratio_cell, target_cpu, total_cpu, wall};
-use crate::stats::{fmt_time, Scenario, Tool};
+use super::cells::{cell, cpu, ratio_between, ratio_cell, target_cpu, total_cpu, wall};
+use crate::stats::{fmt_ratio, fmt_time, Scenario, Tool};
 
 pub fn tables(md: &mut String, fan: &[&Scenario]) {
     let _ = writeln!(md, "## Fan-out: wall time\n");
     let _ = writeln!(
         md,
-        "| N | command | throttle | rjob | floor (local spawns) | rjob/floor | pdsh -R ssh | rjob/pdsh | ssh, warm masters | rjob/ssh-warm | ansible | rjob/ansible |"
+        "| N | command | throttle | rjob | rjob --session (warm) | floor (local spawns) | rjob/floor | session/floor | pdsh -R ssh | rjob/pdsh | ssh, warm masters | rjob/ssh-warm | ansible | rjob/ansible |"
     );
-    let _ = writeln!(md, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for sc in fan {
         let _ = writeln!(
             md,
-            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             sc.hosts,
             sc.script,
             sc.throttle,
             cell(sc.get(Tool::Rjob), wall, fmt_time),
+            cell(sc.get(Tool::Session), wall, fmt_time),
             cell(sc.get(Tool::Floor), wall, fmt_time),
             ratio_cell(sc, Tool::Floor, wall),
+            fmt_ratio(ratio_between(sc, Tool::Session, Tool::Floor, wall)),
             cell(sc.get(Tool::Pdsh), wall, fmt_time),
             ratio_cell(sc, Tool::Pdsh, wall),
             cell(sc.get(Tool::SshWarm), wall, fmt_time),

@@ -16,7 +16,14 @@ impl Bench {
         let tools: &[Tool] = if warmup {
             &[Tool::Rjob]
         } else {
-            &[Tool::Rjob, Tool::Floor, Tool::Pdsh, Tool::SshWarm, Tool::Ansible]
+            &[
+                Tool::Rjob,
+                Tool::Session,
+                Tool::Floor,
+                Tool::Pdsh,
+                Tool::SshWarm,
+                Tool::Ansible,
+            ]
         };
         self.run_tools(Plan {
             id: format!("fanout-n{n}-{}-t{k}", script.replace(' ', "_")),
