@@ -390,6 +390,10 @@ pub struct ServeArgs {
     /// directory]
     #[arg(long, value_name = "URL", env = "RJOB_STORE", hide_env = true, value_parser = parse_store)]
     pub store: Option<String>,
+    /// Accept agents that dial out (rjob-agent --connect) on this address; they are then
+    /// addressed by their certificate name (-H web01) in every job
+    #[arg(long, value_name = "ADDR")]
+    pub agent_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

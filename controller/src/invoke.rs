@@ -208,6 +208,7 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
         tls: Some(tls),
         connect_timeout: invocation.connect_timeout,
         reconnect_window: Duration::from_secs(60),
+        dialin: None,
     };
     let started = Instant::now();
     // Up to 16 chunks (1 MiB at most) wait for the printer: bounded whatever the fleet size

@@ -171,6 +171,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
                 identity_dir: identity,
                 reconnect_window: args.reconnect_window,
                 store: args.store.clone(),
+                agent_listen: args.agent_listen,
             };
             runtime()?.block_on(daemon::serve(config, rjob::signals::shutdown_signal()))?;
             Ok(0)

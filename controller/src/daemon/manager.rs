@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::child::Desired;
 use crate::connect::Tls;
+use crate::daemon::dialin::DialIn;
 use crate::daemon::health::Health;
 use crate::daemon::identity::Identity;
 use crate::daemon::info::job_info;
@@ -74,6 +75,8 @@ pub struct Manager {
     reconnect_window: Duration,
     /// Runs given up on, stopped once their agents answer.
     pub(super) orphans: Arc<Orphans>,
+    /// The agents dialled in to this daemon.
+    pub(super) dialin: DialIn,
 }
 
 pub fn now_ms() -> i64 {
@@ -87,6 +90,7 @@ impl Manager {
         local_socket: PathBuf,
         reconnect_window: Duration,
         orphans: Arc<Orphans>,
+        dialin: DialIn,
     ) -> Arc<Manager> {
         let (writer, rx) = mpsc::channel(1024);
         let changes = Arc::new(Changes::default());
@@ -104,6 +108,7 @@ impl Manager {
             local_socket,
             reconnect_window,
             orphans,
+            dialin,
         });
         std::thread::Builder::new()
             .name("rjob-output-writer".into())
@@ -121,6 +126,11 @@ impl Manager {
     /// The controller identity for remote jobs (loaded now if it only just appeared).
     pub(crate) fn tls(&self) -> Option<Tls> {
         self.identity.get().ok()
+    }
+
+    /// The agents dialled in to this daemon.
+    pub fn dialin(&self) -> &DialIn {
+        &self.dialin
     }
 
     pub fn health(&self) -> &Arc<Health> {

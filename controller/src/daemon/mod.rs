@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod dialin;
 pub mod health;
 pub mod identity;
 pub mod info;
@@ -95,6 +96,17 @@ pub struct DaemonConfig {
     pub reconnect_window: Duration,
     /// The job store (`rjob serve --store`); `None`: SQLite in the state directory.
     pub store: Option<String>,
+    /// Where agents dial in (`rjob serve --agent-listen`); `None`: they do not.
+    pub agent_listen: Option<std::net::SocketAddr>,
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -151,17 +163,40 @@ pub async fn serve(
     })?;
 
     // Runs an earlier daemon gave up on are stopped once their agents answer.
-    let orphans = orphans::Orphans::open(dir, config.tls.clone());
+    let dialin = dialin::DialIn::default();
+    let orphans = orphans::Orphans::open(dir, config.tls.clone(), Some(dialin.clone()));
     orphans.resume();
     let lost = store.lost_notice().map(str::to_string);
     let identity = identity::Identity::new(config.identity_dir, config.tls);
-    let manager = manager::Manager::new(store, identity, local_socket, config.reconnect_window, orphans);
+    // Bound before anything else is served: a port in use is an error at start.
+    let agent_listener = match config.agent_listen {
+        Some(addr) => Some(
+            dialin::accept::bind(addr)
+                .with_context(|| format!("listening for agents (--agent-listen) on {addr}"))?,
+        ),
+        None => None,
+    };
+    let manager = manager::Manager::new(
+        store,
+        identity,
+        local_socket,
+        config.reconnect_window,
+        orphans,
+        dialin.clone(),
+    );
     if let Some(lost) = lost {
         // Said once here, in the log, and by `rjob jobs` for as long as this daemon runs.
         tracing::error!("{lost}");
         manager.health().set_lost(lost);
     }
     let resumed = manager.recover().await?;
+    let _accepting = agent_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "accepting agents that dial in (rjob-agent --connect)");
+        }
+        let manager = manager.clone();
+        AbortOnDrop(dialin::accept::spawn(listener, dialin, move || manager.tls()))
+    });
 
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;

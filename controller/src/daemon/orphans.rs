@@ -98,6 +98,8 @@ enum Answer {
 pub struct Orphans {
     path: PathBuf,
     tls: Option<Tls>,
+    /// The agents dialled in to the daemon.
+    dialin: Option<crate::daemon::dialin::DialIn>,
     list: Mutex<Vec<Orphan>>,
     /// Held while the file is written, so that the last write has the latest list.
     writing: Mutex<()>,
@@ -108,7 +110,11 @@ pub struct Orphans {
 impl Orphans {
     /// Loads the list in `state_dir`. A file that cannot be read is moved aside, with an
     /// error in the log; it is never overwritten.
-    pub fn open(state_dir: &Path, tls: Option<Tls>) -> Arc<Orphans> {
+    pub fn open(
+        state_dir: &Path,
+        tls: Option<Tls>,
+        dialin: Option<crate::daemon::dialin::DialIn>,
+    ) -> Arc<Orphans> {
         let path = state_dir.join(FILE_NAME);
         let list = match load(&path) {
             Ok(list) => list,
@@ -128,6 +134,7 @@ impl Orphans {
         Arc::new(Orphans {
             path,
             tls,
+            dialin,
             list: Mutex::new(list),
             writing: Mutex::new(()),
             dirty: AtomicBool::new(false),
@@ -226,13 +233,20 @@ impl Orphans {
 
     /// One try: `Err` when the agent could not be asked.
     async fn stop(&self, orphan: &Orphan) -> Result<Answer, String> {
-        let tls = self
-            .tls
-            .as_ref()
-            .ok_or("no controller identity loaded: see `rjob pki init`")?;
-        let mut client = connect(&orphan.target(), tls, CONNECT_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
+        // A host that dialled in is asked over its connection.
+        let dialled = self.dialin.as_ref().and_then(|d| d.get(&orphan.host));
+        let mut client = match dialled {
+            Some(client) => client,
+            None => {
+                let tls = self
+                    .tls
+                    .as_ref()
+                    .ok_or("no controller identity loaded: see `rjob pki init`")?;
+                connect(&orphan.target(), tls, CONNECT_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        };
         let run_id = match &orphan.run_id {
             Some(id) => id.clone(),
             // No label tells this run apart: never stop another one.
@@ -369,7 +383,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         std::fs::write(&path, b"{\"version\": 1, \"runs\": [tru").unwrap();
-        let orphans = Orphans::open(dir.path(), None);
+        let orphans = Orphans::open(dir.path(), None, None);
         assert_eq!(orphans.pending(), 0);
         let aside = std::fs::read(path.with_extension("json.unreadable")).unwrap();
         assert_eq!(aside, b"{\"version\": 1, \"runs\": [tru");
