@@ -101,6 +101,15 @@ pub struct Args {
     /// cgroup is delegated to it, else subreaper), cgroup, subreaper [default: auto]
     #[arg(long, value_enum)]
     pub containment: Option<crate::contain::Mode>,
+    /// Dial out to a controller (`rjob serve --agent-listen`) at HOST:PORT and serve it over
+    /// that connection, for agents behind NAT or a firewall; may be repeated. Mutual TLS is
+    /// as when the controller dials in [config file: connect = ["HOST:PORT", ...]]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Vec<String>,
+    /// The name this agent announces when it dials out; its certificate must carry it
+    /// [default: the certificate's first DNS name, else its first IP address]
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 /// The config file; every key is optional, unknown keys are refused.
@@ -132,6 +141,8 @@ pub struct FileConfig {
     pub handshake_log_interval: Option<String>,
     pub max_spool_bytes: Option<u64>,
     pub containment: Option<crate::contain::Mode>,
+    pub connect: Option<Vec<String>>,
+    pub name: Option<String>,
     /// `LANG` of every run [default: C.UTF-8]
     pub lang: Option<String>,
     /// Interpreters callers may choose by name, with their absolute paths.
@@ -171,6 +182,10 @@ pub struct AgentConfig {
     pub handshake_log_interval: Duration,
     pub max_spool_bytes: u64,
     pub containment: crate::contain::Mode,
+    /// Controllers to dial out to (`HOST:PORT`), see [`crate::dialout`].
+    pub connect: Vec<String>,
+    /// The name announced when dialling out; `None`: the certificate's first name.
+    pub name: Option<String>,
 }
 
 pub const DEFAULT_INTERPRETER: &str = "sh";
@@ -214,6 +229,8 @@ impl AgentConfig {
             handshake_log_interval: Duration::from_secs(10),
             max_spool_bytes: DEFAULT_MAX_SPOOL_BYTES,
             containment: crate::contain::Mode::Auto,
+            connect: Vec::new(),
+            name: None,
         }
     }
 }
@@ -345,7 +362,23 @@ impl AgentConfig {
                 .or(file.max_spool_bytes)
                 .unwrap_or(d.max_spool_bytes),
             containment: args.containment.or(file.containment).unwrap_or(d.containment),
+            connect: if args.connect.is_empty() {
+                file.connect.unwrap_or_default()
+            } else {
+                args.connect
+            },
+            name: args.name.or(file.name),
         };
+        for target in &config.connect {
+            if !crate::dialout::valid_target(target) {
+                bail!("connect = {target:?} is not HOST:PORT (the controller's `rjob serve --agent-listen` address)");
+            }
+        }
+        if let Some(name) = &config.name {
+            if !rjob_proto::dial::valid_name(name) {
+                bail!("name = {name:?} is not a host name");
+            }
+        }
         for (name, value) in [
             ("max_handshakes", config.max_handshakes),
             ("max_handshakes_per_source", config.max_handshakes_per_source),

@@ -7,7 +7,8 @@
 //! - [`service`] is the gRPC edge, [`server`] puts it behind mutual TLS, [`embedded`] on a
 //!   private Unix socket inside another process (the controller daemon's local jobs);
 //! - [`listener`] accepts connections and their TLS handshakes, within the caps of
-//!   [`handshake`], and logs failures as counts ([`handshake_log`]);
+//!   [`handshake`], and logs failures as counts ([`handshake_log`]); [`dialout`] opens them
+//!   to controllers instead, for agents behind NAT (`--connect`);
 //! - [`service`] also starts a run (checks, quota, [`policy`], user lookup, password) and maps
 //!   every refusal to the wire in one place; [`attach`] streams a run;
 //! - [`contain`] keeps each run's processes together ([`cgroup`] or [`subreaper`]), so that
@@ -18,6 +19,7 @@ pub mod attach;
 pub mod cgroup;
 pub mod config;
 pub mod contain;
+pub mod dialout;
 pub mod embedded;
 pub mod handshake;
 pub mod handshake_log;

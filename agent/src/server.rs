@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rjob_proto::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tonic::transport::Server;
 
 use crate::config::AgentConfig;
@@ -21,8 +22,9 @@ pub async fn serve(
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
     };
+    let cert_pem = read(&config.cert, "certificate")?;
     let tls = rjob_proto::tls::server_config(
-        &read(&config.cert, "certificate")?,
+        &cert_pem,
         &read(&config.key, "private key")?,
         &read(&config.client_ca, "client CA certificate")?,
     )
@@ -42,7 +44,18 @@ pub async fn serve(
         handshake_timeout: config.handshake_timeout,
         log_interval: config.handshake_log_interval,
     };
-    let service = AgentService::new(config, runs.clone())?;
+    let dial_name = match (&config.name, config.connect.is_empty()) {
+        (_, true) => None,
+        (Some(name), false) => Some(name.clone()),
+        (None, false) => Some(crate::dialout::certificate_name(&cert_pem).with_context(|| {
+            format!(
+                "{} names no host (DNS name or IP address) to announce when dialling out: give --name",
+                config.cert.display()
+            )
+        })?),
+    };
+    let connect = config.connect.clone();
+    let service = Arc::new(AgentService::new(config, runs.clone())?);
     let listener = listener::bind(listen).with_context(|| format!("listening on {listen}"))?;
     defer_accept(&listener);
     let local = listener.local_addr()?;
@@ -54,22 +67,68 @@ pub async fn serve(
         open_files = open_file_limit(),
         "rjob-agent ready"
     );
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let (dialling, dialled_serving) = match dial_name {
+        Some(name) => {
+            let (tx, dialled) = tokio::sync::mpsc::channel(16);
+            let dialler = crate::dialout::Dialler {
+                name,
+                acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls.clone())),
+                connections: tx,
+            };
+            let serving = serve_dialled(service.clone(), max_message, dialled, stopping.clone());
+            (dialler.spawn(&connect), Some(tokio::spawn(serving)))
+        }
+        None => (Vec::new(), None),
+    };
     let (connections, accepting) = listener::accept_tls(listener, tls, limits);
     Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(AgentServer::new(service).max_decoding_message_size(max_message))
+        .add_service(AgentServer::from_arc(service).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(connections), async {
             shutdown.await;
             accepting.abort();
+            for dialler in &dialling {
+                dialler.abort();
+            }
             // Stop the runs first: their attach streams then end with a result, and the
             // connections can drain.
             tracing::info!("shutting down: stopping the runs still going");
             runs.stop_all(kill_grace + Duration::from_secs(1)).await;
+            let _ = stopping_tx.send(true);
         })
         .await
         .context("serving")?;
+    if let Some(serving) = dialled_serving {
+        let _ = serving.await;
+    }
     Ok(())
+}
+
+/// Serves the connections this agent dialled out ([`crate::dialout`]) until `stopping`: the
+/// same service as on the listener, with a keep-alive short enough that a controller gone
+/// silent is noticed (and dialled again) within about half a minute.
+pub async fn serve_dialled(
+    service: Arc<AgentService>,
+    max_message: usize,
+    dialled: tokio::sync::mpsc::Receiver<crate::dialout::Dialled>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let served = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(15)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(AgentServer::from_arc(service).max_decoding_message_size(max_message))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::ReceiverStream::new(dialled).map(Ok::<_, std::io::Error>),
+            async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            },
+        )
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "serving the dialled-out connections stopped");
+    }
 }
 
 /// A new connection wakes the agent once its first bytes (the ClientHello) are in, not at the

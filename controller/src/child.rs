@@ -59,13 +59,42 @@ impl Target {
         }
     }
 
-    async fn connect(&self, tls: Option<&Tls>, timeout: Duration) -> Result<Agent, ConnectError> {
+    async fn connect(&self, settings: &ChildSettings) -> Result<Agent, ConnectError> {
+        let timeout = settings.connect_timeout;
         match self {
             Target::Remote(host) => {
-                let tls = tls.ok_or_else(|| {
+                if let Some(dialin) = &settings.dialin {
+                    if let Some(agent) = dialin.get(&host.name) {
+                        return Ok(agent);
+                    }
+                    // It dialled in earlier: it is waited for, never dialled.
+                    if let Some(since) = dialin.gone_since(&host.name) {
+                        return dialin.wait_for(&host.name, timeout).await.ok_or_else(|| {
+                            ConnectError::Transport(format!(
+                                "{} dialled in to this daemon but is not connected now (disconnected since {}; its agent dials again by itself)",
+                                host.name,
+                                crate::timestamp::time_text(since)
+                            ))
+                        });
+                    }
+                }
+                let tls = settings.tls.as_ref().ok_or_else(|| {
                     ConnectError::Transport("no controller identity loaded: see `rjob pki init`".into())
                 })?;
-                connect(host, tls, timeout).await
+                let direct = connect(host, tls, timeout).await;
+                match (direct, &settings.dialin) {
+                    (Err(e), Some(dialin)) if dialin.listening().is_some() => {
+                        // It may have dialled in while this dial failed.
+                        if let Some(agent) = dialin.get(&host.name) {
+                            return Ok(agent);
+                        }
+                        Err(ConnectError::Transport(format!(
+                            "{e}; nor is {} dialled in to this daemon (rjob-agent --connect)",
+                            host.name
+                        )))
+                    }
+                    (direct, _) => direct,
+                }
             }
             Target::Pooled(host, conns) => conns.agent(host, timeout).await,
             Target::Local(socket) => {
@@ -135,6 +164,9 @@ pub struct ChildSettings {
     pub connect_timeout: Duration,
     /// How long to keep trying to attach again after a connection broke mid-run.
     pub reconnect_window: Duration,
+    /// The agents dialled in to the daemon: a host there is reached over its connection
+    /// instead of being dialled. `None` outside the daemon.
+    pub dialin: Option<crate::daemon::dialin::DialIn>,
 }
 
 /// A run that already exists on the agent, to follow from where the store left off.

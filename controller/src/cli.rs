@@ -416,6 +416,10 @@ pub struct ServeArgs {
     /// The time between retention sweeps (for tests)
     #[arg(long, hide = true, value_name = "DURATION", env = "RJOB_RETENTION_INTERVAL", value_parser = parse_duration)]
     pub retention_interval: Option<std::time::Duration>,
+    /// Accept agents that dial out (rjob-agent --connect) on this address; they are then
+    /// addressed by their certificate name (-H web01) in every job
+    #[arg(long, value_name = "ADDR")]
+    pub agent_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -217,7 +217,45 @@ pub async fn handshake_live<S>(stream: S, origin: http::Uri) -> Result<Live, Con
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    handshake_noting(stream, origin, Arc::new(OnceLock::new()), None).await
+    handshake_noting(
+        stream,
+        origin,
+        Arc::new(OnceLock::new()),
+        None,
+        KeepAlive::DIRECT,
+        None,
+    )
+    .await
+}
+
+/// HTTP/2 keep-alive pings on a connection to an agent.
+#[derive(Debug, Clone, Copy)]
+struct KeepAlive {
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl KeepAlive {
+    /// A silent partition (no RST) is noticed within about 15s: the child shows Disconnected
+    /// and attaches again.
+    const DIRECT: KeepAlive = KeepAlive {
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(10),
+    };
+    /// Connections agents dialled in to the daemon stay open while idle, thousands of them:
+    /// a ping every 30s keeps NAT mappings alive at a fraction of the cost (the agent pings
+    /// too, and dials again when the daemon goes silent).
+    const DIALLED_IN: KeepAlive = KeepAlive {
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(20),
+    };
+}
+
+/// What ties a connection's life to its owner: the connection closes when `close` fires or
+/// is dropped, and `over` is dropped once the connection is over, whichever side ended it.
+pub struct Lifetime {
+    pub close: tokio::sync::oneshot::Receiver<()>,
+    pub over: tokio::sync::oneshot::Sender<()>,
 }
 
 /// [`handshake`], with the slot where the stream notes an agent's refusal.
@@ -226,6 +264,8 @@ async fn handshake_noting<S>(
     origin: http::Uri,
     refused: Arc<OnceLock<String>>,
     probe: Option<crate::connect_alert::Probe>,
+    keep_alive: KeepAlive,
+    life: Option<Lifetime>,
 ) -> Result<Live, ConnectError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
@@ -236,17 +276,26 @@ where
         // (the default lets each send megabytes), so memory does not grow with the fleet.
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(STREAM_WINDOW)
-        // A silent partition (no RST) is noticed within about 15s: the child shows
-        // Disconnected and attaches again.
-        .keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_interval(keep_alive.interval)
+        .keep_alive_timeout(keep_alive.timeout)
         .keep_alive_while_idle(true)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ConnectError::Transport(describe(&e)))?;
     let (ended_tx, ended) = tokio::sync::watch::channel(());
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        let ended = match life {
+            Some(Lifetime { close, over }) => {
+                let ended = tokio::select! {
+                    ended = connection => Some(ended),
+                    _ = close => None,
+                };
+                drop(over);
+                ended
+            }
+            None => Some(connection.await),
+        };
+        if let Some(Err(e)) = ended {
             tracing::debug!(error = %e, "connection to the agent ended");
         }
         drop(ended_tx);
@@ -306,7 +355,7 @@ pub async fn connect_live(host: &Host, tls: &Tls, timeout: Duration) -> Result<L
             authority: authority.clone(),
             timeout,
         };
-        handshake_noting(stream, origin, refused, Some(probe)).await
+        handshake_noting(stream, origin, refused, Some(probe), KeepAlive::DIRECT, None).await
     };
     tokio::time::timeout(timeout, dial)
         .await
@@ -314,6 +363,49 @@ pub async fn connect_live(host: &Host, tls: &Tls, timeout: Duration) -> Result<L
             authority: authority.clone(),
             timeout,
         })?
+}
+
+/// The controller's side of a connection an agent dialled in (`rjob-agent --connect`), its
+/// preamble read: the TLS handshake as the client, the agent's certificate checked against
+/// the name it announced (as if that name had been dialled), then HTTP/2. `life` ties the
+/// connection to its entry in the daemon's registry.
+pub async fn dialled_in(
+    tcp: tokio::net::TcpStream,
+    name: &str,
+    tls: &Tls,
+    timeout: Duration,
+    life: Lifetime,
+) -> Result<Agent, ConnectError> {
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .map_err(|_| ConnectError::Address(name.to_string()))?;
+    let origin: http::Uri = format!("http://{name}")
+        .parse()
+        .map_err(|_| ConnectError::Address(name.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let secure = async {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let tcp = rjob_proto::coalesce::CoalescingStream::new(tcp);
+        let mut stream = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| ConnectError::Transport(handshake_failure(&e)))?;
+        if stream.get_ref().1.alpn_protocol() != Some(rjob_proto::tls::ALPN_H2) {
+            return Err(ConnectError::Transport(
+                "the agent did not agree to HTTP/2 (ALPN h2)".to_string(),
+            ));
+        }
+        stream.get_mut().0.hold_until_read();
+        let refused = Arc::new(OnceLock::new());
+        let stream = crate::connect_alert::AlertNoting::new(stream, name.to_string(), refused.clone());
+        handshake_noting(stream, origin, refused, None, KeepAlive::DIALLED_IN, Some(life))
+            .await
+            .map(|live| live.agent())
+    };
+    tokio::time::timeout(timeout, secure)
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))?
 }
 
 /// One line for a failed TLS handshake; a peer that does not speak TLS at all (another

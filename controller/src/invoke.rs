@@ -288,6 +288,7 @@ pub async fn run_via(args: &InvokeArgs, hosts: Vec<Host>, via: Via) -> Result<u8
                 tls: Some(tls),
                 connect_timeout: invocation.connect_timeout,
                 reconnect_window: RECONNECT_WINDOW,
+                dialin: None,
             };
             fan_out(invocation, settings, tx, desired).await;
             Ok(())

@@ -183,6 +183,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
                 retention_interval: args
                     .retention_interval
                     .unwrap_or(rjob::daemon::retention::DEFAULT_INTERVAL),
+                agent_listen: args.agent_listen,
             };
             runtime()?.block_on(daemon::serve(config, rjob::signals::shutdown_signal()))?;
             Ok(0)

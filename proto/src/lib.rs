@@ -25,6 +25,7 @@ pub mod v1 {
 pub mod client_verify;
 pub mod coalesce;
 pub mod codec;
+pub mod dial;
 pub mod process;
 pub mod pushback;
 pub mod tls;

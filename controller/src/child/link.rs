@@ -44,11 +44,7 @@ impl<'a> Link<'a> {
     /// Connects; with `retry`, keeps trying (showing Disconnected) within the window.
     pub(super) async fn connect(&mut self, sink: &impl ChildSink, retry: bool) -> Result<Agent, GaveUp> {
         loop {
-            match self
-                .target
-                .connect(self.settings.tls.as_ref(), self.settings.connect_timeout)
-                .await
-            {
+            match self.target.connect(self.settings).await {
                 Ok(c) => return Ok(c),
                 Err(e) if !retry => {
                     return Err(GaveUp {

@@ -40,6 +40,12 @@ pub async fn run(command: &DaemonCommand, daemon: &DaemonAddr) -> anyhow::Result
                         "jobs": jobs.iter().map(|(st, n)| (st.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
                         "identity_loaded": s.identity_loaded,
                         "store_health": health,
+                        "agent_listen": (!s.agent_listen.is_empty()).then_some(&s.agent_listen),
+                        "connected": s.connected.iter().map(|c| json!({
+                            "host": c.name,
+                            "since": crate::timestamp::time_text(c.since_ms),
+                            "peer": c.peer,
+                        })).collect::<Vec<_>>(),
                     })
                     .to_string(),
                 )?,
@@ -59,6 +65,21 @@ pub async fn run(command: &DaemonCommand, daemon: &DaemonAddr) -> anyhow::Result
                     ];
                     for line in lines {
                         out.line(&line)?;
+                    }
+                    if !s.agent_listen.is_empty() {
+                        out.line(&format!(
+                            "agents     {} dialled in, on {}",
+                            s.connected.len(),
+                            crate::escape::text(&s.agent_listen)
+                        ))?;
+                        for c in &s.connected {
+                            out.line(&format!(
+                                "           {} from {} since {}",
+                                crate::escape::text(&c.name),
+                                crate::escape::text(&c.peer),
+                                crate::timestamp::time_text(c.since_ms)
+                            ))?;
+                        }
                     }
                 }
             }

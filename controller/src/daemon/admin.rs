@@ -67,6 +67,21 @@ impl Admin {
                 .collect(),
             identity_loaded: manager.identity_loaded(),
             store_health,
+            agent_listen: manager
+                .dialin()
+                .listening()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            connected: manager
+                .dialin()
+                .list()
+                .into_iter()
+                .map(|c| pb::ConnectedAgent {
+                    name: c.name,
+                    since_ms: c.since_ms,
+                    peer: c.peer.to_string(),
+                })
+                .collect(),
         })
     }
 

@@ -56,6 +56,7 @@ pub async fn invoke(
         tls: manager.tls(),
         connect_timeout: invocation.connect_timeout,
         reconnect_window: crate::invoke::RECONNECT_WINDOW,
+        dialin: Some(manager.dialin().clone()),
     };
     let targets = hosts
         .into_iter()

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::child::Desired;
 use crate::connect::Tls;
+use crate::daemon::dialin::DialIn;
 use crate::daemon::health::Health;
 use crate::daemon::identity::Identity;
 use crate::daemon::info::job_info;
@@ -82,6 +83,8 @@ pub struct Manager {
     /// The session each job in progress runs over (`invoke --session --as-job`), in memory:
     /// a job picked up by a later daemon dials its hosts as any job does.
     job_sessions: Mutex<HashMap<i64, Arc<dyn Connections>>>,
+    /// The agents dialled in to this daemon.
+    pub(super) dialin: DialIn,
 }
 
 pub fn now_ms() -> i64 {
@@ -95,6 +98,7 @@ impl Manager {
         local_socket: PathBuf,
         reconnect_window: Duration,
         orphans: Arc<Orphans>,
+        dialin: DialIn,
     ) -> Arc<Manager> {
         let (writer, rx) = mpsc::channel(1024);
         let changes = Arc::new(Changes::default());
@@ -114,6 +118,7 @@ impl Manager {
             orphans,
             pool: Arc::new(Pool::default()),
             job_sessions: Mutex::new(HashMap::new()),
+            dialin,
         });
         std::thread::Builder::new()
             .name("rjob-output-writer".into())
@@ -146,6 +151,11 @@ impl Manager {
 
     fn job_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<dyn Connections>>> {
         self.job_sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agents dialled in to this daemon.
+    pub fn dialin(&self) -> &DialIn {
+        &self.dialin
     }
 
     pub fn health(&self) -> &Arc<Health> {

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod dialin;
 pub mod health;
 pub mod identity;
 pub mod info;
@@ -102,6 +103,17 @@ pub struct DaemonConfig {
     pub retention: crate::store::retention::Policy,
     /// The time between retention sweeps.
     pub retention_interval: Duration,
+    /// Where agents dial in (`rjob serve --agent-listen`); `None`: they do not.
+    pub agent_listen: Option<std::net::SocketAddr>,
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -160,10 +172,26 @@ pub async fn serve(
     // Runs an earlier daemon gave up on are stopped once their agents answer.
     // Both follow the one identity: loaded once it exists, with no restart.
     let identity = Arc::new(identity::Identity::new(config.identity_dir, config.tls));
-    let orphans = orphans::Orphans::open(dir, identity.clone());
+    let dialin = dialin::DialIn::default();
+    let orphans = orphans::Orphans::open(dir, identity.clone(), Some(dialin.clone()));
     orphans.resume();
     let lost = store.lost_notice().map(str::to_string);
-    let manager = manager::Manager::new(store, identity, local_socket, config.reconnect_window, orphans);
+    // Bound before anything else is served: a port in use is an error at start.
+    let agent_listener = match config.agent_listen {
+        Some(addr) => Some(
+            dialin::accept::bind(addr)
+                .with_context(|| format!("listening for agents (--agent-listen) on {addr}"))?,
+        ),
+        None => None,
+    };
+    let manager = manager::Manager::new(
+        store,
+        identity,
+        local_socket,
+        config.reconnect_window,
+        orphans,
+        dialin.clone(),
+    );
     if let Some(lost) = lost {
         // Said once here, in the log, and by `rjob jobs` for as long as this daemon runs.
         tracing::error!("{lost}");
@@ -171,6 +199,13 @@ pub async fn serve(
     }
     let resumed = manager.recover().await?;
     retention::spawn(manager.clone(), config.retention, config.retention_interval);
+    let _accepting = agent_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "accepting agents that dial in (rjob-agent --connect)");
+        }
+        let manager = manager.clone();
+        AbortOnDrop(dialin::accept::spawn(listener, dialin, move || manager.tls()))
+    });
 
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;

@@ -102,6 +102,8 @@ pub struct Orphans {
     path: PathBuf,
     /// The daemon's identity, as it is at each try (loaded once it exists).
     identity: Arc<Identity>,
+    /// The agents dialled in to the daemon.
+    dialin: Option<crate::daemon::dialin::DialIn>,
     list: Mutex<Vec<Orphan>>,
     /// Held while the file is written, so that the last write has the latest list.
     writing: Mutex<()>,
@@ -112,7 +114,11 @@ pub struct Orphans {
 impl Orphans {
     /// Loads the list in `state_dir`. A file that cannot be read is moved aside, with an
     /// error in the log; it is never overwritten.
-    pub fn open(state_dir: &Path, identity: Arc<Identity>) -> Arc<Orphans> {
+    pub fn open(
+        state_dir: &Path,
+        identity: Arc<Identity>,
+        dialin: Option<crate::daemon::dialin::DialIn>,
+    ) -> Arc<Orphans> {
         let path = state_dir.join(FILE_NAME);
         let list = match load(&path) {
             Ok(list) => list,
@@ -132,6 +138,7 @@ impl Orphans {
         Arc::new(Orphans {
             path,
             identity,
+            dialin,
             list: Mutex::new(list),
             writing: Mutex::new(()),
             dirty: AtomicBool::new(false),
@@ -230,10 +237,17 @@ impl Orphans {
 
     /// One try: `Err` when the agent could not be asked.
     async fn stop(&self, orphan: &Orphan) -> Result<Answer, String> {
-        let tls = self.identity.get().map_err(|e| self.identity.missing(&e))?;
-        let mut client = connect(&orphan.target(), &tls, CONNECT_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
+        // A host that dialled in is asked over its connection.
+        let dialled = self.dialin.as_ref().and_then(|d| d.get(&orphan.host));
+        let mut client = match dialled {
+            Some(client) => client,
+            None => {
+                let tls = self.identity.get().map_err(|e| self.identity.missing(&e))?;
+                connect(&orphan.target(), &tls, CONNECT_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        };
         let run_id = match &orphan.run_id {
             Some(id) => id.clone(),
             // No label tells this run apart: never stop another one.
@@ -370,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         std::fs::write(&path, b"{\"version\": 1, \"runs\": [tru").unwrap();
-        let orphans = Orphans::open(dir.path(), Arc::new(Identity::new(None, None)));
+        let orphans = Orphans::open(dir.path(), Arc::new(Identity::new(None, None)), None);
         assert_eq!(orphans.pending(), 0);
         let aside = std::fs::read(path.with_extension("json.unreadable")).unwrap();
         assert_eq!(aside, b"{\"version\": 1, \"runs\": [tru");
@@ -383,7 +397,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
         let identity = Arc::new(Identity::new(Some(pki.clone()), None));
-        let orphans = Orphans::open(dir.path(), identity);
+        let orphans = Orphans::open(dir.path(), identity, None);
         // Port 1 on 127.0.0.1: nothing listens there.
         let mut run = orphan(LeftRun::Id("r-1".into()));
         (run.host, run.port) = ("127.0.0.1".into(), 1);

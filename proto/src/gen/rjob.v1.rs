@@ -1355,6 +1355,26 @@ pub struct DaemonStatusResponse {
     /// Empty when the store is healthy; otherwise what is wrong, in one line.
     #[prost(string, tag = "8")]
     pub store_health: ::prost::alloc::string::String,
+    /// Where agents dial in (`rjob serve --agent-listen`); empty: they do not.
+    #[prost(string, tag = "9")]
+    pub agent_listen: ::prost::alloc::string::String,
+    /// The agents dialled in and connected now, by name.
+    #[prost(message, repeated, tag = "10")]
+    pub connected: ::prost::alloc::vec::Vec<ConnectedAgent>,
+}
+/// An agent that dialled in (`rjob-agent --connect`) and is connected now.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConnectedAgent {
+    /// The host name its certificate proved: what `-H` names it by.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// When this connection was established.
+    #[prost(int64, tag = "2")]
+    pub since_ms: i64,
+    /// The address it came from.
+    #[prost(string, tag = "3")]
+    pub peer: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

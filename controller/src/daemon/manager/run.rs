@@ -82,6 +82,7 @@ impl Manager {
                 tls: self.tls(),
                 connect_timeout: Duration::from_millis(job.connect_timeout_ms),
                 reconnect_window: self.reconnect_window,
+                dialin: Some(self.dialin.clone()),
             },
             request: request.clone().unwrap_or_default(),
             conns: self.job_sessions().get(&job.id).cloned(),
