@@ -25,8 +25,14 @@ impl Daemon {
 
     /// [`Daemon::start`], with more arguments for `rjob serve` (`["--store", url]`).
     pub fn start_with(fleet: &Fleet, serve_args: &[&str]) -> Result<Daemon> {
+        Daemon::start_named(fleet, "state", serve_args)
+    }
+
+    /// One more daemon on the same fleet, its state directory `NAME` in the fleet's temp dir
+    /// (several daemons sharing one PostgreSQL store each have their own).
+    pub fn start_named(fleet: &Fleet, name: &str, serve_args: &[&str]) -> Result<Daemon> {
         let mut daemon = Daemon {
-            state_dir: fleet.tmp.path().join("state"),
+            state_dir: fleet.tmp.path().join(name),
             identity: fleet.pki.dir.clone(),
             serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
             child: None,

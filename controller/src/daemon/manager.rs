@@ -2,11 +2,13 @@
 //! (`service`) only validates and calls it. Each concern is a file of its own:
 //! [`create`], [`run`] (the children under the fan-out, and the pick-up after a restart),
 //! [`control`] (stop, suspend, resume, remove), [`wait`], [`receive`]; each job has its own
-//! change notification ([`changes`]), so a waiter wakes only for the jobs it waits on.
+//! change notification ([`changes`]), so a waiter wakes only for the jobs it waits on; what
+//! other daemons sharing the store change is heard in [`peers`].
 
 mod changes;
 mod control;
 mod create;
+mod peers;
 pub mod receive;
 mod rerun;
 mod run;
@@ -69,7 +71,7 @@ pub struct Manager {
     passwords: Mutex<HashMap<i64, zeroize::Zeroizing<String>>>,
     /// Jobs with a consuming receive going (one at a time per job).
     consumers: receive::Consumers,
-    identity: Identity,
+    identity: Arc<Identity>,
     local_socket: PathBuf,
     reconnect_window: Duration,
     /// Runs given up on, stopped once their agents answer.
@@ -83,7 +85,7 @@ pub fn now_ms() -> i64 {
 impl Manager {
     pub fn new(
         store: Arc<dyn JobStore>,
-        identity: Identity,
+        identity: Arc<Identity>,
         local_socket: PathBuf,
         reconnect_window: Duration,
         orphans: Arc<Orphans>,
@@ -110,6 +112,7 @@ impl Manager {
             .spawn(move || write_output(&runtime, &*store, &health, rx, &changes))
             .map(drop)
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the output writer"));
+        manager.hear_peers();
         manager
     }
 

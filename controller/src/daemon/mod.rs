@@ -156,10 +156,11 @@ pub async fn serve(
     })?;
 
     // Runs an earlier daemon gave up on are stopped once their agents answer.
-    let orphans = orphans::Orphans::open(dir, config.tls.clone());
+    // Both follow the one identity: loaded once it exists, with no restart.
+    let identity = Arc::new(identity::Identity::new(config.identity_dir, config.tls));
+    let orphans = orphans::Orphans::open(dir, identity.clone());
     orphans.resume();
     let lost = store.lost_notice().map(str::to_string);
-    let identity = identity::Identity::new(config.identity_dir, config.tls);
     let manager = manager::Manager::new(store, identity, local_socket, config.reconnect_window, orphans);
     if let Some(lost) = lost {
         // Said once here, in the log, and by `rjob jobs` for as long as this daemon runs.

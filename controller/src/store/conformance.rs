@@ -27,6 +27,7 @@ where
     a_missing_job_changes_nothing(&*new_store().await).await;
     super::conformance_retention::retention_rows_say_finished_and_unreceived(&*new_store().await).await;
     super::conformance_retention::sizes_grow_with_output_and_fall_with_removal(&*new_store().await).await;
+    a_receive_claim_is_let_go(&*new_store().await).await;
 }
 
 /// A job to create, on `hosts` hosts.
@@ -420,4 +421,14 @@ pub async fn a_missing_job_changes_nothing(store: &dyn JobStore) {
         (State::NotStarted, None, None)
     );
     assert!(store.children(missing).await.expect("children").is_empty());
+}
+
+/// A consuming receive's claim: taken, let go, taken again (exclusivity across daemons is
+/// a shared store's own test: one daemon keeps its receives exclusive itself).
+pub async fn a_receive_claim_is_let_go(store: &dyn JobStore) {
+    let id = create(store, "r", 1).await;
+    let claim = store.claim_receive(id).await.expect("claim_receive");
+    claim.expect("a free job is claimed").release().await;
+    let again = store.claim_receive(id).await.expect("claim_receive");
+    assert!(again.is_some(), "a claim let go is free again");
 }

@@ -30,6 +30,7 @@ pub mod ids;
 pub mod postgres;
 pub mod retention;
 mod rows;
+mod shared;
 pub mod sqlite;
 
 use std::path::Path;
@@ -40,6 +41,7 @@ pub use rows::{
     state_code, state_from_code, ChildEnd, ChildRow, Chunk, JobRow, Mark, NewJob, Output, RetentionRow,
     Stream,
 };
+pub use shared::{Notice, ReceiveClaim, Release};
 
 use crate::state::State;
 
@@ -134,6 +136,16 @@ pub trait JobStore: Send + Sync {
     /// partition with its key's index, a few pages even when empty); 0 when there is no such
     /// job.
     async fn job_size(&self, job_id: i64) -> Result<u64, StoreError>;
+
+    /// Sends `to` what other daemons sharing the store change, for as long as `to` is open
+    /// ([`Notice`]; one per committed batch of output, state change, flag change, removal).
+    /// A store no other daemon shares (SQLite) sends nothing and drops `to`.
+    fn subscribe(&self, to: tokio::sync::mpsc::UnboundedSender<Notice>);
+
+    /// Claims job `job_id`'s consuming receive across every daemon sharing the store: `None`
+    /// while another daemon's receive holds it. A store only one daemon uses claims nothing
+    /// ([`ReceiveClaim::local`]): the daemon keeps its receives exclusive itself.
+    async fn claim_receive(&self, job_id: i64) -> Result<Option<ReceiveClaim>, StoreError>;
 }
 
 /// Opens the job store: the store selection. `store` is a PostgreSQL URL, or a SQLite

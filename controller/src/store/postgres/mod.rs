@@ -39,9 +39,11 @@
 //! or `require`; with TLS, the server's certificate is checked against `sslrootcert=FILE`
 //! (PEM), else the system's CA bundle.
 
+mod claim;
 mod connect;
 mod error;
 mod jobs;
+mod listen;
 mod output;
 mod retention;
 mod schema;
@@ -50,11 +52,12 @@ use deadpool_postgres::Pool;
 
 pub use connect::{is_postgres_url, redacted};
 use error::retrying;
+use listen::Kind;
 
 use crate::state::State;
 use crate::store::{
-    state_code, ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Output, RetentionRow, StoreError,
-    Stream,
+    state_code, ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim,
+    RetentionRow, StoreError, Stream,
 };
 
 fn to_i64(v: u64) -> i64 {
@@ -76,15 +79,24 @@ fn finished_list() -> String {
 
 pub struct PgStore {
     pool: Pool,
+    /// The database, for the connections of their own (LISTEN, receive claims).
+    target: connect::Target,
+    /// This store's mark on the notices it sends ([`listen`]): its own are not heard again.
+    origin: String,
 }
 
 impl PgStore {
     /// Connects to the database at `url` and brings its schema up to date.
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
-        let pool = connect::pool(url)?;
+        let target = connect::Target::new(url)?;
+        let pool = connect::pool(url, &target)?;
         schema::migrate(&pool, url).await?;
         tracing::info!(store = %redacted(url), "job store: PostgreSQL");
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            target,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+        })
     }
 }
 
@@ -159,7 +171,9 @@ impl JobStore for PgStore {
         retrying!(
             "set_child_run",
             self.child_update(sql, job_id, idx, &[&run_id, &now_ms]).await
-        )
+        )?;
+        self.notify(Kind::Changed, &[job_id]).await;
+        Ok(())
     }
 
     async fn set_child_state(
@@ -172,11 +186,15 @@ impl JobStore for PgStore {
         retrying!(
             "set_child_state",
             self.try_set_child_state(job_id, idx, state, reason).await
-        )
+        )?;
+        self.notify(Kind::Changed, &[job_id]).await;
+        Ok(())
     }
 
     async fn finish_child(&self, job_id: i64, idx: u32, end: &ChildEnd) -> Result<(), StoreError> {
-        retrying!("finish_child", self.try_finish_child(job_id, idx, end).await)
+        retrying!("finish_child", self.try_finish_child(job_id, idx, end).await)?;
+        self.notify(Kind::Changed, &[job_id]).await;
+        Ok(())
     }
 
     async fn set_job_flags(
@@ -188,7 +206,9 @@ impl JobStore for PgStore {
         retrying!(
             "set_job_flags",
             self.try_set_job_flags(job_id, stop, suspended).await
-        )
+        )?;
+        self.notify(Kind::Flags, &[job_id]).await;
+        Ok(())
     }
 
     async fn append_output(&self, chunks: &[Chunk]) -> Result<(), StoreError> {
@@ -224,7 +244,17 @@ impl JobStore for PgStore {
     }
 
     async fn remove_job(&self, job_id: i64) -> Result<(), StoreError> {
-        retrying!("remove_job", self.try_remove_job(job_id).await)
+        retrying!("remove_job", self.try_remove_job(job_id).await)?;
+        self.notify(Kind::Removed, &[job_id]).await;
+        Ok(())
+    }
+
+    fn subscribe(&self, to: tokio::sync::mpsc::UnboundedSender<Notice>) {
+        listen::spawn(self.target.clone(), self.origin.clone(), to);
+    }
+
+    async fn claim_receive(&self, job_id: i64) -> Result<Option<ReceiveClaim>, StoreError> {
+        retrying!("claim_receive", self.try_claim_receive(job_id).await)
     }
 
     async fn retention_rows(&self) -> Result<Vec<RetentionRow>, StoreError> {

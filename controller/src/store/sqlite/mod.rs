@@ -11,7 +11,8 @@ use rusqlite::Connection;
 use crate::state::State;
 use crate::store::ids::Ids;
 use crate::store::{
-    ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Output, RetentionRow, StoreError, Stream,
+    ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim, RetentionRow,
+    StoreError, Stream,
 };
 
 mod error;
@@ -188,5 +189,13 @@ impl JobStore for SqliteStore {
 
     async fn job_size(&self, job_id: i64) -> Result<u64, StoreError> {
         Ok(retention::job_size(&self.lock(), job_id)?)
+    }
+
+    fn subscribe(&self, to: tokio::sync::mpsc::UnboundedSender<Notice>) {
+        drop(to); // one daemon per SQLite store: nobody else changes it
+    }
+
+    async fn claim_receive(&self, _job_id: i64) -> Result<Option<ReceiveClaim>, StoreError> {
+        Ok(Some(ReceiveClaim::local()))
     }
 }
