@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the container images rjob-agent:TAG and rjob-controller:TAG (TAG: dev).
+# Builds the container images rjob-agent:TAG, rjob-controller:TAG and rjob-postgres:TAG (TAG:
+# dev; PostgreSQL from Debian's packages, for the shared job store of the compose fleet).
 #
 #   deploy/build-images.sh [--bin-dir DIR] [--tag TAG] [--force]
 #
@@ -59,15 +60,17 @@ ctx=$(mktemp -d "${TMPDIR:-/tmp}/rjob-image-ctx.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 
 # build IMAGE DOCKERFILE BINARY [EXTRA_FILE...]: stages the context and builds, unless the
-# image already carries the same inputs hash.
+# image already carries the same inputs hash. BINARY "-": none (the image installs Debian
+# packages instead, so its build runs on the host's network to reach the Debian mirror).
 build() {
   local image=$1 dockerfile=$2 binary=$3
   shift 3
-  local inputs
+  local inputs binaries=() network=()
+  if [[ $binary == - ]]; then network=(--network host); else binaries=("$bin_dir/$binary"); fi
   inputs=$(
     {
       echo "$base_id"
-      sha256sum "$here/$dockerfile" "$bin_dir/$binary" "$@" | cut -d' ' -f1
+      sha256sum "$here/$dockerfile" "${binaries[@]}" "$@" | cut -d' ' -f1
     } | sha256sum | cut -d' ' -f1
   )
   local have
@@ -78,7 +81,9 @@ build() {
   fi
   local dir=$ctx/$image
   mkdir -p "$dir/bin" "$dir/deploy"
-  if command -v objcopy >/dev/null; then
+  if [[ $binary == - ]]; then
+    :
+  elif command -v objcopy >/dev/null; then
     # Debug information off, symbols kept (backtraces still name functions).
     objcopy --strip-debug "$bin_dir/$binary" "$dir/bin/$binary"
   else
@@ -87,11 +92,12 @@ build() {
   local f
   for f in "$@"; do cp "$f" "$dir/deploy/"; done
   say "docker build $image ($(du -sh "$dir" | cut -f1) context)"
-  "$DOCKER" build --quiet --file "$here/$dockerfile" --build-arg BIN_DIR=bin \
+  "$DOCKER" build --quiet "${network[@]}" --file "$here/$dockerfile" --build-arg BIN_DIR=bin \
     --label "org.rjob.inputs=$inputs" --tag "$image" "$dir" >/dev/null
 }
 
 build "rjob-agent:$tag" Dockerfile.agent rjob-agent "$here/agent.toml" "$here/policy.toml"
 build "rjob-controller:$tag" Dockerfile.controller rjob
+build "rjob-postgres:$tag" Dockerfile.postgres - "$here/postgres-entrypoint.sh"
 "$DOCKER" image ls --filter "reference=rjob-*:$tag" >&2
 say "done in $((SECONDS - start))s"

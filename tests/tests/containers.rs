@@ -374,3 +374,49 @@ fn containers_a_rolling_restart_leaves_every_host_in_a_definite_state() {
         mix.join(", ")
     ));
 }
+
+#[test]
+fn containers_two_controllers_on_one_postgres_store_see_one_job() {
+    let fleet = Fleet::up("retain-store");
+    fleet.up_store();
+    let out = fleet.rjob_on(
+        "controller1",
+        &[
+            "invoke",
+            "-H",
+            "agent[1-5]",
+            "--as-job",
+            "--job-name",
+            "shared",
+            "--script",
+            "uname -n",
+        ],
+    );
+    assert_eq!(out.code, 0, "invoke on controller1: {out}");
+    // The other daemon reads the same store: it lists the job, and its output.
+    let job = |service: &str| {
+        let out = fleet.rjob_on(service, &["jobs", "shared", "--output", "json"]);
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().and_then(|a| a.first().cloned()))
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let done = wait_for(|| state_of(&job("controller2")) == "Completed");
+    assert!(
+        done,
+        "controller2 never saw the job complete: {}",
+        job("controller2")
+    );
+    let out = fleet.rjob_on("controller2", &["receive", "shared", "--keep"]);
+    assert_eq!(out.code, 0, "receive on controller2: {out}");
+    let hosts = by_host(&out.stdout);
+    for i in 1..=5 {
+        let host = format!("agent{i}");
+        assert_eq!(hosts.get(&host), Some(&vec![host.clone()]), "{out}");
+    }
+    assert_eq!(
+        job("controller1")["id"],
+        job("controller2")["id"],
+        "one job, one Id"
+    );
+}

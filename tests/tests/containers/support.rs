@@ -230,6 +230,7 @@ impl Fleet {
             .env("RJOB_FLEET_DIR", &self.fleet_dir)
             .env("RJOB_AGENT_IMAGE", format!("rjob-agent:{}", self.tag))
             .env("RJOB_CONTROLLER_IMAGE", format!("rjob-controller:{}", self.tag))
+            .env("RJOB_POSTGRES_IMAGE", format!("rjob-postgres:{}", self.tag))
             .stdin(Stdio::null());
         cmd
     }
@@ -369,6 +370,29 @@ impl Fleet {
         (out, hosts)
     }
 
+    /// Starts the shared job store (profile "store": PostgreSQL, controller1, controller2)
+    /// and waits until both daemons listen.
+    pub fn up_store(&self) {
+        let up = self.run(&["--profile", "store", "up", "--detach"]);
+        assert_eq!(up.code, 0, "compose up of the store profile failed: {up}");
+        for service in ["controller1", "controller2"] {
+            let ready = wait_for(|| {
+                self.run(&["exec", "-T", service, "test", "-S", "/var/lib/rjob/rjob.sock"])
+                    .code
+                    == 0
+            });
+            let logs = || self.run(&["--profile", "store", "logs", "--no-color", "--tail", "40"]);
+            assert!(ready, "{service} did not come up: {}", logs());
+        }
+    }
+
+    /// `rjob ARGS` against the daemon of a store controller (`controller1`, `controller2`).
+    pub fn rjob_on(&self, service: &str, args: &[&str]) -> Ran {
+        let mut all = vec!["exec", "-T", service, "rjob"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     /// `docker restart` of `agentN`, then waits until the new agent process listens.
     pub fn restart_agent(&self, agent: usize) -> Duration {
         let before = self.ready_count(agent);
@@ -400,6 +424,8 @@ impl Drop for Fleet {
         let down = self.run(&[
             "--profile",
             "controller",
+            "--profile",
+            "store",
             "down",
             "--volumes",
             "--remove-orphans",
