@@ -24,6 +24,8 @@ use crate::UsageError;
 /// What to run, checked and ready to send.
 pub struct Invocation {
     pub hosts: Vec<Host>,
+    /// Each host's run-as user, in the order of `hosts` (`None`: the request's).
+    pub users: Vec<Option<String>>,
     pub request: pb::StartRunRequest,
     pub throttle_limit: usize,
     pub connect_timeout: Duration,
@@ -34,12 +36,13 @@ pub struct Invocation {
 impl Invocation {
     /// Checks the command line and reads the files it names; every problem is a usage error.
     pub fn from_args(args: &InvokeArgs) -> Result<Invocation, UsageError> {
-        let hosts = host_list(args)?;
+        let (hosts, users) = host_list(args)?;
         Ok(Invocation {
             throttle_limit: throttle_of(args, hosts.len()),
             max_errors: args.max_errors.map(|m| m.of(hosts.len())),
             hosts,
-            request: run_request(&args.script)?,
+            request: run_request(&args.script, &users)?,
+            users,
             connect_timeout: args.connect_timeout,
         })
     }
@@ -114,8 +117,8 @@ struct PrinterRunner {
 }
 
 impl Runner for PrinterRunner {
-    /// The host's index, the host, its label.
-    type Child = (usize, Host, String);
+    /// The host's index, the host, its label, its own run-as user.
+    type Child = (usize, Host, String, Option<String>);
 
     async fn run(
         &self,
@@ -130,7 +133,10 @@ impl Runner for PrinterRunner {
             events: self.events.clone(),
             slot,
         };
-        let request = self.request.clone();
+        let mut request = self.request.clone();
+        if let Some(user) = &child.3 {
+            request.run_as.clone_from(user);
+        }
         child::drive(
             &target,
             request,
@@ -162,12 +168,13 @@ pub async fn fan_out(
     desired: watch::Receiver<Desired>,
 ) {
     let labels = hosts::fold::labels(&invocation.hosts);
+    let mut users = invocation.users.into_iter();
     let children: Vec<_> = invocation
         .hosts
         .into_iter()
         .enumerate()
         .zip(labels)
-        .map(|((index, host), label)| (index, host, label))
+        .map(|((index, host), label)| (index, host, label, users.next().flatten()))
         .collect();
     let runner = Arc::new(PrinterRunner {
         request: invocation.request,
@@ -188,7 +195,7 @@ pub use crate::status::EXIT_INTERRUPTED;
 /// groups are killed on the agents) and still prints what came and the summary; a second
 /// Ctrl-C quits at once.
 pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
-    let hosts = host_list(args)?;
+    let (hosts, users) = host_list(args)?;
     // Labels leave the port out when two or more hosts share one (so `dshbak -c` works).
     let labels = hosts::fold::labels(&hosts);
     let show_port = !hosts::fold::same_port(&hosts);
@@ -199,7 +206,8 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
     // The output directory is checked before a password is asked or a host dialled.
     let invocation = Invocation {
         hosts: hosts.clone(),
-        request: run_request(&args.script)?,
+        request: run_request(&args.script, &users)?,
+        users,
         throttle_limit: throttle_of(args, hosts.len()),
         connect_timeout: args.connect_timeout,
         max_errors: args.max_errors.map(|m| m.of(hosts.len())),

@@ -10,15 +10,18 @@ use crate::UsageError;
 
 /// `rjob invoke --as-job`.
 pub async fn invoke_as_job(args: &InvokeArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
-    let hosts = host_list(args)?;
-    let run = run_request(&args.script)?;
+    let (hosts, users) = host_list(args)?;
+    let run = run_request(&args.script, &users)?;
     let request = pb::CreateJobRequest {
         name: args.job_name.clone().unwrap_or_default(),
         hosts: hosts
             .iter()
-            .map(|h| pb::HostAddr {
+            .zip(&users)
+            .map(|(h, user)| pb::HostAddr {
                 name: h.name.clone(),
                 port: u32::from(h.port),
+                // Kept with the child: a restart or a rerun runs it as the same user.
+                user: user.clone().unwrap_or_default(),
             })
             .collect(),
         run: Some(run),
@@ -49,7 +52,7 @@ fn caller_dir() -> anyhow::Result<String> {
 
 /// `rjob start`: a background job on this machine, in the caller's current directory.
 pub async fn start(args: &StartArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
-    let mut run = run_request(&args.script)?;
+    let mut run = run_request(&args.script, std::slice::from_ref(&args.script.user))?;
     if args.script.cwd.is_none() {
         run.working_dir = caller_dir()?;
     }
