@@ -151,22 +151,25 @@ pub struct ScriptArgs {
     /// Feed this local file to the script's standard input
     #[arg(long, value_name = "FILE")]
     pub stdin_file: Option<PathBuf>,
-    /// Run as this user (the agents' policy decides who may) [default: the policy's default]
-    #[arg(long, short = 'u', value_name = "USER")]
-    pub user: Option<String>,
-    /// Ask for the user's password (no echo), once for every host
-    #[arg(long, requires = "user", conflicts_with_all = ["password_file", "password_stdin"])]
-    pub ask_password: bool,
-    /// Read the user's password from this file (its first line)
+    /// Run as this user on every host (the agents' policy decides who may) [default: each
+    /// host's user in the inventory or the config's [hosts."pattern"], else the policy's]
     #[arg(
         long,
-        value_name = "FILE",
-        requires = "user",
-        conflicts_with = "password_stdin"
+        short = 'u',
+        value_name = "USER",
+        env = "RJOB_USER",
+        hide_env_values = true
     )]
+    pub user: Option<String>,
+    /// Ask for the run-as user's password (no echo), once for every host; they must all run
+    /// as one user
+    #[arg(long, conflicts_with_all = ["password_file", "password_stdin"])]
+    pub ask_password: bool,
+    /// Read the run-as user's password from this file (its first line)
+    #[arg(long, value_name = "FILE", conflicts_with = "password_stdin")]
     pub password_file: Option<PathBuf>,
-    /// Read the user's password from standard input (its first line)
-    #[arg(long, requires = "user", conflicts_with = "stdin_file")]
+    /// Read the run-as user's password from standard input (its first line)
+    #[arg(long, conflicts_with = "stdin_file")]
     pub password_stdin: bool,
     /// Arguments for the script: $1, $2, ... (after `--`)
     #[arg(last = true, value_name = "ARGS")]

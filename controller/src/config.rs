@@ -19,7 +19,8 @@
 //! user = "deploy"
 //! ```
 //!
-//! Precedence: default < this file < `RJOB_*` environment < flags. The merge is a small one on
+//! Precedence: default < this file < `RJOB_*` environment < flags. A host's run-as user: the
+//! file's `[hosts."pattern"]` user < the inventory's for it < `RJOB_USER` < `--user`. The merge is a small one on
 //! top of clap's `env` attributes rather than figment: clap already reads the environment and
 //! flags with the very parsers and help text the options have, and tells where each value came
 //! from ([`clap::parser::ValueSource`]); the file only fills in what clap took from its

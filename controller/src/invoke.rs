@@ -24,6 +24,8 @@ use crate::UsageError;
 /// What to run, checked and ready to send.
 pub struct Invocation {
     pub hosts: Vec<Host>,
+    /// Each host's run-as user, in the order of `hosts` (`None`: the request's).
+    pub users: Vec<Option<String>>,
     pub request: pb::StartRunRequest,
     pub throttle_limit: usize,
     pub connect_timeout: Duration,
@@ -34,12 +36,13 @@ pub struct Invocation {
 impl Invocation {
     /// Checks the command line and reads the files it names; every problem is a usage error.
     pub fn from_args(args: &InvokeArgs) -> Result<Invocation, UsageError> {
-        let hosts = host_list(args)?;
+        let (hosts, users) = host_list(args)?;
         Ok(Invocation {
             throttle_limit: throttle_of(args, hosts.len()),
             max_errors: args.max_errors.map(|m| m.of(hosts.len())),
             hosts,
-            request: run_request(&args.script)?,
+            request: run_request(&args.script, &users)?,
+            users,
             connect_timeout: args.connect_timeout,
         })
     }
@@ -128,8 +131,8 @@ struct PrinterRunner {
 }
 
 impl Runner for PrinterRunner {
-    /// The host's index, and where it runs.
-    type Child = (usize, Target);
+    /// The host's index, where it runs, and its own run-as user.
+    type Child = (usize, Target, Option<String>);
 
     async fn run(
         &self,
@@ -142,7 +145,10 @@ impl Runner for PrinterRunner {
             events: self.events.clone(),
             slot,
         };
-        let request = self.request.clone();
+        let mut request = self.request.clone();
+        if let Some(user) = &child.2 {
+            request.run_as.clone_from(user);
+        }
         child::drive(
             &child.1,
             request,
@@ -186,7 +192,12 @@ pub async fn fan_out_to(
     events: mpsc::Sender<ChildEvent>,
     desired: watch::Receiver<Desired>,
 ) {
-    let children: Vec<_> = targets.into_iter().enumerate().collect();
+    let mut users = invocation.users.iter().cloned();
+    let children: Vec<_> = targets
+        .into_iter()
+        .enumerate()
+        .map(|(index, target)| (index, target, users.next().flatten()))
+        .collect();
     let runner = Arc::new(PrinterRunner {
         request: invocation.request.clone(),
         settings,
@@ -220,12 +231,18 @@ pub use crate::status::EXIT_INTERRUPTED;
 /// groups are killed on the agents) and still prints what came and the summary; a second
 /// Ctrl-C quits at once.
 pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
-    run_via(args, host_list(args)?, Via::Direct(tls)).await
+    let (hosts, users) = host_list(args)?;
+    run_via(args, hosts, users, Via::Direct(tls)).await
 }
 
-/// [`run`] on `hosts`, its fan-out here or in the daemon ([`Via`]): the same printing,
-/// summary, exit status and Ctrl-C either way.
-pub async fn run_via(args: &InvokeArgs, hosts: Vec<Host>, via: Via) -> Result<u8, UsageError> {
+/// [`run`] on `hosts` (each with its own run-as user, if any), its fan-out here or in the
+/// daemon ([`Via`]): the same printing, summary, exit status and Ctrl-C either way.
+pub async fn run_via(
+    args: &InvokeArgs,
+    hosts: Vec<Host>,
+    users: Vec<Option<String>>,
+    via: Via,
+) -> Result<u8, UsageError> {
     // Labels leave the port out when two or more hosts share one (so `dshbak -c` works).
     let labels = hosts::fold::labels(&hosts);
     let show_port = !hosts::fold::same_port(&hosts);
@@ -236,7 +253,8 @@ pub async fn run_via(args: &InvokeArgs, hosts: Vec<Host>, via: Via) -> Result<u8
     // The output directory is checked before a password is asked or a host dialled.
     let invocation = Invocation {
         hosts: hosts.clone(),
-        request: run_request(&args.script)?,
+        request: run_request(&args.script, &users)?,
+        users,
         throttle_limit: throttle_of(args, hosts.len()),
         connect_timeout: args.connect_timeout,
         max_errors: args.max_errors.map(|m| m.of(hosts.len())),

@@ -109,18 +109,14 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
     };
     if let Command::Invoke(args) = &cli.command {
         if args.list_hosts {
-            let mut specs = args.hosts.clone();
-            if let Some(path) = &args.hosts_file {
-                specs.extend(
-                    rjob::hosts::parse_hosts_file(path).map_err(|e| rjob::UsageError(e.to_string()))?,
-                );
-            }
             let look = cmd::hosts::Look {
                 fold: false,
                 verbose: false,
+                users: true,
                 output: args.output,
             };
-            return Ok(cmd::hosts::list(&specs, &args.exclude, &look)?);
+            let targets = rjob::request::targets(args)?;
+            return Ok(cmd::hosts::print(&targets, &look));
         }
     }
     // What the command line asks is checked before any file is read or anything contacted.

@@ -6,22 +6,38 @@ use rjob_proto::v1 as pb;
 
 use crate::cli::{InvokeArgs, ScriptArgs};
 use crate::hosts::{self, Host};
+use crate::inventory::select::Target;
 use crate::UsageError;
 
 /// Largest script the controller sends (agents may allow less).
 pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
 
-/// The hosts named by `-H` and `--hosts-file`.
-pub fn host_list(args: &InvokeArgs) -> Result<Vec<Host>, UsageError> {
+/// The hosts named by `-H` and `--hosts-file` (less `-x`), each with the user it runs as:
+/// `--user` (or `RJOB_USER`) for every host, else the inventory's user for it (its host entry,
+/// then its groups), else the config file's `[hosts."pattern"]` user; `None`: the agents'
+/// policy default.
+pub fn targets(args: &InvokeArgs) -> Result<Vec<Target>, UsageError> {
     let mut specs = args.hosts.clone();
     if let Some(path) = &args.hosts_file {
         specs.extend(hosts::parse_hosts_file(path).map_err(|e| UsageError(e.to_string()))?);
     }
-    crate::inventory::select::hosts(&specs, &args.exclude)
+    let mut targets = crate::inventory::select::from_command_line(&specs, &args.exclude)?;
+    if let Some(user) = &args.script.user {
+        for t in &mut targets {
+            t.user = Some(user.clone());
+        }
+    }
+    Ok(targets)
 }
 
-/// What to run, from `--script`/`--file` and the options around them.
-pub fn run_request(args: &ScriptArgs) -> Result<pb::StartRunRequest, UsageError> {
+/// The hosts to dial and each one's run-as user, in the same order.
+pub fn host_list(args: &InvokeArgs) -> Result<(Vec<Host>, Vec<Option<String>>), UsageError> {
+    Ok(targets(args)?.into_iter().map(|t| (t.host, t.user)).unzip())
+}
+
+/// What to run, from `--script`/`--file` and the options around them, for hosts that run as
+/// `users` (each host's; the password, if any, is for their one user).
+pub fn run_request(args: &ScriptArgs, users: &[Option<String>]) -> Result<pb::StartRunRequest, UsageError> {
     let script = match (&args.script, &args.file) {
         (Some(text), _) => text.clone(),
         (None, Some(path)) => crate::limits::read_text_file(path, MAX_SCRIPT_BYTES as u64, "script file")?,
@@ -63,7 +79,7 @@ pub fn run_request(args: &ScriptArgs) -> Result<pb::StartRunRequest, UsageError>
         timeout_ms,
         label: String::new(),
         run_as: args.user.clone().unwrap_or_default(),
-        password: crate::password::read(args)?
+        password: crate::password::read(args, users)?
             .map(|p| p.to_string())
             .unwrap_or_default(),
     })

@@ -374,6 +374,7 @@ fn the_daemon_refuses_what_the_cli_refuses_from_any_client_of_its_socket() {
         hosts: vec![pb::HostAddr {
             name: host.to_string(),
             port: 7443,
+            user: String::new(),
         }],
         run: Some(pb::StartRunRequest {
             script: "true".into(),

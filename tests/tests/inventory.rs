@@ -66,9 +66,11 @@ fn an_ansible_inventory_with_children_and_ansible_port_selects_and_excludes_real
     );
 
     // Excluding a host by its inventory name, and selecting through the implicit `all`.
+    // front2's ansible_user (nobody) is not in the test policy: --user wins over it.
+    let me = ran(Command::new("id").arg("-un")).stdout.trim().to_string();
     let out = ran(rjob(&fleet)
         .env("RJOB_INVENTORY", &path)
-        .args(["invoke", "-H", "@all", "-x", "front1", "-s", "echo hi"]));
+        .args(["invoke", "-H", "@all", "-x", "front1", "-u", &me, "-s", "echo hi"]));
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(hosts_ran(&out), vec![b.to_string(), c.to_string()], "{out}");
 

@@ -170,3 +170,25 @@ fn any_command_warns_when_the_controllers_certificate_expires_within_30_days() {
     let out = ran(fleet.rjob().args(["hosts", "a1"]));
     assert_eq!(out.stderr, "", "{out}");
 }
+
+#[test]
+fn a_batch_over_the_cap_is_refused_in_one_line_before_anything_is_written() {
+    let fleet = Fleet::start(0).expect("fleet");
+    let out = ran(fleet
+        .rjob()
+        .args(["pki", "issue-agent", "--hosts", "web[1-10001].example.com"]));
+    assert_eq!(out.code, 2, "a usage error: {out}");
+    let line = out.stderr.trim();
+    assert!(
+        line.contains("10001 hosts") && line.contains("at most 10000") && line.contains("batches"),
+        "{out}"
+    );
+    assert_eq!(line.lines().count(), 1, "one line: {out}");
+    assert!(!fleet.pki.dir.join("agents").exists(), "nothing issued: {out}");
+    // The limit itself is fine (a smaller batch shows the same path works).
+    let out = ran(fleet
+        .rjob()
+        .args(["pki", "issue-agent", "--hosts", "web[1-2].example.com"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("issued 2 agent certificates"), "{out}");
+}

@@ -1,5 +1,7 @@
 //! `rjob hosts EXPR` and `rjob invoke … --list-hosts`: the hosts a host expression selects,
-//! printed and nothing contacted (`nodeset -e`, `ansible --list-hosts`).
+//! printed and nothing contacted (`nodeset -e`, `ansible --list-hosts`). `--list-hosts` adds
+//! `user=NAME` beside a host that runs as a user of its own (`--user`, the inventory's or the
+//! config's), as `rjob hosts -v` does: what `rjob invoke` would do, one host a line.
 
 use std::io::Write as _;
 
@@ -12,6 +14,8 @@ use crate::UsageError;
 pub struct Look {
     pub fold: bool,
     pub verbose: bool,
+    /// Each host's run-as user beside it, when it has one (`--list-hosts`).
+    pub users: bool,
     pub output: OutputFormat,
 }
 
@@ -24,6 +28,7 @@ pub fn run(args: &HostsArgs) -> Result<u8, UsageError> {
     let look = Look {
         fold: args.fold,
         verbose: args.verbose,
+        users: false,
         output: args.output,
     };
     list(&specs, &args.exclude, &look)
@@ -32,11 +37,16 @@ pub fn run(args: &HostsArgs) -> Result<u8, UsageError> {
 /// Prints the hosts `specs` less `exclude` select; exit status 0.
 pub fn list(specs: &[String], exclude: &[String], look: &Look) -> Result<u8, UsageError> {
     let targets = from_command_line(specs, exclude)?;
-    let text = render(&targets, look);
+    Ok(print(&targets, look))
+}
+
+/// Prints `targets`; exit status 0.
+pub fn print(targets: &[Target], look: &Look) -> u8 {
+    let text = render(targets, look);
     let mut out = std::io::stdout().lock();
     // A closed pipe (`rjob hosts @web | head -1`) is not an error.
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-    Ok(0)
+    0
 }
 
 /// The list as printed.
@@ -80,6 +90,8 @@ pub fn render(targets: &[Target], look: &Look) -> String {
                     crate::escape::text(v)
                 ));
             }
+        } else if let (true, Some(user)) = (look.users, &t.user) {
+            text.push_str(&format!("  user={}", crate::escape::text(user)));
         }
         text.push('\n');
     }

@@ -49,6 +49,7 @@ pub fn run(command: &PkiCommand, identity: Option<&Path>) -> anyhow::Result<()> 
                 );
             }
             let targets = crate::inventory::select::from_command_line(&specs, &[])?;
+            crate::pki::fleet::check_batch(targets.len()).map_err(crate::UsageError)?;
             let names: Vec<(String, String)> = targets
                 .iter()
                 .map(|t| (t.name.clone(), t.host.name.clone()))

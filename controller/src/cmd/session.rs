@@ -59,6 +59,7 @@ async fn new(args: &SessionNewArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
             .map(|h| pb::HostAddr {
                 name: h.name.clone(),
                 port: u32::from(h.port),
+                user: String::new(),
             })
             .collect(),
         throttle_limit: args.throttle_limit,
@@ -247,7 +248,9 @@ pub async fn invoke(args: &InvokeArgs, daemon: &DaemonAddr) -> anyhow::Result<u8
         client,
         session: name,
     };
-    Ok(crate::invoke::run_via(args, hosts, via).await?)
+    // A session's hosts run as the invoke's --user (or the agents' default).
+    let users = vec![None; hosts.len()];
+    Ok(crate::invoke::run_via(args, hosts, users, via).await?)
 }
 
 /// Runs `invocation` in the daemon over `session`, its events to `events` (the printer);

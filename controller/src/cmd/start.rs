@@ -10,20 +10,21 @@ use crate::UsageError;
 
 /// `rjob invoke --as-job`.
 pub async fn invoke_as_job(args: &InvokeArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
-    let hosts = host_list(args)?;
-    let request = remote_job(args, &hosts, None)?;
+    let (hosts, users) = host_list(args)?;
+    let request = remote_job(args, &hosts, &users, None)?;
     create(daemon, request, args.output).await
 }
 
 /// `rjob invoke --session NAME --as-job`: the session's `hosts` (as listed), over its
-/// connections.
+/// connections, as the invoke's --user (or the agents' default).
 pub async fn invoke_as_job_over(
     args: &InvokeArgs,
     client: &mut crate::daemon::client::DaemonClient,
     session: &str,
     hosts: &[crate::hosts::Host],
 ) -> anyhow::Result<u8> {
-    let request = remote_job(args, hosts, Some(session))?;
+    let users = vec![None; hosts.len()];
+    let request = remote_job(args, hosts, &users, Some(session))?;
     let job = client
         .create_job(request)
         .await
@@ -32,22 +33,27 @@ pub async fn invoke_as_job_over(
     created(&job, args.output)
 }
 
-/// The job of `rjob invoke --as-job` on `hosts` (a session's, named, when `session` is).
+/// The job of `rjob invoke --as-job` on `hosts`, each with its own run-as user if it has
+/// one (a session's, named, when `session` is).
 fn remote_job(
     args: &InvokeArgs,
     hosts: &[crate::hosts::Host],
+    users: &[Option<String>],
     session: Option<&str>,
 ) -> anyhow::Result<pb::CreateJobRequest> {
-    let run = run_request(&args.script)?;
+    let run = run_request(&args.script, users)?;
     Ok(pb::CreateJobRequest {
         name: args.job_name.clone().unwrap_or_default(),
         hosts: match session {
             Some(_) => Vec::new(),
             None => hosts
                 .iter()
-                .map(|h| pb::HostAddr {
+                .zip(users)
+                .map(|(h, user)| pb::HostAddr {
                     name: h.name.clone(),
                     port: u32::from(h.port),
+                    // Kept with the child: a restart or a rerun runs it as the same user.
+                    user: user.clone().unwrap_or_default(),
                 })
                 .collect(),
         },
@@ -79,7 +85,7 @@ fn caller_dir() -> anyhow::Result<String> {
 
 /// `rjob start`: a background job on this machine, in the caller's current directory.
 pub async fn start(args: &StartArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
-    let mut run = run_request(&args.script)?;
+    let mut run = run_request(&args.script, std::slice::from_ref(&args.script.user))?;
     if args.script.cwd.is_none() {
         run.working_dir = caller_dir()?;
     }

@@ -48,6 +48,7 @@ pub async fn invoke(
     let invocation = Invocation {
         hosts: hosts.clone(),
         request: run,
+        users: Vec::new(),
         throttle_limit: (req.throttle_limit as usize).max(1),
         connect_timeout: Duration::from_millis(req.connect_timeout_ms.max(1)),
         max_errors: req.max_errors,

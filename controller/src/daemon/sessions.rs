@@ -49,6 +49,7 @@ pub fn info(session: &Session) -> pb::SessionInfo {
                 host: Some(pb::HostAddr {
                     name: link.host.name,
                     port: u32::from(link.host.port),
+                    user: String::new(),
                 }),
                 connected: link.connected,
                 reason: link.reason,

@@ -17,6 +17,21 @@ pub fn key_id(spki_der: &[u8]) -> String {
     hex::encode(&sha2::Sha256::digest(spki_der)[..4])
 }
 
+/// Most certificates one `rjob pki issue-agent --hosts` makes. Each is a key, a certificate
+/// and a directory, made one after the other: ten thousand take a few minutes and leave a
+/// directory that `ls` and `rjob pki list` still handle; a larger fleet is issued in batches.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Why a batch is refused before anything is written: it names more than [`MAX_BATCH`] hosts.
+pub fn check_batch(hosts: usize) -> Result<(), String> {
+    if hosts > MAX_BATCH {
+        return Err(format!(
+            "the host list names {hosts} hosts; rjob pki issue-agent issues at most {MAX_BATCH} certificates at a time: issue them in batches (a group or a range each)"
+        ));
+    }
+    Ok(())
+}
+
 /// One agent certificate per host: NAME is the host's name, its SANs the name and, when the
 /// inventory dials it by another address, that address too. Written to `out/NAME/`.
 pub fn issue_agents(ca_dir: &Path, hosts: &[(String, String)], out: &Path) -> Result<Vec<PathBuf>, PkiError> {

@@ -365,3 +365,17 @@ fn dns_name_rules() {
         assert!(!is_dns_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn a_batch_larger_than_the_cap_is_refused_naming_the_limit() {
+    use crate::pki::fleet::{check_batch, MAX_BATCH};
+    assert!(check_batch(MAX_BATCH).is_ok());
+    let refused = check_batch(MAX_BATCH + 1).expect_err("refused");
+    assert!(
+        refused.contains(&format!("{}", MAX_BATCH + 1))
+            && refused.contains(&format!("at most {MAX_BATCH}"))
+            && refused.contains("batches"),
+        "{refused}"
+    );
+    assert!(!refused.contains('\n'), "one line: {refused}");
+}

@@ -43,6 +43,8 @@ pub fn new_job(name: &str, hosts: usize) -> NewJob {
         connect_timeout_ms: 1500,
         created_at_ms: 1_000,
         hosts: (0..hosts).map(|i| (format!("h{i}"), 9000 + i as u16)).collect(),
+        // The first child runs as a user of its own; the others as the request says.
+        run_as: vec![Some("deploy".to_string())],
     }
 }
 
@@ -101,6 +103,8 @@ pub async fn jobs_and_children(store: &dyn JobStore) {
         assert_eq!((c.exit_code, c.signal), (None, None));
         assert_eq!((c.started_at_ms, c.ended_at_ms), (None, None));
         assert_eq!((c.last_seq, c.received_seq), (0, 0));
+        let user = (i == 0).then(|| "deploy".to_string());
+        assert_eq!(c.run_as, user, "child {i}'s own run-as user is kept");
     }
     assert!(store.children(b + 100).await.expect("children").is_empty());
 }

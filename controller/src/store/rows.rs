@@ -22,6 +22,16 @@ pub struct NewJob {
     pub created_at_ms: i64,
     /// Host name and port of each child.
     pub hosts: Vec<(String, u16)>,
+    /// Each child's own run-as user (the inventory's or the config's for its host), by index;
+    /// `None` or past the end: the request's.
+    pub run_as: Vec<Option<String>>,
+}
+
+impl NewJob {
+    /// Child `idx`'s own run-as user, if it has one.
+    pub fn run_as_of(&self, idx: usize) -> Option<&str> {
+        self.run_as.get(idx).and_then(|u| u.as_deref())
+    }
 }
 
 /// A job as stored.
@@ -62,6 +72,8 @@ pub struct ChildRow {
     /// Marked just before its start request goes out.
     pub started_at_ms: Option<i64>,
     pub ended_at_ms: Option<i64>,
+    /// Its own run-as user; `None`: the job's request's.
+    pub run_as: Option<String>,
 }
 
 impl ChildRow {

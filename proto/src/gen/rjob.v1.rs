@@ -1294,6 +1294,10 @@ pub struct HostAddr {
     pub name: ::prost::alloc::string::String,
     #[prost(uint32, tag = "2")]
     pub port: u32,
+    /// The user this host's child runs as (the inventory's or the config's for it); empty: the
+    /// run's run_as.
+    #[prost(string, tag = "3")]
+    pub user: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

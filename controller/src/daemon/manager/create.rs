@@ -40,6 +40,7 @@ impl Manager {
                 .map(|link| pb::HostAddr {
                     name: link.host.name,
                     port: u32::from(link.host.port),
+                    user: String::new(),
                 })
                 .collect();
         }
@@ -66,6 +67,19 @@ impl Manager {
                 })
                 .collect::<Result<_, JobError>>()?
         };
+        // Each child's own user; one password is for one user only.
+        let run_as: Vec<Option<String>> = req
+            .hosts
+            .iter()
+            .map(|h| (!h.user.is_empty()).then(|| h.user.clone()))
+            .collect();
+        if !password.is_empty() {
+            let own: Vec<Option<String>> = (0..hosts.len())
+                .map(|i| run_as.get(i).cloned().flatten())
+                .collect();
+            let users = crate::password::users_of(&own, &run.run_as);
+            crate::password::one_user(&users).map_err(|e| JobError::Invalid(e.0))?;
+        }
         let job = NewJob {
             instance_id: uuid::Uuid::new_v4().to_string(),
             name: req.name.clone(),
@@ -77,6 +91,7 @@ impl Manager {
             connect_timeout_ms: req.connect_timeout_ms.max(1),
             created_at_ms: now_ms(),
             hosts,
+            run_as,
         };
         let id = self.store.create_job(&job).await?;
         let job = self

@@ -1,6 +1,7 @@
 //! Rerunning a job: a new job with an earlier job's script, arguments, interpreter and
 //! settings (throttle limit, connect timeout, error budget), on the hosts of it that failed,
-//! were unreachable, or all of them. The password is the rerun's own (never stored).
+//! were unreachable, or all of them, each host run as the user it ran as. The password is the
+//! rerun's own (never stored).
 
 use std::sync::Arc;
 
@@ -55,6 +56,7 @@ impl Manager {
                 .map(|c| pb::HostAddr {
                     name: c.host.clone(),
                     port: u32::from(c.port),
+                    user: c.run_as.clone().unwrap_or_default(),
                 })
                 .collect()
         };

@@ -154,6 +154,10 @@ impl Runner for JobRunner {
         let (manager, job) = (&*self.manager, &self.job);
         let mut request = self.request.clone();
         request.label = format!("{}/{}", job.instance_id, child.idx);
+        // The host's own user (the inventory's or the config's), kept with the child.
+        if let Some(user) = &child.run_as {
+            request.run_as.clone_from(user);
+        }
         if let Some(password) = manager.passwords().get(&job.id) {
             request.password = password.to_string();
         }

@@ -45,6 +45,7 @@ fn child_row(r: &Row) -> ChildRow {
         cause: r.get(10),
         started_at_ms: r.get(11),
         ended_at_ms: r.get(12),
+        run_as: r.get(13),
     }
 }
 
@@ -87,10 +88,12 @@ impl PgStore {
             .collect();
         let hosts: Vec<&str> = job.hosts.iter().map(|(h, _)| h.as_str()).collect();
         let ports: Vec<i32> = job.hosts.iter().map(|(_, p)| i32::from(*p)).collect();
+        let users: Vec<Option<&str>> = (0..job.hosts.len()).map(|i| job.run_as_of(i)).collect();
         tx.execute(
-            "INSERT INTO children (job_id, idx, host, port, state)
-             SELECT $1, i, h, p, $5 FROM unnest($2::integer[], $3::text[], $4::integer[]) AS t (i, h, p)",
-            &[&id, &idxs, &hosts, &ports, &state_code(State::NotStarted)],
+            "INSERT INTO children (job_id, idx, host, port, state, run_as)
+             SELECT $1, i, h, p, $5, u
+             FROM unnest($2::integer[], $3::text[], $4::integer[], $6::text[]) AS t (i, h, p, u)",
+            &[&id, &idxs, &hosts, &ports, &state_code(State::NotStarted), &users],
         )
         .await?;
         // Made apart and attached (SHARE UPDATE EXCLUSIVE on `output`), so that other
@@ -140,7 +143,7 @@ impl PgStore {
         let stmt = client
             .prepare_cached(
                 "SELECT idx, host, port, state, run_id, last_seq, received_seq, exit_code, signal,
-                        reason, cause, started_at_ms, ended_at_ms
+                        reason, cause, started_at_ms, ended_at_ms, run_as
                  FROM children WHERE job_id = $1 ORDER BY idx",
             )
             .await?;

@@ -71,6 +71,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
      END $$;",
     // 2: a job's error budget (`--max-errors`), as a count of hosts; NULL: none.
     "ALTER TABLE jobs ADD COLUMN max_errors integer;",
+    // 3: a child's own run-as user (the inventory's or the config's for its host); NULL: the
+    // job's request's.
+    "ALTER TABLE children ADD COLUMN run_as text;",
 ];
 
 /// The version this rjob brings the schema to.

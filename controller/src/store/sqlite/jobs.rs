@@ -31,8 +31,15 @@ pub(super) fn insert(conn: &mut Connection, id: i64, job: &NewJob) -> rusqlite::
     )?;
     for (idx, (host, port)) in job.hosts.iter().enumerate() {
         tx.execute(
-            "INSERT INTO children (job_id, idx, host, port, state) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, idx, host, port, state_code(State::NotStarted)],
+            "INSERT INTO children (job_id, idx, host, port, state, run_as) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                id,
+                idx,
+                host,
+                port,
+                state_code(State::NotStarted),
+                job.run_as_of(idx)
+            ],
         )?;
     }
     tx.commit()
@@ -81,7 +88,7 @@ pub(super) fn select(conn: &Connection, id: Option<i64>) -> rusqlite::Result<Vec
 pub(super) fn children(conn: &Connection, job_id: i64) -> rusqlite::Result<Vec<ChildRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT idx, host, port, state, run_id, last_seq, received_seq, exit_code, signal,
-                reason, cause, started_at_ms, ended_at_ms
+                reason, cause, started_at_ms, ended_at_ms, run_as
          FROM children WHERE job_id = ?1 ORDER BY idx",
     )?;
     let rows = stmt.query_map([job_id], |r| {
@@ -99,6 +106,7 @@ pub(super) fn children(conn: &Connection, job_id: i64) -> rusqlite::Result<Vec<C
             cause: r.get(10)?,
             started_at_ms: r.get(11)?,
             ended_at_ms: r.get(12)?,
+            run_as: r.get(13)?,
         })
     })?;
     rows.collect()

@@ -8,7 +8,7 @@ use rusqlite::{Connection, Transaction};
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Every schema step, in order: step i brings a store to version i + 1.
-const STEPS: &[Step] = &[v1_tables, v2_not_set_is_null, v3_error_budget];
+const STEPS: &[Step] = &[v1_tables, v2_not_set_is_null, v3_error_budget, v4_child_run_as];
 
 /// The version this binary writes.
 pub(super) const LATEST: i64 = STEPS.len() as i64;
@@ -112,6 +112,12 @@ fn v2_not_set_is_null(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// Version 3: a job's error budget (`--max-errors`), NULL for none.
 fn v3_error_budget(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch("ALTER TABLE jobs ADD COLUMN max_errors INTEGER;")
+}
+
+/// Version 4: a child's own run-as user (the inventory's or the config's for its host), NULL:
+/// the job's request's.
+fn v4_child_run_as(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("ALTER TABLE children ADD COLUMN run_as TEXT;")
 }
 
 /// The tables of the releases before versions (their `received_*` mark columns come after).
