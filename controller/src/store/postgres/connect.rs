@@ -54,7 +54,7 @@ fn config_error(url: &str, detail: impl std::fmt::Display) -> StoreError {
 
 /// The pool of connections to the database at `url`. Connects lazily: the first call made
 /// through the pool reports a database that cannot be reached.
-pub(super) fn pool(url: &str) -> Result<Pool, StoreError> {
+pub(super) fn pool(url: &str, idle_in_transaction: Duration) -> Result<Pool, StoreError> {
     let (url_for_pg, root_file) = take_sslrootcert(url);
     let mut config: tokio_postgres::Config = url_for_pg
         .parse()
@@ -65,6 +65,17 @@ pub(super) fn pool(url: &str) -> Result<Pool, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("rjob");
     }
+    // A daemon paused inside a transaction (SIGSTOP, a frozen VM) must not hold a child's
+    // or a job's row, and with it the takeover, for longer than about half its lease.
+    let idle = format!(
+        "-c idle_in_transaction_session_timeout={}",
+        idle_in_transaction.as_millis().max(500)
+    );
+    let options = match config.get_options() {
+        Some(theirs) => format!("{theirs} {idle}"),
+        None => idle,
+    };
+    config.options(&options);
     let tls = MakeRustlsConnect::new(tls_config(url, root_file.as_deref())?);
     let manager = Manager::from_config(
         config,
