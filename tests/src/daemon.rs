@@ -14,6 +14,8 @@ pub struct Daemon {
     identity: PathBuf,
     /// Arguments of `rjob serve` beside `--state-dir` (`--store URL`, ...).
     serve_args: Vec<String>,
+    /// Environment of `rjob serve` (lease timing, ...).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -25,14 +27,38 @@ impl Daemon {
 
     /// [`Daemon::start`], with more arguments for `rjob serve` (`["--store", url]`).
     pub fn start_with(fleet: &Fleet, serve_args: &[&str]) -> Result<Daemon> {
+        Daemon::start_named(fleet, "state", serve_args, &[])
+    }
+
+    /// One of several daemons of a fleet: its state directory is `name` in the fleet's temp
+    /// dir, with `env` for `rjob serve` (`RJOB_LEASE_TTL_MS`, ...).
+    pub fn start_named(
+        fleet: &Fleet,
+        name: &str,
+        serve_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let mut daemon = Daemon {
-            state_dir: fleet.tmp.path().join("state"),
+            state_dir: fleet.tmp.path().join(name),
             identity: fleet.pki.dir.clone(),
             serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
         };
         daemon.spawn()?;
         Ok(daemon)
+    }
+
+    /// The daemon's process Id (0 once it was killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal` to the daemon (SIGSTOP, SIGCONT, ...).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = i32::try_from(self.pid()).context("pid")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).context("kill")?;
+        Ok(())
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -52,6 +78,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(&self.serve_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RJOB_IDENTITY", &self.identity)
             .env_remove("RJOB_LOG")
             .stdin(Stdio::null())

@@ -7,6 +7,7 @@
 mod changes;
 mod control;
 mod create;
+mod lease;
 pub mod receive;
 mod rerun;
 mod run;
@@ -74,6 +75,12 @@ pub struct Manager {
     reconnect_window: Duration,
     /// Runs given up on, stopped once their agents answer.
     pub(super) orphans: Arc<Orphans>,
+    /// The batches of children running here.
+    batches: Mutex<lease::Batches>,
+    /// Until when this daemon knows its lease on a shared store to be live (`None`: a store
+    /// of its own, no lease).
+    lease_until: Mutex<Option<std::time::Instant>>,
+    timing: crate::store::lease::Timing,
 }
 
 pub fn now_ms() -> i64 {
@@ -104,6 +111,9 @@ impl Manager {
             local_socket,
             reconnect_window,
             orphans,
+            batches: Mutex::new(lease::Batches::default()),
+            lease_until: Mutex::new(None),
+            timing: crate::store::lease::Timing::from_env(),
         });
         std::thread::Builder::new()
             .name("rjob-output-writer".into())
@@ -130,6 +140,10 @@ impl Manager {
     /// Job `id` changed (its state, its flags, its output).
     pub(super) fn changed(&self, id: i64) {
         self.changes.bump(id);
+    }
+
+    fn batches(&self) -> std::sync::MutexGuard<'_, lease::Batches> {
+        self.batches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<i64, watch::Sender<Desired>>> {

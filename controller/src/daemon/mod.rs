@@ -162,6 +162,7 @@ pub async fn serve(
         manager.health().set_lost(lost);
     }
     let resumed = manager.recover().await?;
+    manager.start_lease();
 
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;

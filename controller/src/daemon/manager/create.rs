@@ -60,7 +60,10 @@ impl Manager {
         if !password.is_empty() {
             self.passwords().insert(id, password);
         }
-        self.launch(job.clone());
+        // Claimed here first; on a shared store other daemons claim the rest as slots free.
+        if let Err(e) = self.claim_job(id).await {
+            tracing::warn!(job = id, error = %e, "claiming the new job's children failed; trying again later");
+        }
         self.changed(id);
         self.info(&job).await
     }

@@ -163,14 +163,22 @@ impl PgStore {
             .query(
                 &format!(
                     "SELECT c.idx, EXISTS (SELECT 1 FROM daemons d WHERE d.id = c.owner AND {LIVE}),
-                            c.started_at_ms IS NOT NULL
+                            c.started_at_ms IS NOT NULL, c.owner IS NOT DISTINCT FROM $2
                      FROM children c WHERE c.job_id = $1 AND c.state NOT IN {} ORDER BY c.idx",
                     finished_list()
                 ),
-                &[&job_id],
+                &[&job_id, &epoch],
             )
             .await?;
-        let children: Vec<(i32, bool, bool)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+        let children: Vec<Kid> = rows
+            .iter()
+            .map(|r| Kid {
+                idx: r.get(0),
+                live: r.get(1),
+                started: r.get(2),
+                mine: r.get(3),
+            })
+            .collect();
         let limit = u32::try_from(limit).unwrap_or(1);
         let picked = pick(
             &children,
@@ -208,38 +216,49 @@ impl PgStore {
     }
 }
 
-/// Which of a job's unfinished children `(idx, owner lives, may have started)` one daemon
-/// claims: a child that may have started holds a throttle slot whoever owns it (its run may
-/// be going on its agent), and so does any child of a live daemon; a lapsed daemon's started
-/// children are taken first, then unstarted ones while slots are free. Each kind at most
-/// this daemon's share of the throttle ([`lease::share`]), so that daemons spread them.
-pub(super) fn pick(
-    children: &[(i32, bool, bool)],
-    limit: u32,
-    live: u32,
-    stop: bool,
-    suspended: bool,
-) -> Vec<i32> {
+/// An unfinished child, as a claim sees it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Kid {
+    pub idx: i32,
+    /// Its owner's lease lives.
+    pub live: bool,
+    /// It has a start mark: its run may be going on its agent.
+    pub started: bool,
+    /// This daemon owns it.
+    pub mine: bool,
+}
+
+/// Which of a job's unfinished children one daemon claims. A child that may have started
+/// holds a throttle slot whoever owns it (its run may be going on its agent), and so does
+/// any child of a live daemon. A lapsed daemon's started children are taken first, then
+/// unstarted ones while slots are free; in all, this daemon holds at most its share of the
+/// throttle ([`lease::share`]), so that the daemons spread a job, and a dead daemon's
+/// children, among themselves.
+pub(super) fn pick(children: &[Kid], limit: u32, live: u32, stop: bool, suspended: bool) -> Vec<i32> {
     let share = lease::share(limit, live);
-    let in_flight = children
-        .iter()
-        .filter(|(_, live, started)| *live || *started)
-        .count();
+    let mine = children.iter().filter(|k| k.mine && k.live).count();
+    let budget = share.saturating_sub(mine);
+    let in_flight = children.iter().filter(|k| k.live || k.started).count();
     let free = usize::try_from(limit)
         .unwrap_or(usize::MAX)
         .saturating_sub(in_flight);
-    let orphaned = children.iter().filter(|(_, live, _)| !live);
-    let adopt = orphaned.clone().filter(|(_, _, started)| *started).take(share);
+    let orphaned = children.iter().filter(|k| !k.live);
+    let adopt: Vec<i32> = orphaned
+        .clone()
+        .filter(|k| k.started)
+        .take(budget)
+        .map(|k| k.idx)
+        .collect();
     let fresh = if stop {
         // Stopped: each ends unstarted at once, no slot needed.
         usize::MAX
     } else if suspended {
         0
     } else {
-        free.min(share)
+        free.min(budget - adopt.len())
     };
-    let start = orphaned.filter(|(_, _, started)| !started).take(fresh);
-    adopt.chain(start).map(|(idx, _, _)| *idx).collect()
+    let start = orphaned.filter(|k| !k.started).take(fresh).map(|k| k.idx);
+    adopt.iter().copied().chain(start).collect()
 }
 
 #[cfg(test)]
@@ -252,25 +271,40 @@ mod tests {
         assert_eq!(finished_list(), "(3, 4, 5)");
     }
 
+    fn kid(idx: i32, live: bool, started: bool, mine: bool) -> Kid {
+        Kid {
+            idx,
+            live,
+            started,
+            mine,
+        }
+    }
+
     #[test]
     fn started_children_of_a_lapsed_daemon_are_adopted_and_hold_their_slots() {
-        // 0..4 run on a live daemon, 4..7 had started on a lapsed one, 7.. never started.
-        let mut kids: Vec<(i32, bool, bool)> = (0..4).map(|i| (i, true, true)).collect();
-        kids.extend((4..7).map(|i| (i, false, true)));
-        kids.extend((7..20).map(|i| (i, false, false)));
+        // 0..4 run on another live daemon, 4..7 had started on a lapsed one, 7.. never started.
+        let mut kids: Vec<Kid> = (0..4).map(|i| kid(i, true, true, false)).collect();
+        kids.extend((4..7).map(|i| kid(i, false, true, false)));
+        kids.extend((7..20).map(|i| kid(i, false, false, false)));
         // Throttle 10, two live daemons: a share of 5; 7 slots taken, 3 free.
-        assert_eq!(pick(&kids, 10, 2, false, false), vec![4, 5, 6, 7, 8, 9]);
+        assert_eq!(pick(&kids, 10, 2, false, false), vec![4, 5, 6, 7, 8]);
         // Suspended: only the started ones; stopped: every unstarted one too.
         assert_eq!(pick(&kids, 10, 2, false, true), vec![4, 5, 6]);
         assert_eq!(pick(&kids, 10, 2, true, false).len(), 3 + 13);
-        // Three live daemons: a share of 4, two of each kind.
-        assert_eq!(pick(&kids, 10, 3, false, false), vec![4, 5, 6, 7, 8, 9]);
+        // Three live daemons: a share of 4.
+        assert_eq!(pick(&kids, 10, 3, false, false), vec![4, 5, 6, 7]);
         assert_eq!(pick(&kids, 4, 3, false, false), vec![4, 5]);
     }
 
     #[test]
-    fn a_full_throttle_starts_nothing_new() {
-        let kids: Vec<(i32, bool, bool)> = (0..12).map(|i| (i, i < 10, i < 10)).collect();
-        assert!(pick(&kids, 10, 1, false, false).is_empty());
+    fn a_daemon_holds_at_most_its_share_and_a_full_throttle_starts_nothing_new() {
+        // This daemon runs 3 of a throttle of 10 over three daemons (a share of 4).
+        let mut kids: Vec<Kid> = (0..3).map(|i| kid(i, true, true, true)).collect();
+        kids.extend((3..20).map(|i| kid(i, false, false, false)));
+        assert_eq!(pick(&kids, 10, 3, false, false), vec![3]);
+        // Alone, it takes the whole throttle.
+        assert_eq!(pick(&kids, 10, 1, false, false).len(), 7);
+        let full: Vec<Kid> = (0..12).map(|i| kid(i, i < 10, i < 10, false)).collect();
+        assert!(pick(&full, 10, 1, false, false).is_empty());
     }
 }
