@@ -136,6 +136,9 @@ async fn accept_loop(
             drop(slot);
             match outcome {
                 Some(Ok(mut tls)) => {
+                    // One line per connection (not per request): how often controllers pay
+                    // a handshake, e.g. none after the first over a session.
+                    tracing::info!(%peer, "TLS connection established");
                     // HTTP/2's opening (SETTINGS, WINDOW_UPDATE, and the answers to what came
                     // with the client's preface) leaves in one write, when the connection
                     // first waits for the client.

@@ -8,6 +8,7 @@ mod start;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rjob_proto::v1 as pb;
@@ -18,22 +19,43 @@ pub use crate::backoff::backoff;
 use crate::connect::{connect, describe, describe_status, handshake, Agent, ConnectError, Tls};
 use crate::hosts::Host;
 pub use crate::outcome::{Cause, ChildOutcome};
+use crate::pool::Connections;
 use crate::state::State;
 use crate::throttle::Slot;
 
 /// Where a child runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Target {
     Remote(Host),
     /// The daemon's own embedded agent, on a private Unix socket (local jobs).
     Local(PathBuf),
+    /// A host of a session, over the session's live connection ([`crate::pool`]).
+    Pooled(Host, Arc<dyn Connections>),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Remote(h) => f.debug_tuple("Remote").field(h).finish(),
+            Target::Local(p) => f.debug_tuple("Local").field(p).finish(),
+            Target::Pooled(h, _) => f.debug_tuple("Pooled").field(h).finish(),
+        }
+    }
 }
 
 impl Target {
     pub fn label(&self) -> String {
         match self {
-            Target::Remote(h) => h.label(),
+            Target::Remote(h) | Target::Pooled(h, _) => h.label(),
             Target::Local(_) => "localhost".to_string(),
+        }
+    }
+
+    /// The remote host, when it is one.
+    pub fn host(&self) -> Option<&Host> {
+        match self {
+            Target::Remote(h) | Target::Pooled(h, _) => Some(h),
+            Target::Local(_) => None,
         }
     }
 
@@ -45,6 +67,7 @@ impl Target {
                 })?;
                 connect(host, tls, timeout).await
             }
+            Target::Pooled(host, conns) => conns.agent(host, timeout).await,
             Target::Local(socket) => {
                 let dial = async {
                     let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {

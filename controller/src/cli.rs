@@ -7,9 +7,11 @@ use clap::{Args, Parser, Subcommand};
 mod daemon;
 mod fleet;
 mod rerun;
+mod session;
 pub use daemon::{DaemonCommand, DaemonStatusArgs};
 pub use fleet::{CompletionsArgs, ConfigCommand, ConfigShowArgs, HostsArgs};
 pub use rerun::RerunArgs;
+pub use session::{SessionCommand, SessionListArgs, SessionNewArgs};
 
 /// rjob: run script blocks on many Linux machines at once, as jobs.
 ///
@@ -73,6 +75,9 @@ pub enum Command {
     /// The daemon itself: its status, or a graceful stop
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// Sessions: agents the daemon keeps connected, for `rjob invoke --session` (New-PSSession)
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// A full-screen live view of one job: a row per host with its state, duration, exit code
     /// and last output line; / filters hosts, f shows only failed ones, Enter follows one
     /// host's output, q quits. Never consumes output (as receive --keep)
@@ -105,7 +110,7 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Print the JSON Schema of the --output json records (all of them, or one:
-    /// output, result, state, group, host, job, wait, started, certificate)
+    /// output, result, state, group, host, job, wait, started, certificate, session)
     Schema {
         /// One record's schema alone
         record: Option<String>,
@@ -180,6 +185,10 @@ pub struct InvokeArgs {
     /// Leave out these hosts or groups (-x @canary,web03); may be repeated
     #[arg(short = 'x', long = "exclude", value_name = "LIST")]
     pub exclude: Vec<String>,
+    /// Run on the hosts of this session, over the connections the daemon keeps open
+    /// (`rjob session new`); the output, exit status and Ctrl-C are as without one
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["hosts", "hosts_file", "exclude", "list_hosts"])]
+    pub session: Option<String>,
     /// Print the hosts that would run, one a line, and exit (nothing is contacted)
     #[arg(long)]
     pub list_hosts: bool,

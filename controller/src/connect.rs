@@ -110,6 +110,8 @@ pub struct Conn {
     refused: Arc<OnceLock<String>>,
     /// Asks the agent why, once, when a request failed without an alert read.
     probe: Option<Arc<(crate::connect_alert::Probe, std::sync::atomic::AtomicBool)>>,
+    /// Closed (its sender dropped) once the connection's task has ended.
+    ended: tokio::sync::watch::Receiver<()>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -120,6 +122,17 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Refused(String);
 
 impl Conn {
+    /// Whether the connection has ended (the agent closed it, it broke, keep-alive failed).
+    pub fn is_closed(&self) -> bool {
+        self.send.is_closed() || self.ended.has_changed().is_err()
+    }
+
+    /// Resolves once the connection has ended.
+    pub async fn closed(&self) {
+        let mut ended = self.ended.clone();
+        while ended.changed().await.is_ok() {}
+    }
+
     fn error(&self, e: hyper::Error) -> BoxError {
         match self.refused.get() {
             Some(reason) => Box::new(Refused(reason.clone())),
@@ -166,9 +179,41 @@ impl tower::Service<http::Request<tonic::body::Body>> for Conn {
     }
 }
 
+/// One live HTTP/2 connection to an agent, kept open (a session's): an [`Agent`] over it
+/// costs nothing, and it tells when it has ended.
+#[derive(Clone)]
+pub struct Live {
+    conn: Conn,
+    origin: http::Uri,
+}
+
+impl Live {
+    /// The agent API over this connection (no new connection, no handshake).
+    pub fn agent(&self) -> Agent {
+        AgentClient::with_origin(self.conn.clone(), self.origin.clone()).max_decoding_message_size(16 << 20)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// Resolves once the connection has ended.
+    pub async fn closed(&self) {
+        self.conn.closed().await
+    }
+}
+
 /// Speaks HTTP/2 over an established stream (TLS to an agent, or the daemon's Unix socket);
 /// the connection lives in a task of its own until every handle to it is gone.
 pub async fn handshake<S>(stream: S, origin: http::Uri) -> Result<Agent, ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    Ok(handshake_live(stream, origin).await?.agent())
+}
+
+/// [`handshake`], keeping the connection as a [`Live`] one (for a pool of connections).
+pub async fn handshake_live<S>(stream: S, origin: http::Uri) -> Result<Live, ConnectError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -181,7 +226,7 @@ async fn handshake_noting<S>(
     origin: http::Uri,
     refused: Arc<OnceLock<String>>,
     probe: Option<crate::connect_alert::Probe>,
-) -> Result<Agent, ConnectError>
+) -> Result<Live, ConnectError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -199,19 +244,31 @@ where
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ConnectError::Transport(describe(&e)))?;
+    let (ended_tx, ended) = tokio::sync::watch::channel(());
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection to the agent ended");
         }
+        drop(ended_tx);
     });
     let probe = probe.map(|p| Arc::new((p, std::sync::atomic::AtomicBool::new(false))));
-    let conn = Conn { send, refused, probe };
-    Ok(AgentClient::with_origin(conn, origin).max_decoding_message_size(16 << 20))
+    let conn = Conn {
+        send,
+        refused,
+        probe,
+        ended,
+    };
+    Ok(Live { conn, origin })
 }
 
 /// Dials one agent and completes the TLS handshake within `timeout`. The agent's certificate
 /// must be signed by the CA and name the host exactly as it was dialled (DNS name or IP).
 pub async fn connect(host: &Host, tls: &Tls, timeout: Duration) -> Result<Agent, ConnectError> {
+    Ok(connect_live(host, tls, timeout).await?.agent())
+}
+
+/// [`connect`], keeping the connection as a [`Live`] one (a session's).
+pub async fn connect_live(host: &Host, tls: &Tls, timeout: Duration) -> Result<Live, ConnectError> {
     let authority = host.authority();
     let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
         .map_err(|_| ConnectError::Address(host.name.clone()))?;

@@ -63,12 +63,20 @@ pub enum ChildEvent {
         host: usize,
         outcome: ChildOutcome,
     },
+    /// The host's run started.
+    Started {
+        host: usize,
+    },
+    /// A word about a host for stderr (it waits at a busy agent).
+    Note {
+        host: usize,
+        text: String,
+    },
 }
 
-/// Hands a child's output to the printer thread.
+/// Hands a child's output to the printer thread (or, in the daemon, to the CLI's stream).
 struct PrinterSink {
     host: usize,
-    label: String,
     events: mpsc::Sender<ChildEvent>,
     slot: Arc<Slot>,
 }
@@ -77,13 +85,19 @@ impl ChildSink for PrinterSink {
     async fn starting(&self) {}
 
     async fn started(&self, _run_id: &str) {
-        crate::progress::started(self.host);
+        let _ = self.events.send(ChildEvent::Started { host: self.host }).await;
     }
 
     async fn state(&self, state: State, reason: Option<String>) {
         // Waiting at a busy agent is worth a word: the fan-out is not stuck.
-        if let (State::NotStarted, Some(reason)) = (state, reason) {
-            crate::progress::eprintln(&format!("rjob: {}: {reason}", self.label));
+        if let (State::NotStarted, Some(text)) = (state, reason) {
+            let _ = self
+                .events
+                .send(ChildEvent::Note {
+                    host: self.host,
+                    text,
+                })
+                .await;
         }
     }
 
@@ -114,8 +128,8 @@ struct PrinterRunner {
 }
 
 impl Runner for PrinterRunner {
-    /// The host's index, the host, its label.
-    type Child = (usize, Host, String);
+    /// The host's index, and where it runs.
+    type Child = (usize, Target);
 
     async fn run(
         &self,
@@ -123,16 +137,14 @@ impl Runner for PrinterRunner {
         slot: Arc<Slot>,
         desired: watch::Receiver<Desired>,
     ) -> ChildOutcome {
-        let (host, target, label) = (child.0, Target::Remote(child.1.clone()), child.2.clone());
         let sink = PrinterSink {
-            host,
-            label,
+            host: child.0,
             events: self.events.clone(),
             slot,
         };
         let request = self.request.clone();
         child::drive(
-            &target,
+            &child.1,
             request,
             &self.settings,
             &sink,
@@ -161,16 +173,22 @@ pub async fn fan_out(
     events: mpsc::Sender<ChildEvent>,
     desired: watch::Receiver<Desired>,
 ) {
-    let labels = hosts::fold::labels(&invocation.hosts);
-    let children: Vec<_> = invocation
-        .hosts
-        .into_iter()
-        .enumerate()
-        .zip(labels)
-        .map(|((index, host), label)| (index, host, label))
-        .collect();
+    let targets = invocation.hosts.iter().cloned().map(Target::Remote).collect();
+    fan_out_to(targets, &invocation, settings, events, desired).await;
+}
+
+/// [`fan_out`] to these targets (the invocation's hosts, one each, in order): the daemon
+/// runs `rjob invoke --session` with this over the session's connections.
+pub async fn fan_out_to(
+    targets: Vec<Target>,
+    invocation: &Invocation,
+    settings: ChildSettings,
+    events: mpsc::Sender<ChildEvent>,
+    desired: watch::Receiver<Desired>,
+) {
+    let children: Vec<_> = targets.into_iter().enumerate().collect();
     let runner = Arc::new(PrinterRunner {
-        request: invocation.request,
+        request: invocation.request.clone(),
         settings,
         events,
     });
@@ -181,6 +199,20 @@ pub async fn fan_out(
     fanout.run(runner, children, desired).await;
 }
 
+/// Where the fan-out of `rjob invoke` runs.
+pub enum Via {
+    /// Here: this process dials every host.
+    Direct(Tls),
+    /// In the daemon, over one of its sessions; the output streams back here.
+    Daemon {
+        client: crate::daemon::client::DaemonClient,
+        session: String,
+    },
+}
+
+/// How long a child of `rjob invoke` may stay Disconnected before it fails.
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
+
 /// Exit status after Ctrl-C.
 pub use crate::status::EXIT_INTERRUPTED;
 
@@ -188,7 +220,12 @@ pub use crate::status::EXIT_INTERRUPTED;
 /// groups are killed on the agents) and still prints what came and the summary; a second
 /// Ctrl-C quits at once.
 pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
-    let hosts = host_list(args)?;
+    run_via(args, host_list(args)?, Via::Direct(tls)).await
+}
+
+/// [`run`] on `hosts`, its fan-out here or in the daemon ([`Via`]): the same printing,
+/// summary, exit status and Ctrl-C either way.
+pub async fn run_via(args: &InvokeArgs, hosts: Vec<Host>, via: Via) -> Result<u8, UsageError> {
     // Labels leave the port out when two or more hosts share one (so `dshbak -c` works).
     let labels = hosts::fold::labels(&hosts);
     let show_port = !hosts::fold::same_port(&hosts);
@@ -203,11 +240,6 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
         throttle_limit: throttle_of(args, hosts.len()),
         connect_timeout: args.connect_timeout,
         max_errors: args.max_errors.map(|m| m.of(hosts.len())),
-    };
-    let settings = ChildSettings {
-        tls: Some(tls),
-        connect_timeout: invocation.connect_timeout,
-        reconnect_window: Duration::from_secs(60),
     };
     let started = Instant::now();
     // Up to 16 chunks (1 MiB at most) wait for the printer: bounded whatever the fleet size
@@ -250,11 +282,31 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
         labels.len(),
         crate::progress::wanted_beside_output(args.quiet, args.output),
     );
-    fan_out(invocation, settings, tx, desired).await;
+    let relayed = match via {
+        Via::Direct(tls) => {
+            let settings = ChildSettings {
+                tls: Some(tls),
+                connect_timeout: invocation.connect_timeout,
+                reconnect_window: RECONNECT_WINDOW,
+            };
+            fan_out(invocation, settings, tx, desired).await;
+            Ok(())
+        }
+        Via::Daemon { client, session } => {
+            crate::cmd::session::relay(client, &session, invocation, tx, desired).await
+        }
+    };
     let (outcomes, file_errors) = printer
         .join()
         .unwrap_or_else(|_| (vec![None; labels.len()], true));
     crate::progress::end();
+    if let Err(e) = &relayed {
+        // The daemon went away mid-way: what came is shown, the rest has no result.
+        crate::progress::eprintln(&format!(
+            "rjob: error: {}",
+            crate::escape::text(&format!("{e:#}"))
+        ));
+    }
     let look = output::SummaryLook {
         paint: Paint::new(colour::enabled(
             args.color,
@@ -277,6 +329,7 @@ pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
 /// and whether a file (spool, `--output-dir`) could not be written.
 fn print_events(mut rx: mpsc::Receiver<ChildEvent>, how: Presentation) -> (Vec<Option<ChildOutcome>>, bool) {
     let mut outcomes = vec![None; how.labels.len()];
+    let how_labels = how.labels.clone();
     let stdout = std::io::stdout();
     let mut presenter = Presenter::new(
         std::io::BufWriter::with_capacity(64 * 1024, crate::progress::Guarded::new(stdout.lock())),
@@ -303,6 +356,11 @@ fn print_events(mut rx: mpsc::Receiver<ChildEvent>, how: Presentation) -> (Vec<O
                 data,
             } => {
                 write_ok = write_ok && presenter.output(host, stream, seq, &data).is_ok();
+            }
+            ChildEvent::Started { host } => crate::progress::started(host),
+            ChildEvent::Note { host, text } => {
+                let label = how_labels.get(host).map_or("?", String::as_str);
+                crate::progress::eprintln(&format!("rjob: {label}: {text}"));
             }
             ChildEvent::Done { host, outcome } => {
                 crate::progress::done(host, outcome.state == State::Completed);

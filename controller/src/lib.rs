@@ -53,6 +53,7 @@ pub mod outdir;
 pub mod output;
 pub mod password;
 pub mod pki;
+pub mod pool;
 pub mod present;
 pub mod progress;
 pub mod receive_view;

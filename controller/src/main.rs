@@ -130,6 +130,9 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         _ => {}
     }
     match &cli.command {
+        Command::Invoke(args) if args.session.is_some() => {
+            runtime()?.block_on(cmd::session::invoke(args, &daemon_addr(&cli)?))
+        }
         Command::Invoke(args) if args.as_job => {
             let daemon = daemon_addr(&cli)?;
             runtime()?.block_on(cmd::start::invoke_as_job(args, &daemon))
@@ -142,6 +145,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         Command::Jobs(args) => runtime()?.block_on(cmd::jobs::run(args, &daemon_addr(&cli)?)),
         Command::Wait(args) => runtime()?.block_on(cmd::wait::run(args, &daemon_addr(&cli)?)),
         Command::Daemon(command) => runtime()?.block_on(cmd::daemon::run(command, &daemon_addr(&cli)?)),
+        Command::Session(command) => runtime()?.block_on(cmd::session::run(command, &daemon_addr(&cli)?)),
         Command::Rerun(args) => runtime()?.block_on(cmd::rerun::run(args, &daemon_addr(&cli)?)),
         Command::Receive(args) => runtime()?.block_on(cmd::receive::run(args, &daemon_addr(&cli)?)),
         Command::Watch(args) => runtime()?.block_on(cmd::watch::run(args, &daemon_addr(&cli)?)),

@@ -28,6 +28,7 @@ tag!(ResultTag, "result");
 tag!(StateTag, "state");
 tag!(GroupTag, "group");
 tag!(HostTag, "host");
+tag!(SessionTag, "session");
 
 /// Which stream a line came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -176,6 +177,35 @@ pub struct StartedRecord {
     pub children: usize,
 }
 
+/// One host of a session (in [`SessionRecord`]).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields, transform = require_present)]
+pub struct SessionHostRecord {
+    pub host: String,
+    pub connected: bool,
+    /// Why it is not connected; `null` when it is.
+    pub reason: Option<String>,
+}
+
+/// One session of the daemon (`rjob session list --output json`, a line each;
+/// `rjob session new --output json`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields, transform = require_present)]
+pub struct SessionRecord {
+    #[serde(rename = "type")]
+    pub kind: SessionTag,
+    pub name: String,
+    /// Kept by the daemon itself (`@connected`, agents that dialled in).
+    pub builtin: bool,
+    pub connected: usize,
+    pub disconnected: usize,
+    pub throttle_limit: u32,
+    /// RFC 3339, UTC.
+    pub created_at: Option<String>,
+    pub age_ms: u64,
+    pub hosts: Vec<SessionHostRecord>,
+}
+
 /// One certificate (`rjob pki list --output json`, a line each).
 pub type CertRecord = crate::pki::fleet::Listed;
 
@@ -205,7 +235,7 @@ pub fn non_empty(text: &str) -> Option<String> {
 }
 
 /// The record names `rjob schema NAME` takes, with what prints them.
-pub const NAMES: [(&str, &str); 9] = [
+pub const NAMES: [(&str, &str); 10] = [
     ("output", "a line of output (invoke, receive)"),
     ("result", "how a host's run ended (invoke, receive)"),
     ("state", "a host's state moved (receive --follow)"),
@@ -215,6 +245,7 @@ pub const NAMES: [(&str, &str); 9] = [
     ("wait", "the jobs waited for (wait)"),
     ("started", "a job started (invoke --as-job)"),
     ("certificate", "a certificate (pki list)"),
+    ("session", "a session (session list, session new)"),
 ];
 
 fn generator() -> SchemaGenerator {
@@ -234,6 +265,7 @@ pub fn schema_of(name: &str) -> Option<Schema> {
         "wait" => g.into_root_schema_for::<WaitRecord>(),
         "started" => g.into_root_schema_for::<StartedRecord>(),
         "certificate" => g.into_root_schema_for::<CertRecord>(),
+        "session" => g.into_root_schema_for::<SessionRecord>(),
         _ => return None,
     })
 }
@@ -252,6 +284,7 @@ pub fn schema_document() -> serde_json::Value {
         g.subschema_for::<WaitRecord>(),
         g.subschema_for::<StartedRecord>(),
         g.subschema_for::<CertRecord>(),
+        g.subschema_for::<SessionRecord>(),
     ];
     let defs: serde_json::Map<String, serde_json::Value> = g.take_definitions(true);
     serde_json::json!({

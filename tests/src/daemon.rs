@@ -27,12 +27,17 @@ impl Daemon {
 
     /// [`Daemon::start`], with more arguments for `rjob serve` (`["--store", url]`).
     pub fn start_with(fleet: &Fleet, serve_args: &[&str]) -> Result<Daemon> {
-        Daemon::start_named(fleet, "state", serve_args, &[])
+        Daemon::start_named(fleet, "state", serve_args)
     }
 
-    /// One of several daemons of a fleet: its state directory is `name` in the fleet's temp
-    /// dir, with `env` for `rjob serve` (`RJOB_LEASE_TTL_MS`, ...).
-    pub fn start_named(
+    /// One more daemon on the same fleet, its state directory `NAME` in the fleet's temp dir
+    /// (several daemons sharing one PostgreSQL store each have their own).
+    pub fn start_named(fleet: &Fleet, name: &str, serve_args: &[&str]) -> Result<Daemon> {
+        Daemon::start_named_env(fleet, name, serve_args, &[])
+    }
+
+    /// [`Daemon::start_named`] with `env` for `rjob serve` (`RJOB_LEASE_TTL_MS`, ...).
+    pub fn start_named_env(
         fleet: &Fleet,
         name: &str,
         serve_args: &[&str],

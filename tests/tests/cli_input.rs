@@ -383,6 +383,7 @@ fn the_daemon_refuses_what_the_cli_refuses_from_any_client_of_its_socket() {
         connect_timeout_ms: 1000,
         command: "true".into(),
         max_errors: None,
+        session: String::new(),
     };
     let long_host = "h".repeat(70_000);
     let long_name = "n".repeat(70_000);

@@ -17,6 +17,7 @@ pub mod receive_jobs;
 pub mod rerun;
 pub mod schema;
 pub mod select;
+pub mod session;
 pub mod start;
 pub mod stdout;
 pub mod wait;

@@ -11,23 +11,53 @@ use crate::UsageError;
 /// `rjob invoke --as-job`.
 pub async fn invoke_as_job(args: &InvokeArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> {
     let hosts = host_list(args)?;
+    let request = remote_job(args, &hosts, None)?;
+    create(daemon, request, args.output).await
+}
+
+/// `rjob invoke --session NAME --as-job`: the session's `hosts` (as listed), over its
+/// connections.
+pub async fn invoke_as_job_over(
+    args: &InvokeArgs,
+    client: &mut crate::daemon::client::DaemonClient,
+    session: &str,
+    hosts: &[crate::hosts::Host],
+) -> anyhow::Result<u8> {
+    let request = remote_job(args, hosts, Some(session))?;
+    let job = client
+        .create_job(request)
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    created(&job, args.output)
+}
+
+/// The job of `rjob invoke --as-job` on `hosts` (a session's, named, when `session` is).
+fn remote_job(
+    args: &InvokeArgs,
+    hosts: &[crate::hosts::Host],
+    session: Option<&str>,
+) -> anyhow::Result<pb::CreateJobRequest> {
     let run = run_request(&args.script)?;
-    let request = pb::CreateJobRequest {
+    Ok(pb::CreateJobRequest {
         name: args.job_name.clone().unwrap_or_default(),
-        hosts: hosts
-            .iter()
-            .map(|h| pb::HostAddr {
-                name: h.name.clone(),
-                port: u32::from(h.port),
-            })
-            .collect(),
+        hosts: match session {
+            Some(_) => Vec::new(),
+            None => hosts
+                .iter()
+                .map(|h| pb::HostAddr {
+                    name: h.name.clone(),
+                    port: u32::from(h.port),
+                })
+                .collect(),
+        },
+        session: session.unwrap_or_default().to_string(),
         run: Some(run),
         throttle_limit: crate::invoke::throttle_of(args, hosts.len()) as u32,
         max_errors: args.max_errors.map(|m| m.of(hosts.len())),
         connect_timeout_ms: u64::try_from(args.connect_timeout.as_millis()).unwrap_or(u64::MAX),
         command: command_text(&args.script),
-    };
-    create(daemon, request, args.output).await
+    })
 }
 
 /// Start-Job's directory: the caller's current one (`--cwd` overrides it).
@@ -61,6 +91,7 @@ pub async fn start(args: &StartArgs, daemon: &DaemonAddr) -> anyhow::Result<u8> 
         max_errors: None,
         connect_timeout_ms: 10_000,
         command: command_text(&args.script),
+        session: String::new(),
     };
     create(daemon, request, args.output).await
 }

@@ -2,12 +2,14 @@
 //! (`service`) only validates and calls it. Each concern is a file of its own:
 //! [`create`], [`run`] (the children under the fan-out, and the pick-up after a restart),
 //! [`control`] (stop, suspend, resume, remove), [`wait`], [`receive`]; each job has its own
-//! change notification ([`changes`]), so a waiter wakes only for the jobs it waits on.
+//! change notification ([`changes`]), so a waiter wakes only for the jobs it waits on; what
+//! other daemons sharing the store change is heard in [`peers`].
 
 mod changes;
 mod control;
 mod create;
 mod lease;
+mod peers;
 pub mod receive;
 mod rerun;
 mod run;
@@ -29,6 +31,7 @@ use crate::daemon::identity::Identity;
 use crate::daemon::info::job_info;
 use crate::daemon::orphans::Orphans;
 use crate::daemon::writer::{write_output, WriteOp};
+use crate::pool::{Connections, Pool};
 use crate::state::{self, ChildState, WrongState};
 use crate::store::{ChildRow, JobRow, JobStore, StoreError};
 
@@ -70,7 +73,7 @@ pub struct Manager {
     passwords: Mutex<HashMap<i64, zeroize::Zeroizing<String>>>,
     /// Jobs with a consuming receive going (one at a time per job).
     consumers: receive::Consumers,
-    identity: Identity,
+    identity: Arc<Identity>,
     local_socket: PathBuf,
     reconnect_window: Duration,
     /// Runs given up on, stopped once their agents answer.
@@ -81,6 +84,11 @@ pub struct Manager {
     /// of its own, no lease).
     lease_until: Mutex<Option<std::time::Instant>>,
     timing: crate::store::lease::Timing,
+    /// This daemon's sessions (`rjob session`).
+    pool: Arc<Pool>,
+    /// The session each job in progress runs over (`invoke --session --as-job`), in memory:
+    /// a job picked up by a later daemon dials its hosts as any job does.
+    job_sessions: Mutex<HashMap<i64, Arc<dyn Connections>>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -90,7 +98,7 @@ pub fn now_ms() -> i64 {
 impl Manager {
     pub fn new(
         store: Arc<dyn JobStore>,
-        identity: Identity,
+        identity: Arc<Identity>,
         local_socket: PathBuf,
         reconnect_window: Duration,
         orphans: Arc<Orphans>,
@@ -114,12 +122,15 @@ impl Manager {
             batches: Mutex::new(lease::Batches::default()),
             lease_until: Mutex::new(None),
             timing: crate::store::lease::Timing::from_env(),
+            pool: Arc::new(Pool::default()),
+            job_sessions: Mutex::new(HashMap::new()),
         });
         std::thread::Builder::new()
             .name("rjob-output-writer".into())
             .spawn(move || write_output(&runtime, &*store, &health, rx, &changes))
             .map(drop)
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the output writer"));
+        manager.hear_peers();
         manager
     }
 
@@ -131,6 +142,20 @@ impl Manager {
     /// The controller identity for remote jobs (loaded now if it only just appeared).
     pub(crate) fn tls(&self) -> Option<Tls> {
         self.identity.get().ok()
+    }
+
+    /// The controller identity, or why there is none (in words, with the step that fixes it).
+    pub(crate) fn identity_tls(&self) -> Result<Tls, String> {
+        self.identity.get().map_err(|e| self.identity.missing(&e))
+    }
+
+    /// This daemon's sessions.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    fn job_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<dyn Connections>>> {
+        self.job_sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn health(&self) -> &Arc<Health> {

@@ -7,10 +7,12 @@ pub mod client;
 pub mod health;
 pub mod identity;
 pub mod info;
+pub mod invoke;
 pub mod manager;
 pub mod notices;
 pub mod orphans;
 pub mod service;
+pub mod sessions;
 pub mod statedir;
 mod writer;
 
@@ -151,10 +153,11 @@ pub async fn serve(
     })?;
 
     // Runs an earlier daemon gave up on are stopped once their agents answer.
-    let orphans = orphans::Orphans::open(dir, config.tls.clone());
+    // Both follow the one identity: loaded once it exists, with no restart.
+    let identity = Arc::new(identity::Identity::new(config.identity_dir, config.tls));
+    let orphans = orphans::Orphans::open(dir, identity.clone());
     orphans.resume();
     let lost = store.lost_notice().map(str::to_string);
-    let identity = identity::Identity::new(config.identity_dir, config.tls);
     let manager = manager::Manager::new(store, identity, local_socket, config.reconnect_window, orphans);
     if let Some(lost) = lost {
         // Said once here, in the log, and by `rjob jobs` for as long as this daemon runs.
@@ -168,6 +171,7 @@ pub async fn serve(
         UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(socket = %socket.display(), resumed, "rjob daemon ready");
+    let pool = manager.pool().clone();
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let serving = Server::builder()
         .layer(notices::layer(manager.health().clone()))
@@ -192,6 +196,7 @@ pub async fn serve(
         } => {}
     }
     let _ = std::fs::remove_file(&socket);
+    pool.close_all();
     local.stop(Duration::from_secs(6)).await;
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! durable list (`STATE_DIR/orphaned-runs.json`, written atomically) and chased: StopRun is
 //! retried with jittered backoff (250ms doubling to 30s) until the agent answers (stopped, or
 //! the run is gone), across daemon restarts; then it leaves the list. The child's recorded end
-//! (Failed, with its reason) is left as it is.
+//! (Failed, with its reason) is left as it is. Each try takes the daemon's identity as it is
+//! then ([`Identity`]): a daemon that started before `rjob pki init` stops these runs once the
+//! identity exists, with no restart.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backoff::{jittered, random_unit};
 use crate::child::LeftRun;
-use crate::connect::{connect, describe_status, Tls};
+use crate::connect::{connect, describe_status};
+use crate::daemon::identity::Identity;
 use crate::hosts::Host;
 
 /// The list's file in the state directory.
@@ -97,7 +100,8 @@ enum Answer {
 
 pub struct Orphans {
     path: PathBuf,
-    tls: Option<Tls>,
+    /// The daemon's identity, as it is at each try (loaded once it exists).
+    identity: Arc<Identity>,
     list: Mutex<Vec<Orphan>>,
     /// Held while the file is written, so that the last write has the latest list.
     writing: Mutex<()>,
@@ -108,7 +112,7 @@ pub struct Orphans {
 impl Orphans {
     /// Loads the list in `state_dir`. A file that cannot be read is moved aside, with an
     /// error in the log; it is never overwritten.
-    pub fn open(state_dir: &Path, tls: Option<Tls>) -> Arc<Orphans> {
+    pub fn open(state_dir: &Path, identity: Arc<Identity>) -> Arc<Orphans> {
         let path = state_dir.join(FILE_NAME);
         let list = match load(&path) {
             Ok(list) => list,
@@ -127,7 +131,7 @@ impl Orphans {
         }
         Arc::new(Orphans {
             path,
-            tls,
+            identity,
             list: Mutex::new(list),
             writing: Mutex::new(()),
             dirty: AtomicBool::new(false),
@@ -226,11 +230,8 @@ impl Orphans {
 
     /// One try: `Err` when the agent could not be asked.
     async fn stop(&self, orphan: &Orphan) -> Result<Answer, String> {
-        let tls = self
-            .tls
-            .as_ref()
-            .ok_or("no controller identity loaded: see `rjob pki init`")?;
-        let mut client = connect(&orphan.target(), tls, CONNECT_TIMEOUT)
+        let tls = self.identity.get().map_err(|e| self.identity.missing(&e))?;
+        let mut client = connect(&orphan.target(), &tls, CONNECT_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
         let run_id = match &orphan.run_id {
@@ -369,12 +370,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         std::fs::write(&path, b"{\"version\": 1, \"runs\": [tru").unwrap();
-        let orphans = Orphans::open(dir.path(), None);
+        let orphans = Orphans::open(dir.path(), Arc::new(Identity::new(None, None)));
         assert_eq!(orphans.pending(), 0);
         let aside = std::fs::read(path.with_extension("json.unreadable")).unwrap();
         assert_eq!(aside, b"{\"version\": 1, \"runs\": [tru");
         std::fs::write(&path, b"{\"version\": 2, \"runs\": []}").unwrap();
         assert!(load(&path).unwrap_err().contains("version 2"));
+    }
+
+    #[tokio::test]
+    async fn a_try_uses_the_identity_made_after_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        let identity = Arc::new(Identity::new(Some(pki.clone()), None));
+        let orphans = Orphans::open(dir.path(), identity);
+        // Port 1 on 127.0.0.1: nothing listens there.
+        let mut run = orphan(LeftRun::Id("r-1".into()));
+        (run.host, run.port) = ("127.0.0.1".into(), 1);
+        let before = orphans.stop(&run).await.err().unwrap();
+        assert!(before.contains("no controller identity"), "{before}");
+        crate::pki::init(&pki, "rjob-controller").unwrap();
+        let after = orphans.stop(&run).await.err().unwrap();
+        assert!(
+            !after.contains("identity") && after.contains("127.0.0.1:1"),
+            "the try dials the agent once the identity exists: {after}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::daemon::admin::Admin;
 use crate::daemon::manager::{JobError, Manager};
+use crate::daemon::{invoke, sessions};
 
 pub struct ControllerService {
     manager: Arc<Manager>,
@@ -157,5 +158,43 @@ impl Controller for ControllerService {
         }
         let removed = self.manager.remove(&req.jobs, req.force).await.map_err(status)?;
         Ok(Response::new(pb::RemoveJobResponse { removed }))
+    }
+
+    async fn new_session(
+        &self,
+        request: Request<pb::NewSessionRequest>,
+    ) -> Result<Response<pb::SessionInfo>, Status> {
+        Ok(Response::new(
+            sessions::new_session(&self.manager, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let sessions = sessions::list(&self.manager, &request.into_inner().names)?;
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
+    }
+
+    async fn remove_session(
+        &self,
+        request: Request<pb::RemoveSessionRequest>,
+    ) -> Result<Response<pb::SessionInfo>, Status> {
+        Ok(Response::new(sessions::remove(
+            &self.manager,
+            &request.into_inner().name,
+        )?))
+    }
+
+    type InvokeSessionStream = invoke::Events;
+
+    async fn invoke_session(
+        &self,
+        request: Request<Streaming<pb::InvokeMessage>>,
+    ) -> Result<Response<Self::InvokeSessionStream>, Status> {
+        Ok(Response::new(
+            invoke::invoke(&self.manager, request.into_inner()).await?,
+        ))
     }
 }

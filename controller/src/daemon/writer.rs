@@ -122,9 +122,7 @@ impl ChildSink for StoreSink<'_> {
     }
 
     async fn abandoned(&self, target: &Target, run: &LeftRun) -> Option<String> {
-        let Target::Remote(host) = target else {
-            return None;
-        };
+        let host = target.host()?;
         let orphan = Orphan::new(host, run, self.job_id, self.idx, now_ms());
         self.manager.orphans.add(orphan).await;
         Some("the daemon stops the run once its agent answers again".to_string())

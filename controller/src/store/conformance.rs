@@ -26,6 +26,7 @@ where
     has_more_data_follows_last_and_received_seq(&*new_store().await).await;
     a_missing_job_changes_nothing(&*new_store().await).await;
     claims_hand_out_each_unfinished_child_once(&*new_store().await).await;
+    a_receive_claim_is_let_go(&*new_store().await).await;
 }
 
 /// A job to create, on `hosts` hosts.
@@ -477,4 +478,14 @@ pub async fn claims_hand_out_each_unfinished_child_once(store: &dyn JobStore) {
     for child in store.children(id).await.expect("children") {
         assert_eq!((child.state, child.last_seq), (State::Completed, 1));
     }
+}
+
+/// A consuming receive's claim: taken, let go, taken again (exclusivity across daemons is
+/// a shared store's own test: one daemon keeps its receives exclusive itself).
+pub async fn a_receive_claim_is_let_go(store: &dyn JobStore) {
+    let id = create(store, "r", 1).await;
+    let claim = store.claim_receive(id).await.expect("claim_receive");
+    claim.expect("a free job is claimed").release().await;
+    let again = store.claim_receive(id).await.expect("claim_receive");
+    assert!(again.is_some(), "a claim let go is free again");
 }

@@ -28,6 +28,7 @@ pub mod ids;
 pub mod lease;
 pub mod postgres;
 mod rows;
+mod shared;
 pub mod sqlite;
 
 use std::path::Path;
@@ -37,6 +38,7 @@ pub use error::{Fault, StoreError};
 pub use rows::{
     state_code, state_from_code, ChildEnd, ChildRow, Chunk, JobRow, Mark, NewJob, Output, Stream,
 };
+pub use shared::{Notice, ReceiveClaim, Release};
 
 use crate::state::State;
 
@@ -147,6 +149,15 @@ pub trait JobStore: Send + Sync {
     /// slots are free (all of them once the job is stopped, none while it is suspended).
     /// A child held by a live daemon is never handed out.
     async fn claim(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError>;
+    /// Sends `to` what other daemons sharing the store change, for as long as `to` is open
+    /// ([`Notice`]; one per committed batch of output, state change, flag change, removal).
+    /// A store no other daemon shares (SQLite) sends nothing and drops `to`.
+    fn subscribe(&self, to: tokio::sync::mpsc::UnboundedSender<Notice>);
+
+    /// Claims job `job_id`'s consuming receive across every daemon sharing the store: `None`
+    /// while another daemon's receive holds it. A store only one daemon uses claims nothing
+    /// ([`ReceiveClaim::local`]): the daemon keeps its receives exclusive itself.
+    async fn claim_receive(&self, job_id: i64) -> Result<Option<ReceiveClaim>, StoreError>;
 }
 
 /// Opens the job store: the store selection. `store` is a PostgreSQL URL, or a SQLite

@@ -1318,6 +1318,9 @@ pub struct CreateJobRequest {
     /// have failed, no new child starts; the rest end Stopped, cause "skipped". Unset: none.
     #[prost(uint32, optional, tag = "7")]
     pub max_errors: ::core::option::Option<u32>,
+    /// Run over this session's connections, on its hosts (`hosts` is empty then).
+    #[prost(string, tag = "8")]
+    pub session: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1568,6 +1571,165 @@ pub struct RemoveJobRequest {
 pub struct RemoveJobResponse {
     #[prost(message, repeated, tag = "1")]
     pub removed: ::prost::alloc::vec::Vec<JobInfo>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct NewSessionRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "2")]
+    pub hosts: ::prost::alloc::vec::Vec<HostAddr>,
+    /// At most this many dials at once (the first ones, and the reconnects).
+    #[prost(uint32, tag = "3")]
+    pub throttle_limit: u32,
+    #[prost(uint64, tag = "4")]
+    pub connect_timeout_ms: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SessionHost {
+    #[prost(message, optional, tag = "1")]
+    pub host: ::core::option::Option<HostAddr>,
+    #[prost(bool, tag = "2")]
+    pub connected: bool,
+    /// Why it is not connected (empty when it is).
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SessionInfo {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "2")]
+    pub hosts: ::prost::alloc::vec::Vec<SessionHost>,
+    #[prost(int64, tag = "3")]
+    pub created_at_ms: i64,
+    #[prost(uint32, tag = "4")]
+    pub throttle_limit: u32,
+    /// A session the daemon keeps by itself (`@connected`: the agents that dialled in).
+    #[prost(bool, tag = "5")]
+    pub builtin: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListSessionsRequest {
+    /// Empty: all.
+    #[prost(string, repeated, tag = "1")]
+    pub names: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListSessionsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub sessions: ::prost::alloc::vec::Vec<SessionInfo>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveSessionRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct InvokeRequest {
+    #[prost(string, tag = "1")]
+    pub session: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub run: ::core::option::Option<StartRunRequest>,
+    #[prost(uint32, tag = "3")]
+    pub throttle_limit: u32,
+    #[prost(uint32, optional, tag = "4")]
+    pub max_errors: ::core::option::Option<u32>,
+    #[prost(uint64, tag = "5")]
+    pub connect_timeout_ms: u64,
+    /// How many hosts the client expects (the session's, as it listed them): a mismatch is
+    /// refused, as the client's labels would not fit.
+    #[prost(uint32, tag = "6")]
+    pub hosts: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct InvokeMessage {
+    #[prost(oneof = "invoke_message::Message", tags = "1, 2")]
+    pub message: ::core::option::Option<invoke_message::Message>,
+}
+/// Nested message and enum types in `InvokeMessage`.
+pub mod invoke_message {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Message {
+        #[prost(message, tag = "1")]
+        Request(super::InvokeRequest),
+        /// Stop the runs (Ctrl-C): running children are stopped, queued ones never start.
+        #[prost(message, tag = "2")]
+        Stop(super::InvokeStop),
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InvokeStop {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InvokeOutput {
+    #[prost(uint32, tag = "1")]
+    pub host: u32,
+    #[prost(enumeration = "Stream", tag = "2")]
+    pub stream: i32,
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InvokeNote {
+    #[prost(uint32, tag = "1")]
+    pub host: u32,
+    #[prost(string, tag = "2")]
+    pub text: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InvokeDone {
+    #[prost(uint32, tag = "1")]
+    pub host: u32,
+    #[prost(enumeration = "JobState", tag = "2")]
+    pub state: i32,
+    #[prost(int32, optional, tag = "3")]
+    pub exit_code: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "4")]
+    pub signal: ::core::option::Option<i32>,
+    #[prost(string, optional, tag = "5")]
+    pub reason: ::core::option::Option<::prost::alloc::string::String>,
+    /// The cause's stable name (see ChildInfo.cause).
+    #[prost(string, tag = "6")]
+    pub cause: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "7")]
+    pub duration_ms: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InvokeEvent {
+    #[prost(oneof = "invoke_event::Event", tags = "1, 2, 3, 4")]
+    pub event: ::core::option::Option<invoke_event::Event>,
+}
+/// Nested message and enum types in `InvokeEvent`.
+pub mod invoke_event {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Event {
+        #[prost(message, tag = "1")]
+        Output(super::InvokeOutput),
+        /// The host's run started.
+        #[prost(uint32, tag = "2")]
+        Started(u32),
+        /// A word about a host on stderr (it waits at a busy agent).
+        #[prost(message, tag = "3")]
+        Note(super::InvokeNote),
+        #[prost(message, tag = "4")]
+        Done(super::InvokeDone),
+    }
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -2004,6 +2166,102 @@ pub mod controller_client {
                 .insert(GrpcMethod::new("rjob.v1.Controller", "RemoveJob"));
             self.inner.unary(req, path, codec).await
         }
+        /// Sessions (New-PSSession): connections to a set of agents, dialled once by this daemon
+        /// and kept open (sessions are per daemon, in its memory: several daemons on one store do
+        /// not share them). NewSession returns once every host was tried once.
+        pub async fn new_session(
+            &mut self,
+            request: impl tonic::IntoRequest<super::NewSessionRequest>,
+        ) -> std::result::Result<tonic::Response<super::SessionInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::GuardCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Controller/NewSession",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Controller", "NewSession"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_sessions(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListSessionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListSessionsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::GuardCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Controller/ListSessions",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Controller", "ListSessions"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn remove_session(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RemoveSessionRequest>,
+        ) -> std::result::Result<tonic::Response<super::SessionInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::GuardCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Controller/RemoveSession",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Controller", "RemoveSession"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A synchronous `rjob invoke --session`: the daemon runs the fan-out over the session's
+        /// connections and streams each host's output and end back. The client's first message is
+        /// the request; a later stop (Ctrl-C), or the client going away, stops the runs.
+        pub async fn invoke_session(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::InvokeMessage>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::InvokeEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::GuardCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rjob.v1.Controller/InvokeSession",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rjob.v1.Controller", "InvokeSession"));
+            self.inner.streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -2092,6 +2350,40 @@ pub mod controller_server {
             request: tonic::Request<super::RemoveJobRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RemoveJobResponse>,
+            tonic::Status,
+        >;
+        /// Sessions (New-PSSession): connections to a set of agents, dialled once by this daemon
+        /// and kept open (sessions are per daemon, in its memory: several daemons on one store do
+        /// not share them). NewSession returns once every host was tried once.
+        async fn new_session(
+            &self,
+            request: tonic::Request<super::NewSessionRequest>,
+        ) -> std::result::Result<tonic::Response<super::SessionInfo>, tonic::Status>;
+        async fn list_sessions(
+            &self,
+            request: tonic::Request<super::ListSessionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListSessionsResponse>,
+            tonic::Status,
+        >;
+        async fn remove_session(
+            &self,
+            request: tonic::Request<super::RemoveSessionRequest>,
+        ) -> std::result::Result<tonic::Response<super::SessionInfo>, tonic::Status>;
+        /// Server streaming response type for the InvokeSession method.
+        type InvokeSessionStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::InvokeEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// A synchronous `rjob invoke --session`: the daemon runs the fan-out over the session's
+        /// connections and streams each host's output and end back. The client's first message is
+        /// the request; a later stop (Ctrl-C), or the client going away, stops the runs.
+        async fn invoke_session(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::InvokeMessage>>,
+        ) -> std::result::Result<
+            tonic::Response<Self::InvokeSessionStream>,
             tonic::Status,
         >;
     }
@@ -2659,6 +2951,189 @@ pub mod controller_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Controller/NewSession" => {
+                    #[allow(non_camel_case_types)]
+                    struct NewSessionSvc<T: Controller>(pub Arc<T>);
+                    impl<
+                        T: Controller,
+                    > tonic::server::UnaryService<super::NewSessionRequest>
+                    for NewSessionSvc<T> {
+                        type Response = super::SessionInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::NewSessionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Controller>::new_session(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = NewSessionSvc(inner);
+                        let codec = crate::codec::GuardCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Controller/ListSessions" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListSessionsSvc<T: Controller>(pub Arc<T>);
+                    impl<
+                        T: Controller,
+                    > tonic::server::UnaryService<super::ListSessionsRequest>
+                    for ListSessionsSvc<T> {
+                        type Response = super::ListSessionsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListSessionsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Controller>::list_sessions(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListSessionsSvc(inner);
+                        let codec = crate::codec::GuardCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Controller/RemoveSession" => {
+                    #[allow(non_camel_case_types)]
+                    struct RemoveSessionSvc<T: Controller>(pub Arc<T>);
+                    impl<
+                        T: Controller,
+                    > tonic::server::UnaryService<super::RemoveSessionRequest>
+                    for RemoveSessionSvc<T> {
+                        type Response = super::SessionInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RemoveSessionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Controller>::remove_session(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RemoveSessionSvc(inner);
+                        let codec = crate::codec::GuardCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rjob.v1.Controller/InvokeSession" => {
+                    #[allow(non_camel_case_types)]
+                    struct InvokeSessionSvc<T: Controller>(pub Arc<T>);
+                    impl<
+                        T: Controller,
+                    > tonic::server::StreamingService<super::InvokeMessage>
+                    for InvokeSessionSvc<T> {
+                        type Response = super::InvokeEvent;
+                        type ResponseStream = T::InvokeSessionStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::InvokeMessage>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Controller>::invoke_session(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = InvokeSessionSvc(inner);
+                        let codec = crate::codec::GuardCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

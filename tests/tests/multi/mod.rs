@@ -30,7 +30,7 @@ pub fn start<'c>(cluster: &'c Cluster, agents: usize, daemons: usize, env: &[(&s
     let url = db.url();
     let daemons = (0..daemons)
         .map(|i| {
-            Daemon::start_named(&fleet, &format!("daemon-{i}"), &["--store", &url], env).expect("daemon")
+            Daemon::start_named_env(&fleet, &format!("daemon-{i}"), &["--store", &url], env).expect("daemon")
         })
         .collect();
     Multi { fleet, db, daemons }

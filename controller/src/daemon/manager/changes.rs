@@ -1,7 +1,8 @@
 //! Each job's change notification: a counter in a `watch` channel, made when someone first
 //! waits on the job and dropped once nobody does. The job's state changes and the output
 //! writer (for the jobs whose output it stored) bump it, so a waiter wakes for the jobs it
-//! waits on, never for the others.
+//! waits on, never for the others; so do the changes other daemons sharing the store make,
+//! as the store tells of them (`peers`).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -33,6 +34,15 @@ impl Changes {
             } else {
                 tx.send_modify(|v| *v += 1);
             }
+        }
+    }
+
+    /// Any job may have changed (notices from other daemons were missed): every waiter wakes.
+    pub fn bump_all(&self) {
+        let mut jobs = self.lock();
+        jobs.retain(|_, tx| tx.receiver_count() > 0);
+        for tx in jobs.values() {
+            tx.send_modify(|v| *v += 1);
         }
     }
 
@@ -80,6 +90,18 @@ mod tests {
         drop(waiter);
         changes.bump(3);
         assert_eq!(changes.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_resync_wakes_every_waiter() {
+        let changes = Changes::default();
+        let mut one = changes.subscribe(1);
+        let mut two = changes.subscribe(2);
+        drop(changes.subscribe(3));
+        changes.bump_all();
+        one.changed().await.expect("job 1's waiter wakes");
+        two.changed().await.expect("job 2's waiter wakes");
+        assert_eq!(changes.len(), 2, "nobody waits on job 3 any more");
     }
 
     #[tokio::test]

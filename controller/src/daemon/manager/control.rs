@@ -7,25 +7,28 @@ use std::time::Duration;
 use rjob_proto::v1 as pb;
 
 use super::{JobError, Manager};
-use crate::child::Desired;
 use crate::store::JobRow;
 
 impl Manager {
-    async fn set_desired(&self, job: &JobRow, change: impl FnOnce(&mut Desired)) -> Result<(), JobError> {
-        let mut want = Desired {
-            stop: job.stop_requested,
-            suspend: job.suspended,
-        };
+    /// Sets the flags given (`None`: unchanged) on the job: on its children running here at
+    /// once, and in the store, which tells the daemon running them when it is another.
+    async fn set_desired(
+        &self,
+        job: &JobRow,
+        stop: Option<bool>,
+        suspend: Option<bool>,
+    ) -> Result<(), JobError> {
         let active = if let Some(tx) = self.active().get(&job.id) {
-            want = *tx.borrow();
-            change(&mut want);
-            tx.send_replace(want);
+            tx.send_modify(|want| {
+                want.stop = stop.unwrap_or(want.stop);
+                want.suspend = suspend.unwrap_or(want.suspend);
+            });
             true
         } else {
-            change(&mut want);
             false
         };
-        let (stop, suspend) = (Some(want.stop), Some(want.suspend));
+        // Only the flag changed is written: a stop and a suspend sent to two daemons at once
+        // both hold.
         match self.store.set_job_flags(job.id, stop, suspend).await {
             Ok(()) => {}
             // Applied already to the job going on: it is recorded once the store takes it.
@@ -45,24 +48,33 @@ impl Manager {
         Ok(())
     }
 
+    /// Whether job `id` still runs: here, or (as the store says) on another daemon.
+    async fn still_running(&self, id: i64) -> Result<bool, JobError> {
+        if self.active().contains_key(&id) {
+            return Ok(true);
+        }
+        let children = self.store.children(id).await?;
+        Ok(children.iter().any(|c| !c.state.is_finished()))
+    }
+
     pub async fn stop(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
         let job = self.resolve(reference).await?;
         self.job_state(&job).await?.can_stop()?;
-        self.set_desired(&job, |d| d.stop = true).await?;
+        self.set_desired(&job, Some(true), None).await?;
         self.info(&job).await
     }
 
     pub async fn suspend(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
         let job = self.resolve(reference).await?;
         self.job_state(&job).await?.can_suspend()?;
-        self.set_desired(&job, |d| d.suspend = true).await?;
+        self.set_desired(&job, None, Some(true)).await?;
         self.info(&job).await
     }
 
     pub async fn resume(&self, reference: &str) -> Result<pb::JobInfo, JobError> {
         let job = self.resolve(reference).await?;
         self.job_state(&job).await?.can_resume()?;
-        self.set_desired(&job, |d| d.suspend = false).await?;
+        self.set_desired(&job, None, Some(false)).await?;
         self.info(&job).await
     }
 
@@ -74,11 +86,12 @@ impl Manager {
         }
         let mut removed = Vec::new();
         for job in jobs {
-            if self.active().contains_key(&job.id) {
-                let mut changes = self.changes.subscribe(job.id);
-                self.set_desired(&job, |d| d.stop = true).await?;
+            // Running here or on another daemon: stopped first, and removed once it ended.
+            let mut changes = self.changes.subscribe(job.id);
+            if self.still_running(job.id).await? {
+                self.set_desired(&job, Some(true), None).await?;
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-                while self.active().contains_key(&job.id) {
+                while self.still_running(job.id).await? {
                     match tokio::time::timeout_at(deadline, changes.changed()).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break, // removed meanwhile

@@ -9,13 +9,40 @@ use crate::daemon::info::encode_request;
 use crate::store::NewJob;
 
 impl Manager {
-    pub async fn create(self: &Arc<Self>, req: pb::CreateJobRequest) -> Result<pb::JobInfo, JobError> {
+    pub async fn create(self: &Arc<Self>, mut req: pb::CreateJobRequest) -> Result<pb::JobInfo, JobError> {
         crate::checks::create_job(&req).map_err(JobError::Invalid)?;
         let mut run = req
             .run
             .ok_or_else(|| JobError::Invalid("the job has nothing to run".into()))?;
         // The password stays in memory, never in the store.
         let password = zeroize::Zeroizing::new(std::mem::take(&mut run.password));
+        // Over a session: its hosts, its connections.
+        let session = match req.session.as_str() {
+            "" => None,
+            name => {
+                if !req.hosts.is_empty() {
+                    return Err(JobError::Invalid(
+                        "a job over a session runs on the session's hosts: name no hosts".into(),
+                    ));
+                }
+                Some(
+                    self.pool()
+                        .get(name)
+                        .map_err(|e| JobError::Invalid(e.to_string()))?,
+                )
+            }
+        };
+        if let Some(session) = &session {
+            req.hosts = session
+                .conns
+                .hosts()
+                .into_iter()
+                .map(|link| pb::HostAddr {
+                    name: link.host.name,
+                    port: u32::from(link.host.port),
+                })
+                .collect();
+        }
         let local = req.hosts.is_empty();
         if !local {
             if let Err(e) = self.identity.get() {
@@ -59,6 +86,9 @@ impl Manager {
             .ok_or_else(|| JobError::NotFound(id.to_string()))?;
         if !password.is_empty() {
             self.passwords().insert(id, password);
+        }
+        if let Some(session) = session {
+            self.job_sessions().insert(id, session.conns);
         }
         // Claimed here first; on a shared store other daemons claim the rest as slots free.
         if let Err(e) = self.claim_job(id).await {

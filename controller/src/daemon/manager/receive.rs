@@ -5,7 +5,8 @@
 //! before the session relies on it. The session keeps at most [`WINDOW`] bytes sent and not
 //! yet confirmed, so a daemon crash repeats at most that much on the next receive; a client
 //! that dies or a reader that goes away loses nothing. A consuming receive (without `keep`)
-//! is exclusive per job ([`Consumers`]); `keep` receives never take part.
+//! is exclusive per job ([`Consumers`] here, and the store's claim across the daemons sharing
+//! it); `keep` receives never take part.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use tonic::{Status, Streaming};
 
 use super::{JobError, Manager};
 use crate::daemon::service::status;
-use crate::store::{Mark, Output, StoreError};
+use crate::store::{Mark, Output, ReceiveClaim, StoreError};
 
 /// The most output bytes one receive has sent and the client has not yet confirmed (a single
 /// chunk larger than that still goes, alone).
@@ -151,10 +152,14 @@ impl Manager {
         let claim = if req.keep {
             None
         } else {
-            Some(self.consumers.claim(job.id).ok_or_else(|| JobError::Receiving {
+            let busy = || JobError::Receiving {
                 id: job.id,
                 name: job.name.clone(),
-            })?)
+            };
+            // Here first, then across the daemons sharing the store.
+            let here = self.consumers.claim(job.id).ok_or_else(busy)?;
+            let shared = self.store.claim_receive(job.id).await?.ok_or_else(busy)?;
+            Some((here, shared))
         };
         let plan = Plan {
             job_id: job.id,
@@ -175,14 +180,19 @@ async fn run(
     plan: Plan,
     inbound: Streaming<pb::ReceiveJobMessage>,
     tx: Tx,
-    claim: Option<Claim>,
+    claim: Option<(Claim, ReceiveClaim)>,
 ) {
     let result = start(&manager, plan, inbound, tx.clone()).await;
+    // Let go as soon as the session ended (a receive that comes meanwhile on another
+    // daemon waits a moment for the store's claim).
+    if let Some((here, shared)) = claim {
+        drop(here);
+        shared.release().await;
+    }
     if let Err(Failure::Status(e)) = result {
         tracing::warn!(error = %e, "a receive ended with an error");
         let _ = tx.send(Err(e)).await;
     }
-    drop(claim);
 }
 
 async fn start(

@@ -66,6 +66,7 @@ impl Manager {
             connect_timeout_ms: job.connect_timeout_ms,
             command: job.command.clone(),
             max_errors: job.max_errors,
+            session: String::new(),
         })
         .await
     }

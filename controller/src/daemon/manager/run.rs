@@ -14,6 +14,7 @@ use crate::daemon::info::{child_end, decode_request};
 use crate::daemon::writer::{fenced, StoreSink};
 use crate::fanout::{FanOut, Runner};
 use crate::hosts::Host;
+use crate::pool::Connections;
 use crate::state::State;
 use crate::store::{ChildRow, JobRow, StoreError};
 use crate::throttle::Slot;
@@ -58,6 +59,7 @@ impl Manager {
             };
             if finished {
                 self.passwords().remove(&id);
+                self.job_sessions().remove(&id);
             }
         }
         self.changed(id);
@@ -99,6 +101,7 @@ impl Manager {
                 reconnect_window: self.reconnect_window,
             },
             request: request.clone().unwrap_or_default(),
+            conns: self.job_sessions().get(&job.id).cloned(),
             job: job.clone(),
         });
         if let Err(reason) = &request {
@@ -135,17 +138,22 @@ struct JobRunner {
     /// already running are followed then).
     request: pb::StartRunRequest,
     settings: ChildSettings,
+    /// The session the job runs over, when it has one (and this daemon made it).
+    conns: Option<Arc<dyn Connections>>,
 }
 
 impl JobRunner {
     fn target(&self, child: &ChildRow) -> Target {
         if self.job.location == "local" {
-            Target::Local(self.manager.local_socket.clone())
-        } else {
-            Target::Remote(Host {
-                name: child.host.clone(),
-                port: child.port,
-            })
+            return Target::Local(self.manager.local_socket.clone());
+        }
+        let host = Host {
+            name: child.host.clone(),
+            port: child.port,
+        };
+        match &self.conns {
+            Some(conns) => Target::Pooled(host, conns.clone()),
+            None => Target::Remote(host),
         }
     }
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Notification};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::store::{Fault, StoreError};
@@ -52,34 +54,80 @@ fn config_error(url: &str, detail: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// The pool of connections to the database at `url`. Connects lazily: the first call made
-/// through the pool reports a database that cannot be reached.
-pub(super) fn pool(url: &str, idle_in_transaction: Duration) -> Result<Pool, StoreError> {
-    let (url_for_pg, root_file) = take_sslrootcert(url);
-    let mut config: tokio_postgres::Config = url_for_pg
-        .parse()
-        .map_err(|e| config_error(url, format_args!("not a PostgreSQL URL: {e}")))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
+/// Where the database is and how to reach it: for the pool, and for the connections of
+/// their own (the LISTEN connection, the receive claims).
+#[derive(Clone)]
+pub(super) struct Target {
+    pub(super) config: tokio_postgres::Config,
+    pub(super) tls: MakeRustlsConnect,
+}
+
+impl Target {
+    pub(super) fn new(url: &str, idle_in_transaction: Duration) -> Result<Target, StoreError> {
+        let (url_for_pg, root_file) = take_sslrootcert(url);
+        let mut config: tokio_postgres::Config = url_for_pg
+            .parse()
+            .map_err(|e| config_error(url, format_args!("not a PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("rjob");
+        }
+        // A server that went away without a word (a dead host, a cut network) is noticed on
+        // a connection that only listens too.
+        config.keepalives(true).keepalives_idle(Duration::from_secs(10));
+        // A daemon paused inside a transaction (SIGSTOP, a frozen VM) must not hold a
+        // child's or a job's row, and with it the takeover, for longer than about half its
+        // lease.
+        let idle = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            idle_in_transaction.as_millis().max(500)
+        );
+        let options = match config.get_options() {
+            Some(theirs) => format!("{theirs} {idle}"),
+            None => idle,
+        };
+        config.options(&options);
+        let tls = MakeRustlsConnect::new(tls_config(url, root_file.as_deref())?);
+        Ok(Target { config, tls })
     }
-    if config.get_application_name().is_none() {
-        config.application_name("rjob");
+
+    /// A connection of its own, outside the pool, driven by a task of its own: the client,
+    /// and the notifications it hears (LISTEN). The channel closes when the connection ends
+    /// (the server went away, or the client was dropped).
+    pub(super) async fn connect(
+        &self,
+    ) -> Result<(tokio_postgres::Client, mpsc::UnboundedReceiver<Notification>), tokio_postgres::Error> {
+        let (client, mut connection) = self.config.connect(self.tls.clone()).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = futures::StreamExt::next(&mut messages).await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        if tx.send(n).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {} // a notice from the server
+                    Err(e) => {
+                        tracing::debug!(error = %e, "job store: a connection of its own ended");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok((client, rx))
     }
-    // A daemon paused inside a transaction (SIGSTOP, a frozen VM) must not hold a child's
-    // or a job's row, and with it the takeover, for longer than about half its lease.
-    let idle = format!(
-        "-c idle_in_transaction_session_timeout={}",
-        idle_in_transaction.as_millis().max(500)
-    );
-    let options = match config.get_options() {
-        Some(theirs) => format!("{theirs} {idle}"),
-        None => idle,
-    };
-    config.options(&options);
-    let tls = MakeRustlsConnect::new(tls_config(url, root_file.as_deref())?);
+}
+
+/// The pool of connections to the database at `target`. Connects lazily: the first call
+/// made through the pool reports a database that cannot be reached.
+pub(super) fn pool(url: &str, target: &Target) -> Result<Pool, StoreError> {
     let manager = Manager::from_config(
-        config,
-        tls,
+        target.config.clone(),
+        target.tls.clone(),
         ManagerConfig {
             // A connection the server closed (a restart) is noticed by its task and
             // dropped here instead of being handed out.

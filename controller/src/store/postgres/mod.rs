@@ -39,10 +39,12 @@
 //! or `require`; with TLS, the server's certificate is checked against `sslrootcert=FILE`
 //! (PEM), else the system's CA bundle.
 
+mod claim;
 mod connect;
 mod error;
 mod jobs;
 mod lease;
+mod listen;
 mod output;
 mod schema;
 
@@ -52,11 +54,13 @@ use deadpool_postgres::Pool;
 
 pub use connect::{is_postgres_url, redacted};
 use error::retrying;
+use listen::Kind;
 
 use crate::state::State;
 use crate::store::lease::Timing;
 use crate::store::{
-    state_code, ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Output, StoreError, Stream,
+    state_code, ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim,
+    StoreError, Stream,
 };
 
 fn to_i64(v: u64) -> i64 {
@@ -83,6 +87,10 @@ pub struct PgStore {
     /// Its registration's Id, the lease epoch (0: not registered, no fence).
     epoch: AtomicI64,
     timing: Timing,
+    /// The database, for the connections of their own (LISTEN, receive claims).
+    target: connect::Target,
+    /// This store's mark on the notices it sends ([`listen`]): its own are not heard again.
+    origin: String,
 }
 
 impl PgStore {
@@ -95,11 +103,14 @@ impl PgStore {
     /// [`PgStore::open`] for the daemon `node` (host and state directory), with its lease
     /// timing.
     pub async fn open_as(url: &str, node: &str, timing: Timing) -> Result<PgStore, StoreError> {
-        let pool = connect::pool(url, timing.ttl / 2)?;
+        let target = connect::Target::new(url, timing.ttl / 2)?;
+        let pool = connect::pool(url, &target)?;
         schema::migrate(&pool, url).await?;
         tracing::info!(store = %redacted(url), "job store: PostgreSQL");
         Ok(PgStore {
             pool,
+            target,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
             node: node.to_string(),
             epoch: AtomicI64::new(0),
             timing,
@@ -196,7 +207,9 @@ impl JobStore for PgStore {
         retrying!(
             "set_child_run",
             self.child_update(sql, job_id, idx, &[&run_id, &now_ms]).await
-        )
+        )?;
+        self.notify(Kind::Changed, &[job_id]).await;
+        Ok(())
     }
 
     async fn set_child_state(
@@ -209,11 +222,15 @@ impl JobStore for PgStore {
         retrying!(
             "set_child_state",
             self.try_set_child_state(job_id, idx, state, reason).await
-        )
+        )?;
+        self.notify(Kind::Changed, &[job_id]).await;
+        Ok(())
     }
 
     async fn finish_child(&self, job_id: i64, idx: u32, end: &ChildEnd) -> Result<(), StoreError> {
-        retrying!("finish_child", self.try_finish_child(job_id, idx, end).await)
+        retrying!("finish_child", self.try_finish_child(job_id, idx, end).await)?;
+        self.notify(Kind::Changed, &[job_id]).await;
+        Ok(())
     }
 
     async fn set_job_flags(
@@ -225,7 +242,9 @@ impl JobStore for PgStore {
         retrying!(
             "set_job_flags",
             self.try_set_job_flags(job_id, stop, suspended).await
-        )
+        )?;
+        self.notify(Kind::Flags, &[job_id]).await;
+        Ok(())
     }
 
     async fn append_output(&self, chunks: &[Chunk]) -> Result<(), StoreError> {
@@ -261,7 +280,17 @@ impl JobStore for PgStore {
     }
 
     async fn remove_job(&self, job_id: i64) -> Result<(), StoreError> {
-        retrying!("remove_job", self.try_remove_job(job_id).await)
+        retrying!("remove_job", self.try_remove_job(job_id).await)?;
+        self.notify(Kind::Removed, &[job_id]).await;
+        Ok(())
+    }
+
+    fn subscribe(&self, to: tokio::sync::mpsc::UnboundedSender<Notice>) {
+        listen::spawn(self.target.clone(), self.origin.clone(), to);
+    }
+
+    async fn claim_receive(&self, job_id: i64) -> Result<Option<ReceiveClaim>, StoreError> {
+        retrying!("claim_receive", self.try_claim_receive(job_id).await)
     }
 
     fn epoch(&self) -> i64 {

@@ -1,9 +1,11 @@
 //! Output in PostgreSQL: a batch of chunks in one multi-row INSERT (arrays unnested: one
 //! statement whatever the batch's size), each chunk kept once (`ON CONFLICT DO NOTHING`),
-//! read back by sequence number; and the received marks of each child.
+//! read back by sequence number, and one NOTIFY per batch ([`super::listen`]); and the
+//! received marks of each child.
 
 use super::error::DbError;
 use super::lease::fence;
+use super::listen::{payloads, Kind, CHANNEL};
 use super::{to_i64, to_u64, PgStore};
 use crate::store::{Chunk, Mark, Output, Stream};
 
@@ -54,6 +56,7 @@ impl PgStore {
                 "INSERT INTO output (job_id, idx, seq, stream, data, written_by)
                  SELECT j, i, s, st, d, $6::bigint FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::smallint[], $5::bytea[])
                      AS t (j, i, s, st, d)
+                 WHERE EXISTS (SELECT 1 FROM children c WHERE c.job_id = t.j AND c.idx = t.i)
                  ON CONFLICT DO NOTHING",
             )
             .await?;
@@ -68,6 +71,11 @@ impl PgStore {
             )
             .await?;
         tx.execute(&advance, &[&jobs, &idxs, &seqs, &writer]).await?;
+        // One notice for the whole batch, sent when it commits (the other daemons' followers).
+        for payload in payloads(&self.origin, Kind::Changed, &jobs) {
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                .await?;
+        }
         tx.commit().await?;
         if owned.len() < keys.len() {
             return Err(DbError::Fenced);

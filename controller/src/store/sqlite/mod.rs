@@ -10,7 +10,10 @@ use rusqlite::Connection;
 
 use crate::state::State;
 use crate::store::ids::Ids;
-use crate::store::{ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Output, StoreError, Stream};
+use crate::store::{
+    ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim, StoreError,
+    Stream,
+};
 
 mod error;
 mod jobs;
@@ -215,5 +218,13 @@ impl JobStore for SqliteStore {
             .into_iter()
             .filter(|c| !c.state.is_finished() && claimed.insert((job_id, c.idx)))
             .collect())
+    }
+
+    fn subscribe(&self, to: tokio::sync::mpsc::UnboundedSender<Notice>) {
+        drop(to); // one daemon per SQLite store: nobody else changes it
+    }
+
+    async fn claim_receive(&self, _job_id: i64) -> Result<Option<ReceiveClaim>, StoreError> {
+        Ok(Some(ReceiveClaim::local()))
     }
 }

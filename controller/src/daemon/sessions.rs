@@ -1,0 +1,122 @@
+//! The daemon's sessions (`rjob session new|list|remove`): the requests checked, the
+//! sessions opened in (and closed from) the daemon's [`Pool`], and shown as the CLI lists
+//! them. Sessions are this daemon's own, in its memory (see [`crate::pool`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rjob_proto::v1 as pb;
+use tonic::Status;
+
+use crate::daemon::manager::Manager;
+use crate::hosts::Host;
+use crate::pool::{check_name, Dialled, PoolError, Session};
+
+/// The wire's status for a pool error: all of them are about what the user asked.
+pub fn status(e: PoolError) -> Status {
+    match e {
+        PoolError::Unknown(_) => Status::not_found(e.to_string()),
+        PoolError::Exists(_) | PoolError::Builtin(_) => Status::failed_precondition(e.to_string()),
+        PoolError::BadName { .. } => Status::invalid_argument(e.to_string()),
+    }
+}
+
+/// The hosts of a request, checked as a job's are.
+pub fn hosts_of(addrs: &[pb::HostAddr]) -> Result<Vec<Host>, Status> {
+    addrs
+        .iter()
+        .map(|h| {
+            crate::hosts::check_host_name(&h.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let port = u16::try_from(h.port)
+                .map_err(|_| Status::invalid_argument(format!("bad port {}", h.port)))?;
+            Ok(Host {
+                name: h.name.clone(),
+                port,
+            })
+        })
+        .collect()
+}
+
+/// A session as the CLI lists it.
+pub fn info(session: &Session) -> pb::SessionInfo {
+    pb::SessionInfo {
+        name: session.name.clone(),
+        hosts: session
+            .conns
+            .hosts()
+            .into_iter()
+            .map(|link| pb::SessionHost {
+                host: Some(pb::HostAddr {
+                    name: link.host.name,
+                    port: u32::from(link.host.port),
+                }),
+                connected: link.connected,
+                reason: link.reason,
+            })
+            .collect(),
+        created_at_ms: session.created_at_ms,
+        throttle_limit: session.throttle_limit,
+        builtin: session.builtin,
+    }
+}
+
+/// `rjob session new`: dials every host once, keeps the session (even when some hosts could
+/// not be reached: they are redialled meanwhile, and at each invoke).
+pub async fn new_session(
+    manager: &Arc<Manager>,
+    req: pb::NewSessionRequest,
+) -> Result<pb::SessionInfo, Status> {
+    check_name(&req.name).map_err(status)?;
+    let hosts = hosts_of(&req.hosts)?;
+    if hosts.is_empty() {
+        return Err(Status::invalid_argument("a session needs at least one host"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = hosts.iter().find(|h| !seen.insert(*h)) {
+        return Err(Status::invalid_argument(format!(
+            "{} is named twice: a session has each host once",
+            twice.label()
+        )));
+    }
+    let tls = manager.identity_tls().map_err(Status::failed_precondition)?;
+    if manager.pool().contains(&req.name) {
+        return Err(status(PoolError::Exists(req.name)));
+    }
+    let throttle_limit = req.throttle_limit.max(1);
+    let timeout = Duration::from_millis(req.connect_timeout_ms.max(1));
+    let conns = Dialled::open(hosts, tls, throttle_limit as usize, timeout).await;
+    let session = Session {
+        name: req.name.clone(),
+        conns: conns.clone(),
+        created_at_ms: crate::clock::now_ms(),
+        throttle_limit,
+        builtin: false,
+    };
+    if let Err(e) = manager.pool().insert(session.clone()) {
+        // Another `session new` of this name came first.
+        crate::pool::Connections::close(&*conns);
+        return Err(status(e));
+    }
+    let info = info(&session);
+    let connected = info.hosts.iter().filter(|h| h.connected).count();
+    tracing::info!(session = %session.name, hosts = info.hosts.len(), connected, "session opened");
+    Ok(info)
+}
+
+/// `rjob session list`.
+pub fn list(manager: &Manager, names: &[String]) -> Result<Vec<pb::SessionInfo>, Status> {
+    if names.is_empty() {
+        return Ok(manager.pool().list().iter().map(info).collect());
+    }
+    names
+        .iter()
+        .map(|n| manager.pool().get(n).map(|s| info(&s)).map_err(status))
+        .collect()
+}
+
+/// `rjob session remove`.
+pub fn remove(manager: &Manager, name: &str) -> Result<pb::SessionInfo, Status> {
+    let session = manager.pool().remove(name).map_err(status)?;
+    tracing::info!(session = %name, "session removed");
+    Ok(info(&session))
+}
