@@ -14,6 +14,8 @@ pub struct Daemon {
     identity: PathBuf,
     /// Arguments of `rjob serve` beside `--state-dir` (`--store URL`, ...).
     serve_args: Vec<String>,
+    /// Environment of `rjob serve` (lease timing, ...).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -31,14 +33,37 @@ impl Daemon {
     /// One more daemon on the same fleet, its state directory `NAME` in the fleet's temp dir
     /// (several daemons sharing one PostgreSQL store each have their own).
     pub fn start_named(fleet: &Fleet, name: &str, serve_args: &[&str]) -> Result<Daemon> {
+        Daemon::start_named_env(fleet, name, serve_args, &[])
+    }
+
+    /// [`Daemon::start_named`] with `env` for `rjob serve` (`RJOB_LEASE_TTL_MS`, ...).
+    pub fn start_named_env(
+        fleet: &Fleet,
+        name: &str,
+        serve_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let mut daemon = Daemon {
             state_dir: fleet.tmp.path().join(name),
             identity: fleet.pki.dir.clone(),
             serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
         };
         daemon.spawn()?;
         Ok(daemon)
+    }
+
+    /// The daemon's process Id (0 once it was killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal` to the daemon (SIGSTOP, SIGCONT, ...).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = i32::try_from(self.pid()).context("pid")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).context("kill")?;
+        Ok(())
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -58,6 +83,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(&self.serve_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RJOB_IDENTITY", &self.identity)
             .env_remove("RJOB_LOG")
             .stdin(Stdio::null())

@@ -56,8 +56,8 @@ async fn opening_twice_migrates_once_and_removing_a_job_drops_its_partition() {
     let again = PgStore::open(&db.url()).await.expect("open again");
     assert_eq!(
         db.psql("SELECT version FROM schema_version").expect("psql"),
-        "3",
-        "migrated once, to the latest version (3: children's run_as)"
+        "4",
+        "migrated once, to the latest version (4: daemons and leases)"
     );
     again.remove_job(id).await.expect("remove");
     assert_eq!(db.psql(&part).expect("psql"), "0", "the partition is dropped");
@@ -117,4 +117,106 @@ async fn an_unreachable_server_is_a_clear_error_not_a_hang() {
         err.to_string().contains("check that the database server runs"),
         "{err}"
     );
+}
+
+/// Two daemons' stores on one database: the first one's lease lapses (no heartbeat past its
+/// TTL), and from then on every write of its children is refused, `Fenced`, and stores
+/// nothing; the second one adopts the children that had started, with their run Id and
+/// start mark, and its own writes go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_fences_every_write_and_its_children_are_adopted() {
+    use std::time::Duration;
+
+    use rjob::store::lease::Timing;
+    use rjob::store::StoreError;
+    let cluster = Cluster::shared();
+    let db = cluster.database().expect("database");
+    let timing = Timing::new(Duration::from_millis(200), Duration::from_millis(3000));
+    let a = PgStore::open_as(&db.url(), "a", timing).await.expect("open a");
+    let b = PgStore::open_as(&db.url(), "b", timing).await.expect("open b");
+    let ea = a.register().await.expect("register a");
+    let eb = b.register().await.expect("register b");
+    assert!(eb > ea, "epochs from a sequence: {ea}, {eb}");
+    let id = a
+        .create_job(&conformance::new_job("lease", 4))
+        .await
+        .expect("create");
+    // Throttle 2 over two live daemons: a share of one each.
+    let first = a.claim(id).await.expect("claim");
+    assert_eq!(first.iter().map(|c| c.idx).collect::<Vec<_>>(), vec![0]);
+    a.mark_starting(id, 0, 7).await.expect("a's start mark");
+    a.set_child_run(id, 0, "run-0", 8).await.expect("a's run id");
+    let chunk = |seq: u64| Chunk {
+        job_id: id,
+        idx: 0,
+        seq,
+        stream: Stream::Stdout,
+        data: format!("{seq}\n").into_bytes(),
+    };
+    a.append_output(&[chunk(1)]).await.expect("a's output");
+    // b may not write a's child.
+    assert!(matches!(b.mark_starting(id, 0, 9).await, Err(StoreError::Fenced)));
+    let second = b.claim(id).await.expect("b claims");
+    assert_eq!(second.iter().map(|c| c.idx).collect::<Vec<_>>(), vec![1]);
+
+    // a's lease lapses; b keeps heartbeating.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.heartbeat().await.is_ok() {
+        // Renewed while live: stop renewing, and wait past the TTL.
+        for _ in 0..18 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            b.heartbeat().await.expect("b lives");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a's lease never lapsed");
+    }
+    assert!(
+        matches!(a.heartbeat().await, Err(StoreError::Fenced)),
+        "never renewed again"
+    );
+    assert!(matches!(
+        a.append_output(&[chunk(2)]).await,
+        Err(StoreError::Fenced)
+    ));
+    assert!(matches!(
+        a.set_child_state(id, 0, rjob::state::State::Running, None).await,
+        Err(StoreError::Fenced)
+    ));
+    assert!(
+        matches!(a.claim(id).await, Err(StoreError::Fenced)),
+        "a lapsed daemon claims nothing"
+    );
+    assert_eq!(
+        db.psql(&format!("SELECT count(*) FROM output WHERE job_id = {id}"))
+            .expect("psql"),
+        "1",
+        "nothing stored after the lease lapsed"
+    );
+    // b adopts a's started child first, as it was left.
+    b.heartbeat().await.expect("b lives");
+    let adopted = b.claim(id).await.expect("b adopts");
+    let child = adopted.first().expect("a's child adopted");
+    assert_eq!(
+        (
+            child.idx,
+            child.run_id.as_deref(),
+            child.started_at_ms,
+            child.last_seq
+        ),
+        (0, Some("run-0"), Some(7), 1)
+    );
+    b.append_output(&[chunk(2)])
+        .await
+        .expect("b writes its adopted child");
+    assert_eq!(b.children(id).await.expect("children")[0].last_seq, 2);
+    assert_eq!(
+        db.psql(&format!(
+            "SELECT written_by FROM output WHERE job_id = {id} ORDER BY seq"
+        ))
+        .expect("psql"),
+        format!("{ea}\n{eb}")
+    );
+    // a registers again: a new epoch, which owns nothing it had.
+    let again = a.register().await.expect("register again");
+    assert!(again > eb);
+    assert!(matches!(a.mark_starting(id, 0, 9).await, Err(StoreError::Fenced)));
 }

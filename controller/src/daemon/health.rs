@@ -38,6 +38,8 @@ pub struct Health {
     trouble: Mutex<Trouble>,
     /// What the daemon found lost in the store at its start, in one line.
     lost: Mutex<Option<String>>,
+    /// A write of an owner found this daemon's lease lost (until it registers again).
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -72,6 +74,17 @@ impl Health {
         })
     }
 
+    /// Whether a write found this daemon's lease lost: its children are dropped, and it
+    /// writes and acknowledges nothing more of them.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Registered anew: a new lease, which no write has found lost.
+    pub fn clear_fenced(&self) {
+        self.fenced.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn failing(&self, first: bool, error: &StoreError) {
         let mut t = self.lock();
         if first {
@@ -99,6 +112,30 @@ impl Health {
         loop {
             match op().await {
                 Ok(v) => return waiting.done(v),
+                Err(e) => tokio::time::sleep(waiting.failed(&e)).await,
+            }
+        }
+    }
+}
+
+impl Health {
+    /// [`Health::retry`] for a write of a child's owner: `None` once it is fenced (this
+    /// daemon's lease is lost), never retried then, and the daemon marked fenced.
+    pub async fn retry_owned<T, F, Fut>(&self, what: &str, mut op: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut waiting = Waiting::new(self, what);
+        loop {
+            match op().await {
+                Ok(v) => return Some(waiting.done(v)),
+                Err(StoreError::Fenced) => {
+                    if !self.fenced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        tracing::warn!(what, "this daemon's lease on the job store is lost: it writes nothing more of its children");
+                    }
+                    return None;
+                }
                 Err(e) => tokio::time::sleep(waiting.failed(&e)).await,
             }
         }

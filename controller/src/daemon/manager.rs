@@ -8,6 +8,7 @@
 mod changes;
 mod control;
 mod create;
+mod lease;
 mod peers;
 pub mod receive;
 mod rerun;
@@ -78,6 +79,12 @@ pub struct Manager {
     reconnect_window: Duration,
     /// Runs given up on, stopped once their agents answer.
     pub(super) orphans: Arc<Orphans>,
+    /// The batches of children running here.
+    batches: Mutex<lease::Batches>,
+    /// Until when this daemon knows its lease on a shared store to be live (`None`: a store
+    /// of its own, no lease).
+    lease_until: Mutex<Option<std::time::Instant>>,
+    timing: crate::store::lease::Timing,
     /// This daemon's sessions (`rjob session`).
     pool: Arc<Pool>,
     /// The session each job in progress runs over (`invoke --session --as-job`), in memory:
@@ -116,6 +123,9 @@ impl Manager {
             local_socket,
             reconnect_window,
             orphans,
+            batches: Mutex::new(lease::Batches::default()),
+            lease_until: Mutex::new(None),
+            timing: crate::store::lease::Timing::from_env(),
             pool: Arc::new(Pool::default()),
             job_sessions: Mutex::new(HashMap::new()),
             dialin,
@@ -165,6 +175,10 @@ impl Manager {
     /// Job `id` changed (its state, its flags, its output).
     pub(super) fn changed(&self, id: i64) {
         self.changes.bump(id);
+    }
+
+    fn batches(&self) -> std::sync::MutexGuard<'_, lease::Batches> {
+        self.batches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<i64, watch::Sender<Desired>>> {

@@ -206,6 +206,7 @@ pub async fn serve(
         let manager = manager.clone();
         AbortOnDrop(dialin::accept::spawn(listener, dialin, move || manager.tls()))
     });
+    manager.start_lease();
 
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;

@@ -29,37 +29,57 @@ pub(super) struct StoreSink<'a> {
     pub(super) slot: std::sync::Arc<Slot>,
 }
 
+/// What a child's task does once a write of its owner is fenced: nothing more, ever. The
+/// daemon drops the task (its lease loop finds the lease lost), and another daemon adopts
+/// the child from what the store holds.
+pub(super) async fn fenced<T>() -> T {
+    std::future::pending().await
+}
+
 impl ChildSink for StoreSink<'_> {
     // Each write is retried until the store takes it: the start mark must be recorded before
     // the start request goes out (a restarted daemon looks the run up instead of starting it
-    // twice), and a child's progress must not be lost to a full disk.
+    // twice), and a child's progress must not be lost to a full disk. A write fenced (the
+    // lease lost) never returns: nothing goes to the agent after it.
     async fn starting(&self) {
         let (m, at) = (self.manager, now_ms());
-        m.health
-            .retry("a child's start", || {
+        let done = m
+            .health
+            .retry_owned("a child's start", || {
                 m.store.mark_starting(self.job_id, self.idx, at)
             })
             .await;
+        if done.is_none() {
+            fenced().await
+        }
     }
 
     async fn started(&self, run_id: &str) {
         let (m, at) = (self.manager, now_ms());
-        m.health
-            .retry("a run id", || {
+        let done = m
+            .health
+            .retry_owned("a run id", || {
                 m.store.set_child_run(self.job_id, self.idx, run_id, at)
             })
             .await;
+        if done.is_none() {
+            fenced().await
+        }
         m.changed(self.job_id);
     }
 
     async fn state(&self, state: State, reason: Option<String>) {
         let m = self.manager;
-        m.health
-            .retry("a child's state", || {
+        let done = m
+            .health
+            .retry_owned("a child's state", || {
                 m.store
                     .set_child_state(self.job_id, self.idx, state, reason.as_deref())
             })
             .await;
+        if done.is_none() {
+            fenced().await
+        }
         m.changed(self.job_id);
     }
 
@@ -78,13 +98,23 @@ impl ChildSink for StoreSink<'_> {
             .map_err(|_| ())
     }
 
+    /// True once everything handed over is stored, under a lease this daemon knows to be
+    /// live (it waits for the next heartbeat when the last one is too old): only then may
+    /// the agent drop its copy. Never returns once the lease is lost.
     async fn flush(&self) -> bool {
         let (tx, rx) = oneshot::channel();
         let flush = WriteOp::Flush { done: tx };
         if self.manager.writer.send(flush).await.is_err() {
             return false;
         }
-        rx.await.unwrap_or(false)
+        let stored = rx.await.unwrap_or(false);
+        if self.manager.health.is_fenced() {
+            fenced().await
+        }
+        if stored {
+            self.manager.lease_confirmed().await;
+        }
+        stored
     }
 
     fn slot(&self) -> Option<&Slot> {
@@ -124,8 +154,13 @@ pub(super) fn write_output(
                 next = rx.try_recv().ok();
             }
         }
+        let mut stored = true;
         if !chunks.is_empty() {
-            runtime.block_on(health.retry("output", || store.append_output(&chunks)));
+            // Fenced: the chunks of children this daemon lost are not stored, and their
+            // flushes are not answered true (nothing is acknowledged to their agents).
+            stored = runtime
+                .block_on(health.retry_owned("output", || store.append_output(&chunks)))
+                .is_some();
             let mut jobs: Vec<i64> = chunks.iter().map(|c| c.job_id).collect();
             jobs.sort_unstable();
             jobs.dedup();
@@ -134,7 +169,7 @@ pub(super) fn write_output(
             }
         }
         for done in flushes {
-            let _ = done.send(true);
+            let _ = done.send(stored && !health.is_fenced());
         }
     }
 }

@@ -46,6 +46,10 @@ pub enum StoreError {
     Backend { fault: Fault, detail: String },
     #[error("the job store holds a damaged request for job {id} ({detail})")]
     Corrupt { id: i64, detail: String },
+    /// This daemon's lease on a shared store is gone (it was paused or cut off past its TTL):
+    /// another daemon may own its children now, so it writes nothing more of them.
+    #[error("this daemon's lease on the job store is lost: its children belong to another daemon now")]
+    Fenced,
     #[error(transparent)]
     Ids(#[from] IdsError),
     #[error(transparent)]
@@ -63,6 +67,7 @@ impl StoreError {
             StoreError::Unreachable { .. } => return "database unavailable".to_string(),
             StoreError::TooNew { found, .. } => return format!("schema version {found} is too new"),
             StoreError::Corrupt { id, .. } => return format!("damaged request for job {id}"),
+            StoreError::Fenced => return "lease lost".to_string(),
             StoreError::Ids(e) => return e.to_string(),
             StoreError::File(e) => return e.to_string(),
         };

@@ -30,6 +30,7 @@ pub mod conformance;
 pub mod conformance_retention;
 mod error;
 pub mod ids;
+pub mod lease;
 pub mod postgres;
 pub mod retention;
 mod rows;
@@ -128,6 +129,33 @@ pub trait JobStore: Send + Sync {
     /// Removes a job with its children, output and marks; its Id is not handed out again.
     async fn remove_job(&self, job_id: i64) -> Result<(), StoreError>;
 
+    // Several daemons on one store ([`lease`]). A store of one daemon's own (SQLite) is the
+    // trivial case: one owner, a lease that never lapses, every child claimed at once.
+
+    /// This daemon's registration: its lease epoch (0 before [`JobStore::register`], and
+    /// always for a store of one daemon's own).
+    fn epoch(&self) -> i64;
+
+    /// Registers this daemon anew, with a lease for the store's TTL: a new epoch, never one
+    /// handed out before. From then on every write of an owner (a child's start, run, state,
+    /// end and output) is fenced by that lease, and fails with [`StoreError::Fenced`] once it
+    /// lapsed.
+    async fn register(&self) -> Result<i64, StoreError>;
+
+    /// Renews the lease, on the database's clock; [`StoreError::Fenced`] once it has lapsed
+    /// (it is never renewed then: the daemon drops its children and registers again).
+    async fn heartbeat(&self) -> Result<(), StoreError>;
+
+    /// The jobs with children to claim: unfinished, owned by no live daemon, and that this
+    /// daemon may run (a local job only by the daemon that created it).
+    async fn claimable(&self) -> Result<Vec<i64>, StoreError>;
+
+    /// Claims some of a job's children for this daemon, with the job locked meanwhile, so
+    /// that the throttle limit holds across daemons: children a lapsed daemon had started
+    /// (kept with their run Id and start mark, to attach again), then unstarted ones while
+    /// slots are free (all of them once the job is stopped, none while it is suspended).
+    /// A child held by a live daemon is never handed out.
+    async fn claim(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError>;
     /// Sends `to` what other daemons sharing the store change, for as long as `to` is open
     /// ([`Notice`]; one per committed batch of output, state change, flag change, removal).
     /// A store no other daemon shares (SQLite) sends nothing and drops `to`.
@@ -154,7 +182,14 @@ pub trait JobStore: Send + Sync {
 /// file; `None`: the embedded default, SQLite in the state directory.
 pub async fn open(state_dir: &Path, store: Option<&str>) -> Result<Arc<dyn JobStore>, StoreError> {
     Ok(match store {
-        Some(url) if postgres::is_postgres_url(url) => Arc::new(postgres::PgStore::open(url).await?),
+        Some(url) if postgres::is_postgres_url(url) => Arc::new(
+            postgres::PgStore::open_as(
+                url,
+                &postgres::default_node(Some(state_dir)),
+                lease::Timing::from_env(),
+            )
+            .await?,
+        ),
         Some(file) => Arc::new(sqlite::SqliteStore::open(Path::new(file))?),
         None => Arc::new(sqlite::SqliteStore::open(&path(state_dir))?),
     })

@@ -105,7 +105,10 @@ impl Manager {
         if let Some(session) = session {
             self.job_sessions().insert(id, session.conns);
         }
-        self.launch(job.clone());
+        // Claimed here first; on a shared store other daemons claim the rest as slots free.
+        if let Err(e) = self.claim_job(id).await {
+            tracing::warn!(job = id, error = %e, "claiming the new job's children failed; trying again later");
+        }
         self.changed(id);
         self.info(&job).await
     }

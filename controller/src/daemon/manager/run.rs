@@ -1,6 +1,5 @@
-//! Running a job: its unfinished children under the throttled fan-out ([`FanOut`]), each
-//! followed on its agent and recorded in the store; and, after a restart, every job an
-//! earlier daemon left unfinished picked up again.
+//! Running a job: the children this daemon claimed ([`super::lease`]), in batches under the
+//! throttled fan-out ([`FanOut`]), each followed on its agent and recorded in the store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use super::{now_ms, Manager};
 use crate::budget::ErrorBudget;
 use crate::child::{self, Cause, ChildOutcome, ChildSettings, ChildSink, Desired, Resume, Target};
 use crate::daemon::info::{child_end, decode_request};
-use crate::daemon::writer::StoreSink;
+use crate::daemon::writer::{fenced, StoreSink};
 use crate::fanout::{FanOut, Runner};
 use crate::hosts::Host;
 use crate::pool::Connections;
@@ -21,43 +20,56 @@ use crate::store::{ChildRow, JobRow, StoreError};
 use crate::throttle::Slot;
 
 impl Manager {
-    /// Runs (or goes on running) a job's unfinished children.
-    pub(super) fn launch(self: &Arc<Self>, job: JobRow) {
-        let (tx, rx) = watch::channel(Desired {
-            stop: job.stop_requested,
-            suspend: job.suspended,
-        });
-        self.active().insert(job.id, tx);
+    /// Runs a batch of a job's children that this daemon claimed: unfinished ones, under
+    /// the throttled fan-out, following what the job wants of them (shared by its batches).
+    pub(super) fn launch(self: &Arc<Self>, job: JobRow, children: Vec<ChildRow>) {
+        let id = job.id;
+        let mut batches = self.batches();
+        let desired = self
+            .active()
+            .entry(id)
+            .or_insert_with(|| {
+                watch::channel(Desired {
+                    stop: job.stop_requested,
+                    suspend: job.suspended,
+                })
+                .0
+            })
+            .subscribe();
+        let key = batches.add(id);
         let manager = self.clone();
-        tokio::spawn(async move {
-            let id = job.id;
-            if let Err(e) = manager.run_job(job, rx).await {
+        let task = tokio::spawn(async move {
+            if let Err(e) = manager.run_job(job, children, desired).await {
                 tracing::error!(job = id, error = %e, "job runner failed");
             }
-            manager.active().remove(&id);
-            manager.passwords().remove(&id);
-            manager.job_sessions().remove(&id);
-            manager.changed(id);
+            manager.batch_ended(key, id).await;
         });
+        batches.started(key, id, task);
     }
 
-    /// Picks up every unfinished job left by an earlier daemon.
-    pub async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for job in self.store.jobs().await? {
-            let children = self.store.children(job.id).await?;
-            if children.iter().any(|c| !c.state.is_finished()) {
-                tracing::info!(job = job.id, name = %job.name, "resuming a job left by an earlier daemon");
-                self.launch(job);
-                n += 1;
+    /// A batch of job `id` ended: the job is no longer going here once it was the last, and
+    /// its password is forgotten once every child has finished.
+    async fn batch_ended(self: &Arc<Self>, key: u64, id: i64) {
+        let last = self.batches().ended(key, id);
+        if last {
+            self.active().remove(&id);
+            let finished = match self.store.children(id).await {
+                Ok(children) => children.iter().all(|c| c.state.is_finished()),
+                Err(_) => false,
+            };
+            if finished {
+                self.passwords().remove(&id);
+                self.job_sessions().remove(&id);
             }
         }
-        Ok(n)
+        self.changed(id);
+        self.kick(id);
     }
 
     async fn run_job(
         self: &Arc<Self>,
         job: JobRow,
+        mut children: Vec<ChildRow>,
         desired: watch::Receiver<Desired>,
     ) -> Result<(), StoreError> {
         // A request that cannot be read: children already running on their agents are followed
@@ -71,8 +83,13 @@ impl Manager {
             }
             Err(e) => return Err(e),
         };
-        let mut children = self.store.children(job.id).await?;
-        let already_failed = children.iter().filter(|c| c.state == State::Failed).count();
+        let already_failed = self
+            .store
+            .children(job.id)
+            .await?
+            .iter()
+            .filter(|c| c.state == State::Failed)
+            .count();
         children.retain(|c| !c.state.is_finished());
         // Children that had started go first: they hold the throttle slots they had.
         children.sort_by_key(|c| (c.run_id.is_none(), c.idx));
@@ -193,13 +210,18 @@ impl Runner for JobRunner {
         // shown), never loses its end.
         let (manager, job_id) = (&self.manager, self.job.id);
         let end = child_end(&outcome, now_ms());
-        manager
+        let recorded = manager
             .health
-            .retry("a child's end", || {
+            .retry_owned("a child's end", || {
                 manager.store.finish_child(job_id, child.idx, &end)
             })
             .await;
+        if recorded.is_none() {
+            fenced().await
+        }
         tracing::info!(job = job_id, child = child.idx, host = %self.target(child).label(), state = %outcome.state, "child job ended");
         manager.changed(job_id);
+        // A slot is free: claim the next child (on a shared store).
+        manager.kick(job_id);
     }
 }

@@ -63,7 +63,7 @@ pub(super) struct Target {
 }
 
 impl Target {
-    pub(super) fn new(url: &str) -> Result<Target, StoreError> {
+    pub(super) fn new(url: &str, idle_in_transaction: Duration) -> Result<Target, StoreError> {
         let (url_for_pg, root_file) = take_sslrootcert(url);
         let mut config: tokio_postgres::Config = url_for_pg
             .parse()
@@ -77,6 +77,18 @@ impl Target {
         // A server that went away without a word (a dead host, a cut network) is noticed on
         // a connection that only listens too.
         config.keepalives(true).keepalives_idle(Duration::from_secs(10));
+        // A daemon paused inside a transaction (SIGSTOP, a frozen VM) must not hold a
+        // child's or a job's row, and with it the takeover, for longer than about half its
+        // lease.
+        let idle = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            idle_in_transaction.as_millis().max(500)
+        );
+        let options = match config.get_options() {
+            Some(theirs) => format!("{theirs} {idle}"),
+            None => idle,
+        };
+        config.options(&options);
         let tls = MakeRustlsConnect::new(tls_config(url, root_file.as_deref())?);
         Ok(Target { config, tls })
     }

@@ -14,6 +14,8 @@ use crate::store::{Fault, StoreError};
 pub(super) enum DbError {
     Pg(tokio_postgres::Error),
     Pool(deadpool_postgres::PoolError),
+    /// This daemon's lease on the child (or its registration) is gone.
+    Fenced,
 }
 
 impl From<tokio_postgres::Error> for DbError {
@@ -68,20 +70,21 @@ impl DbError {
             DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => pg_fault(e),
             // Timed out waiting for or making a connection, or the pool closed.
             DbError::Pool(_) => Fault::Unavailable,
+            DbError::Fenced => Fault::Other,
         }
     }
 
     /// Worth trying again: the connection was lost, or a deadlock or serialization failure
     /// rolled the transaction back.
     pub(super) fn retryable(&self) -> bool {
-        matches!(self.fault(), Fault::Unavailable | Fault::Busy)
+        !matches!(self, DbError::Fenced) && matches!(self.fault(), Fault::Unavailable | Fault::Busy)
     }
 
     /// A unique key of the statement's was already taken.
     pub(super) fn is_unique_violation(&self) -> bool {
         match self {
             DbError::Pg(e) => e.code() == Some(&SqlState::UNIQUE_VIOLATION),
-            DbError::Pool(_) => false,
+            DbError::Pool(_) | DbError::Fenced => false,
         }
     }
 
@@ -90,6 +93,7 @@ impl DbError {
         let pg = match self {
             DbError::Pg(e) | DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => e,
             DbError::Pool(e) => return format!("PostgreSQL: {e}"),
+            DbError::Fenced => return "this daemon's lease is lost".to_string(),
         };
         match pg.as_db_error() {
             Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
@@ -103,6 +107,9 @@ impl DbError {
 
 impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
+        if matches!(e, DbError::Fenced) {
+            return StoreError::Fenced;
+        }
         StoreError::Backend {
             fault: e.fault(),
             detail: e.detail(),

@@ -4,6 +4,7 @@
 use tokio_postgres::Row;
 
 use super::error::DbError;
+use super::lease::fence_one;
 use super::{finished_list, to_i64, to_u64, PgStore};
 use crate::state::State;
 use crate::store::{state_code, state_from_code, ChildEnd, ChildRow, JobRow, NewJob};
@@ -30,7 +31,7 @@ fn job_row(r: &Row) -> JobRow {
     }
 }
 
-fn child_row(r: &Row) -> ChildRow {
+pub(super) fn child_row(r: &Row) -> ChildRow {
     ChildRow {
         idx: u32::try_from(r.get::<_, i32>(0)).unwrap_or(0),
         host: r.get(1),
@@ -48,6 +49,11 @@ fn child_row(r: &Row) -> ChildRow {
         run_as: r.get(13),
     }
 }
+
+/// The columns [`child_row`] reads, in order.
+pub(super) const CHILD_COLUMNS: &str =
+    "idx, host, port, state, run_id, last_seq, received_seq, exit_code, signal,
+     reason, cause, started_at_ms, ended_at_ms, run_as";
 
 const JOB_COLUMNS: &str = "id, instance_id, name, command, location, throttle_limit, connect_timeout_ms,
      created_at_ms, ended_at_ms, stop_requested, suspended, max_errors";
@@ -67,8 +73,8 @@ impl PgStore {
         let max_errors = job.max_errors.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
         tx.execute(
             "INSERT INTO jobs (id, instance_id, name, command, location, request, throttle_limit,
-                               connect_timeout_ms, created_at_ms, max_errors)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                               connect_timeout_ms, created_at_ms, max_errors, node)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 &id,
                 &job.instance_id,
@@ -80,6 +86,7 @@ impl PgStore {
                 &to_i64(job.connect_timeout_ms),
                 &job.created_at_ms,
                 &max_errors,
+                &self.node,
             ],
         )
         .await?;
@@ -141,17 +148,17 @@ impl PgStore {
     pub(super) async fn try_children(&self, job_id: i64) -> Result<Vec<ChildRow>, DbError> {
         let client = self.pool.get().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT idx, host, port, state, run_id, last_seq, received_seq, exit_code, signal,
-                        reason, cause, started_at_ms, ended_at_ms, run_as
-                 FROM children WHERE job_id = $1 ORDER BY idx",
-            )
+            .prepare_cached(&format!(
+                "SELECT {CHILD_COLUMNS} FROM children WHERE job_id = $1 ORDER BY idx"
+            ))
             .await?;
         let rows = client.query(&stmt, &[&job_id]).await?;
         Ok(rows.iter().map(child_row).collect())
     }
 
-    /// One statement on one child (`$1` job, `$2` index), with `params` from `$3` on.
+    /// One statement of the child's owner on one child (`$1` job, `$2` index), with
+    /// `params` from `$3` on: fenced by this daemon's lease ([`fence_one`]), and marked as
+    /// written by it.
     pub(super) async fn child_update(
         &self,
         sql: &str,
@@ -159,12 +166,34 @@ impl PgStore {
         idx: u32,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<(), DbError> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(sql).await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
         let idx = i32::try_from(idx).unwrap_or(i32::MAX);
+        let epoch = self.lease_epoch();
+        fence_one(&tx, epoch, job_id, idx).await?;
+        let stmt = tx.prepare_cached(sql).await?;
         let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&job_id, &idx];
         all.extend_from_slice(params);
-        client.execute(&stmt, &all).await?;
+        tx.execute(&stmt, &all).await?;
+        self.written_by(&tx, job_id, idx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a child's row as written by this daemon (when it is registered).
+    pub(super) async fn written_by(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        job_id: i64,
+        idx: i32,
+    ) -> Result<(), DbError> {
+        let epoch = self.lease_epoch();
+        if epoch != 0 {
+            let stmt = tx
+                .prepare_cached("UPDATE children SET written_by = $3 WHERE job_id = $1 AND idx = $2")
+                .await?;
+            tx.execute(&stmt, &[&job_id, &idx, &epoch]).await?;
+        }
         Ok(())
     }
 
@@ -197,6 +226,8 @@ impl PgStore {
         tx.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&job_id])
             .await?;
         let idx = i32::try_from(idx).unwrap_or(i32::MAX);
+        fence_one(&tx, self.lease_epoch(), job_id, idx).await?;
+        self.written_by(&tx, job_id, idx).await?;
         tx.execute(
             "UPDATE children SET state = $3, exit_code = $4, signal = $5, reason = $6, cause = $7,
                                  ended_at_ms = $8

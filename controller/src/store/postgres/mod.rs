@@ -52,10 +52,13 @@ mod claim;
 mod connect;
 mod error;
 mod jobs;
+mod lease;
 mod listen;
 mod output;
 mod retention;
 mod schema;
+
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use deadpool_postgres::Pool;
 
@@ -64,6 +67,7 @@ use error::retrying;
 use listen::Kind;
 
 use crate::state::State;
+use crate::store::lease::Timing;
 use crate::store::{
     state_code, ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim,
     RetentionRow, StoreError, Stream,
@@ -88,6 +92,11 @@ fn finished_list() -> String {
 
 pub struct PgStore {
     pool: Pool,
+    /// This daemon, as its jobs and registrations name it (host and state directory).
+    node: String,
+    /// Its registration's Id, the lease epoch (0: not registered, no fence).
+    epoch: AtomicI64,
+    timing: Timing,
     /// The database, for the connections of their own (LISTEN, receive claims).
     target: connect::Target,
     /// This store's mark on the notices it sends ([`listen`]): its own are not heard again.
@@ -95,9 +104,16 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to the database at `url` and brings its schema up to date.
+    /// Connects to the database at `url` and brings its schema up to date, as a tool would
+    /// (on this host, with the default lease timing).
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
-        let target = connect::Target::new(url)?;
+        PgStore::open_as(url, &default_node(None), Timing::default()).await
+    }
+
+    /// [`PgStore::open`] for the daemon `node` (host and state directory), with its lease
+    /// timing.
+    pub async fn open_as(url: &str, node: &str, timing: Timing) -> Result<PgStore, StoreError> {
+        let target = connect::Target::new(url, timing.ttl / 2)?;
         let pool = connect::pool(url, &target)?;
         schema::migrate(&pool, url).await?;
         tracing::info!(store = %redacted(url), "job store: PostgreSQL");
@@ -105,7 +121,28 @@ impl PgStore {
             pool,
             target,
             origin: uuid::Uuid::new_v4().simple().to_string(),
+            node: node.to_string(),
+            epoch: AtomicI64::new(0),
+            timing,
         })
+    }
+}
+
+impl PgStore {
+    fn lease_epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+}
+
+/// The name of a daemon: its host, and its state directory when there is one.
+pub fn default_node(state_dir: Option<&std::path::Path>) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string());
+    match state_dir {
+        Some(dir) => format!("{host}:{}", dir.display()),
+        None => host,
     }
 }
 
@@ -276,5 +313,27 @@ impl JobStore for PgStore {
 
     async fn job_size(&self, job_id: i64) -> Result<u64, StoreError> {
         retrying!("job_size", self.try_job_size(job_id).await)
+    }
+
+    fn epoch(&self) -> i64 {
+        self.lease_epoch()
+    }
+
+    async fn register(&self) -> Result<i64, StoreError> {
+        let id = retrying!("register", self.try_register().await)?;
+        tracing::info!(daemon = id, node = %self.node, "registered on the shared job store");
+        Ok(id)
+    }
+
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        retrying!("heartbeat", self.try_heartbeat().await)
+    }
+
+    async fn claimable(&self) -> Result<Vec<i64>, StoreError> {
+        retrying!("claimable", self.try_claimable().await)
+    }
+
+    async fn claim(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError> {
+        retrying!("claim", self.try_claim(job_id).await)
     }
 }

@@ -4,6 +4,7 @@
 //! received marks of each child.
 
 use super::error::DbError;
+use super::lease::fence;
 use super::listen::{payloads, Kind, CHANNEL};
 use super::{to_i64, to_u64, PgStore};
 use crate::store::{Chunk, Mark, Output, Stream};
@@ -24,49 +25,61 @@ fn mark(seq: i64, off: i32) -> Mark {
 }
 
 impl PgStore {
-    /// Stores the chunks and advances each child's `last_seq`, in one transaction.
+    /// Stores the chunks of the children this daemon owns and advances their `last_seq`,
+    /// in one transaction; [`DbError::Fenced`] (after storing the others) when some child's
+    /// lease is lost, whose chunks are not stored.
     pub(super) async fn try_append_output(&self, chunks: &[Chunk]) -> Result<(), DbError> {
         if chunks.is_empty() {
             return Ok(());
         }
-        let jobs: Vec<i64> = chunks.iter().map(|c| c.job_id).collect();
-        let idxs: Vec<i32> = chunks
-            .iter()
-            .map(|c| i32::try_from(c.idx).unwrap_or(i32::MAX))
-            .collect();
-        let seqs: Vec<i64> = chunks.iter().map(|c| to_i64(c.seq)).collect();
-        let streams: Vec<i16> = chunks.iter().map(|c| i16::from(c.stream.code())).collect();
-        let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_slice()).collect();
+        let idx_of = |c: &Chunk| i32::try_from(c.idx).unwrap_or(i32::MAX);
+        let mut keys: Vec<(i64, i32)> = chunks.iter().map(|c| (c.job_id, idx_of(c))).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let (kj, ki): (Vec<i64>, Vec<i32>) = keys.iter().copied().unzip();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        let epoch = self.lease_epoch();
+        let owned = fence(&tx, epoch, &kj, &ki).await?;
+        let kept: Vec<&Chunk> = chunks
+            .iter()
+            .filter(|c| owned.binary_search(&(c.job_id, idx_of(c))).is_ok())
+            .collect();
+        let jobs: Vec<i64> = kept.iter().map(|c| c.job_id).collect();
+        let idxs: Vec<i32> = kept.iter().map(|c| idx_of(c)).collect();
+        let seqs: Vec<i64> = kept.iter().map(|c| to_i64(c.seq)).collect();
+        let streams: Vec<i16> = kept.iter().map(|c| i16::from(c.stream.code())).collect();
+        let data: Vec<&[u8]> = kept.iter().map(|c| c.data.as_slice()).collect();
+        let writer = (epoch != 0).then_some(epoch);
         let insert = tx
             .prepare_cached(
-                // Output of a job another daemon removed meanwhile is let go: its partition
-                // is gone, and its children with it.
-                "INSERT INTO output (job_id, idx, seq, stream, data)
-                 SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::smallint[], $5::bytea[])
+                "INSERT INTO output (job_id, idx, seq, stream, data, written_by)
+                 SELECT j, i, s, st, d, $6::bigint FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::smallint[], $5::bytea[])
                      AS t (j, i, s, st, d)
                  WHERE EXISTS (SELECT 1 FROM children c WHERE c.job_id = t.j AND c.idx = t.i)
                  ON CONFLICT DO NOTHING",
             )
             .await?;
-        tx.execute(&insert, &[&jobs, &idxs, &seqs, &streams, &data])
+        tx.execute(&insert, &[&jobs, &idxs, &seqs, &streams, &data, &writer])
             .await?;
         let advance = tx
             .prepare_cached(
-                "UPDATE children c SET last_seq = m.seq
+                "UPDATE children c SET last_seq = m.seq, written_by = coalesce($4, c.written_by)
                  FROM (SELECT j, i, max(s) AS seq FROM unnest($1::bigint[], $2::integer[], $3::bigint[]) AS t (j, i, s)
                        GROUP BY j, i) m
                  WHERE c.job_id = m.j AND c.idx = m.i AND c.last_seq < m.seq",
             )
             .await?;
-        tx.execute(&advance, &[&jobs, &idxs, &seqs]).await?;
+        tx.execute(&advance, &[&jobs, &idxs, &seqs, &writer]).await?;
         // One notice for the whole batch, sent when it commits (the other daemons' followers).
         for payload in payloads(&self.origin, Kind::Changed, &jobs) {
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
                 .await?;
         }
         tx.commit().await?;
+        if owned.len() < keys.len() {
+            return Err(DbError::Fenced);
+        }
         Ok(())
     }
 

@@ -74,6 +74,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 3: a child's own run-as user (the inventory's or the config's for its host); NULL: the
     // job's request's.
     "ALTER TABLE children ADD COLUMN run_as text;",
+    // 4: several daemons on one store. Each registers (an Id from a sequence, never handed
+    // out twice: its lease epoch) and heartbeats on the database's clock; a child is owned
+    // by the daemon that claimed it, and every write of an owner is fenced by its lease.
+    // `written_by` says which daemon wrote a child's row or an output chunk last; a job's
+    // `node` is the daemon (host and state directory) that created it, the only one that
+    // may run a local job.
+    "CREATE SEQUENCE daemon_ids AS bigint START 1;
+     CREATE TABLE daemons (
+         id bigint PRIMARY KEY,
+         node text NOT NULL,
+         registered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+         heartbeat_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+         expires_at timestamptz NOT NULL
+     );
+     ALTER TABLE jobs ADD COLUMN node text;
+     ALTER TABLE children ADD COLUMN owner bigint;
+     ALTER TABLE children ADD COLUMN written_by bigint;
+     ALTER TABLE output ADD COLUMN written_by bigint;
+     CREATE INDEX children_unfinished ON children (job_id) WHERE state NOT IN (3, 4, 5);",
 ];
 
 /// The version this rjob brings the schema to.

@@ -218,3 +218,19 @@ pub(super) fn last_seq(conn: &Connection, job_id: i64, idx: u32) -> rusqlite::Re
     )
     .optional()
 }
+
+/// The unfinished children of every job, by job and index.
+pub(super) fn unfinished(conn: &Connection) -> rusqlite::Result<Vec<(i64, u32)>> {
+    let sql = format!(
+        "SELECT job_id, idx FROM children WHERE state NOT IN {} ORDER BY job_id, idx",
+        super::finished_list()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+        ))
+    })?;
+    rows.collect()
+}

@@ -33,6 +33,9 @@ pub struct SqliteStore {
     lost: Option<String>,
     /// The Ids of the jobs found lost at open.
     lost_ids: Vec<i64>,
+    /// The children claimed since open (one daemon owns the store: a claim lasts as long as
+    /// the store is open).
+    claimed: Mutex<std::collections::HashSet<(i64, u32)>>,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -55,6 +58,10 @@ fn finished_list() -> String {
 impl SqliteStore {
     fn ids(&self) -> MutexGuard<'_, Ids> {
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn claimed(&self) -> MutexGuard<'_, std::collections::HashSet<(i64, u32)>> {
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -177,6 +184,41 @@ impl JobStore for SqliteStore {
             self.ids().keep(job_id);
         }
         Ok(removed?)
+    }
+
+    fn epoch(&self) -> i64 {
+        0
+    }
+
+    async fn register(&self) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn claimable(&self) -> Result<Vec<i64>, StoreError> {
+        let unfinished = jobs::unfinished(&self.lock())?;
+        let claimed = self.claimed();
+        let mut ids: Vec<i64> = unfinished
+            .into_iter()
+            .filter(|key| !claimed.contains(key))
+            .map(|(job, _)| job)
+            .collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Every unfinished child not claimed yet: one daemon runs the whole job under its
+    /// own throttle.
+    async fn claim(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError> {
+        let children = jobs::children(&self.lock(), job_id)?;
+        let mut claimed = self.claimed();
+        Ok(children
+            .into_iter()
+            .filter(|c| !c.state.is_finished() && claimed.insert((job_id, c.idx)))
+            .collect())
     }
 
     fn subscribe(&self, to: tokio::sync::mpsc::UnboundedSender<Notice>) {

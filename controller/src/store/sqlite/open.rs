@@ -62,6 +62,7 @@ impl SqliteStore {
             ids: Mutex::new(ids),
             lost: ids::lost_notice(&found, path),
             lost_ids: found.lost,
+            claimed: Mutex::new(std::collections::HashSet::new()),
         })
     }
 }
