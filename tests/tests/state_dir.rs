@@ -250,12 +250,22 @@ fn a_socket_planted_by_another_user_gets_nothing() {
     let mut spy = Command::new("runuser")
         .args(["-u", "rjsmallory", "--", "python3", "-c", listener])
         .arg(&state)
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("runuser");
-    assert!(
-        wait_for(WAIT, || state.join("ready").exists()),
-        "mallory's listener did not start"
-    );
+    // Ready, or ended early (then its error is the message).
+    let ready = wait_for(WAIT, || {
+        state.join("ready").exists() || matches!(spy.try_wait(), Ok(Some(_)))
+    });
+    if !state.join("ready").exists() {
+        let _ = spy.kill();
+        let out = spy.wait_with_output().expect("mallory's listener");
+        panic!(
+            "mallory's listener did not start (waited: {ready}; {}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let want = format!(
         "rjob: error: {} is served by uid {} (rjsmallory), not by you (uid {}): refusing to send anything on it",
