@@ -166,6 +166,25 @@ fn an_agent_behind_a_firewall_is_reached_only_when_it_dials_out() {
     let waited = ran(setup.daemon.rjob().args(["wait", "again", "--timeout", "120s"]));
     assert_eq!(waited.code, 0, "{waited}");
     assert_eq!(setup.lines("again", false), ["again"]);
+
+    // The agents that dialled in are the built-in session @connected.
+    let listed = ran(setup.daemon.rjob().args(["session", "list", "--hosts"]));
+    assert_eq!(listed.code, 0, "{listed}");
+    assert!(
+        listed.stdout.contains("@connected") && listed.stdout.contains("web01"),
+        "{listed}"
+    );
+    let synchronous = ran(setup.daemon.rjob().args([
+        "invoke",
+        "--session",
+        "@connected",
+        "--script",
+        "echo over-the-dial-in",
+    ]));
+    assert_eq!(synchronous.code, 0, "{synchronous}");
+    assert!(synchronous.stdout.contains("over-the-dial-in"), "{synchronous}");
+    let removed = ran(setup.daemon.rjob().args(["session", "remove", "@connected"]));
+    assert_ne!(removed.code, 0, "a built-in session cannot be removed: {removed}");
 }
 
 #[test]

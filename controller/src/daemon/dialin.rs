@@ -13,6 +13,7 @@
 //! dialled in earlier and is not connected now), [`DialIn::wait_for`].
 
 pub mod accept;
+pub mod builtin;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -203,6 +203,12 @@ pub async fn serve(
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(listen = %addr, "accepting agents that dial in (rjob-agent --connect)");
         }
+        dialin::builtin::register(
+            manager.pool(),
+            &dialin,
+            crate::cli::DEFAULT_THROTTLE_LIMIT,
+            crate::clock::now_ms(),
+        );
         let manager = manager.clone();
         AbortOnDrop(dialin::accept::spawn(listener, dialin, move || manager.tls()))
     });
