@@ -6,19 +6,29 @@ use clap::{Args, Parser, Subcommand};
 
 mod daemon;
 mod fleet;
+mod jobs;
+mod parse;
 mod rerun;
+mod serve;
 mod session;
 pub use daemon::{DaemonCommand, DaemonStatusArgs};
 pub use fleet::{CompletionsArgs, ConfigCommand, ConfigShowArgs, HostsArgs};
+pub use jobs::{JobRefs, JobsArgs, ReceiveArgs, RemoveArgs, WaitArgs, WatchArgs};
+use parse::parse_env;
+pub use parse::{
+    parse_duration, parse_store, parse_throttle_amount, parse_throttle_limit, DEFAULT_THROTTLE_LIMIT,
+};
 pub use rerun::RerunArgs;
+pub use serve::ServeArgs;
 pub use session::{SessionCommand, SessionListArgs, SessionNewArgs};
 
 /// rjob: run script blocks on many Linux machines at once, as jobs.
 ///
-/// Exit status: 0 when every host ran and exited 0; 1 when any host failed (its script
-/// exited non-zero, it could not be reached, or it timed out); 2 for usage and configuration
-/// errors; 3 when `rjob wait` timed out; 4 when `rjob wait` ended on a Suspended or
-/// Disconnected job; 130 when Ctrl-C stopped `rjob invoke`.
+/// Exit status: 0 when every host ran and exited 0; 1 when a script exited non-zero or was
+/// killed; 2 for usage and configuration errors; 3 when `rjob wait` timed out; 4 when a host
+/// was unreachable and none failed otherwise (`rjob invoke`), or `rjob wait` ended on a
+/// Suspended or Disconnected job; 5 when the error budget stopped the fan-out; 130 after
+/// Ctrl-C. `rjob invoke --help` and `rjob wait --help` give the details.
 #[derive(Debug, Parser)]
 #[command(name = "rjob", version, propagate_version = true)]
 pub struct Cli {
@@ -259,172 +269,6 @@ pub struct StartArgs {
     pub output: OutputFormat,
 }
 
-#[derive(Debug, Args)]
-pub struct JobsArgs {
-    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
-    /// [default: all]
-    pub jobs: Vec<String>,
-    /// Only jobs with this name; a glob pattern ('patch-*', 'web?', '[a-c]*') matches names
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Only jobs whose HasMoreData is this
-    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
-    pub has_more_data: Option<bool>,
-    /// Only jobs with children in this state, and of them only those children (for example
-    /// every Failed host of a job); shows the children
-    #[arg(long, value_name = "STATE")]
-    pub child_state: Option<String>,
-    /// Only the N newest jobs (those created last)
-    #[arg(long, value_name = "N")]
-    pub newest: Option<usize>,
-    /// Only jobs in this state (NotStarted, Running, Completed, Failed, Stopped, Suspended, ...)
-    #[arg(long)]
-    pub state: Option<String>,
-    /// Only the job with this Id
-    #[arg(long)]
-    pub id: Option<u32>,
-    /// Show each job's child jobs too
-    #[arg(long)]
-    pub children: bool,
-    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", hide_env_values = true, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-}
-
-#[derive(Debug, Args)]
-pub struct WaitArgs {
-    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
-    #[arg(required_unless_present = "state")]
-    pub jobs: Vec<String>,
-    /// Every job in this state (with JOBs: those of them in this state)
-    #[arg(long, value_name = "STATE")]
-    pub state: Option<String>,
-    /// Return when any of the jobs has finished (default: all)
-    #[arg(long)]
-    pub any: bool,
-    /// Wait through Suspended and Disconnected for a final state (Completed, Failed,
-    /// Stopped). Without it, a Suspended or Disconnected job also ends the wait (exit 4)
-    #[arg(long)]
-    pub force: bool,
-    /// Give up after this long (exit status 3), leaving the jobs running
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<std::time::Duration>,
-    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", hide_env_values = true, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-    /// No progress line on stderr (it is shown only on a terminal, with text output)
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct WatchArgs {
-    /// The job, by Id, Name or InstanceId
-    pub job: String,
-}
-
-#[derive(Debug, Args)]
-pub struct ReceiveArgs {
-    /// The jobs, by Id, Name or InstanceId. Several are received one after the other, each
-    /// line labelled JOB/HOST (JSON records get a "job" field)
-    #[arg(required = true, value_name = "JOB")]
-    pub jobs: Vec<String>,
-    /// Keep the output: the next receive returns it again
-    #[arg(long)]
-    pub keep: bool,
-    /// Only this host's output
-    #[arg(long, value_name = "HOST")]
-    pub host: Option<String>,
-    /// Go on with live output until the job ends (--wait: Receive-Job -Wait). With
-    /// --output json, also a {"type":"state",…} record each time a host's state changes
-    #[arg(long, visible_alias = "wait")]
-    pub follow: bool,
-    /// With --wait: remove the job once it ended and all its output was delivered and
-    /// confirmed (Receive-Job -AutoRemoveJob). Otherwise the job is kept, and stderr says so
-    #[arg(long, requires = "follow", conflicts_with_all = ["keep", "host", "gather", "output_dir"])]
-    pub auto_remove: bool,
-    /// Write output lines as they came, control characters included. Without it, output to
-    /// a terminal shows control characters other than tab as visible escapes (\e, \r, \x07)
-    #[arg(long)]
-    pub raw: bool,
-    #[arg(long, short = 'o', value_enum, env = "RJOB_OUTPUT", hide_env_values = true, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-    /// No progress line on stderr with --follow (it is shown only on a terminal, with text
-    /// output)
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// Gather: print identical outputs once, under their folded host set, largest set first,
-    /// at the end (clush -b, dshbak -c). With --output json, adds one "group" record per set
-    #[arg(long = "gather", short = 'b', conflicts_with = "host")]
-    pub gather: bool,
-    /// Colour host labels, stderr marks and failures [NO_COLOR and CLICOLOR_FORCE are
-    /// honoured in auto]
-    #[arg(long = "color", value_name = "WHEN", value_enum, env = "RJOB_COLOR", hide_env_values = true, default_value_t = crate::colour::ColorChoice::Auto)]
-    pub color: crate::colour::ColorChoice,
-    /// Also write each host's output to DIR/HOST.out, DIR/HOST.err and DIR/HOST.json (its
-    /// result record); existing files are refused unless --force
-    #[arg(long, value_name = "DIR", conflicts_with = "host")]
-    pub output_dir: Option<PathBuf>,
-    /// With --output-dir: overwrite files that are already there
-    #[arg(long, requires = "output_dir")]
-    pub force: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct JobRefs {
-    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
-    #[arg(required_unless_present = "state")]
-    pub jobs: Vec<String>,
-    /// Every job in this state (with JOBs: those of them in this state)
-    #[arg(long, value_name = "STATE")]
-    pub state: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct RemoveArgs {
-    /// Jobs by Id, Name (glob patterns such as 'patch-*' match names) or InstanceId
-    #[arg(required_unless_present = "state")]
-    pub jobs: Vec<String>,
-    /// Every job in this state, e.g. `--state Completed` to clean up (with JOBs: those of
-    /// them in this state)
-    #[arg(long, value_name = "STATE")]
-    pub state: Option<String>,
-    /// Stop a job that is still going, then remove it
-    #[arg(long)]
-    pub force: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// How long a child may stay Disconnected (agent unreachable) before it fails
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
-    pub reconnect_window: std::time::Duration,
-    /// The job store: a PostgreSQL URL (postgres://user@host/db, postgres:///db?host=/socket/dir)
-    /// or a SQLite file [env: RJOB_STORE; config file: store; default: jobs.db in the state
-    /// directory]
-    #[arg(long, value_name = "URL", env = "RJOB_STORE", hide_env = true, value_parser = parse_store)]
-    pub store: Option<String>,
-    /// Remove finished jobs that ended longer ago than this (30d, 12h), checked at start and
-    /// every minute; never one still going or with output not yet received [config file:
-    /// retention]
-    #[arg(long, value_name = "DURATION", value_parser = crate::store::retention::parse_age)]
-    pub retention: Option<std::time::Duration>,
-    /// Keep the job store under this size (10GiB, 500MB): the finished jobs that ended first
-    /// go first, after those past --retention [config file: max_store_size]
-    #[arg(long, value_name = "SIZE", value_parser = crate::store::retention::parse_size)]
-    pub max_store_size: Option<u64>,
-    /// Retention removes jobs with output not yet received too, and, when the store is still
-    /// over --max-store-size after every finished job is gone, jobs still going (stopped
-    /// first, oldest first) [config file: force_retention]
-    #[arg(long)]
-    pub force_retention: bool,
-    /// The time between retention sweeps (for tests)
-    #[arg(long, hide = true, value_name = "DURATION", env = "RJOB_RETENTION_INTERVAL", value_parser = parse_duration)]
-    pub retention_interval: Option<std::time::Duration>,
-    /// Accept agents that dial out (rjob-agent --connect) on this address; they are then
-    /// addressed by their certificate name (-H web01) in every job
-    #[arg(long, value_name = "ADDR")]
-    pub agent_listen: Option<std::net::SocketAddr>,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
     /// Create a CA and the controller's client identity in DIR
@@ -476,53 +320,4 @@ pub enum PkiCommand {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-}
-
-/// The throttle limit without `--throttle-limit`, or with `--throttle-limit 0` (PowerShell's).
-pub const DEFAULT_THROTTLE_LIMIT: u32 = 32;
-
-/// Most hosts in flight at once that `--throttle-limit` takes.
-const MAX_THROTTLE_LIMIT: u32 = 100_000;
-
-pub fn parse_throttle_limit(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(0) => Ok(DEFAULT_THROTTLE_LIMIT),
-        Ok(n) if n <= MAX_THROTTLE_LIMIT => Ok(n),
-        _ => Err(format!(
-            "expected a whole number from 0 to {MAX_THROTTLE_LIMIT} (0 means the default, {DEFAULT_THROTTLE_LIMIT})"
-        )),
-    }
-}
-
-/// `--throttle-limit` of `rjob invoke`: a count as [`parse_throttle_limit`] takes, or N% of
-/// the hosts.
-pub fn parse_throttle_amount(s: &str) -> Result<crate::budget::Amount, String> {
-    match crate::budget::Amount::parse(s, MAX_THROTTLE_LIMIT)? {
-        crate::budget::Amount::Count(n) => {
-            parse_throttle_limit(&n.to_string()).map(crate::budget::Amount::Count)
-        }
-        percent => Ok(percent),
-    }
-}
-
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}: write a duration like 500ms, 30s, 10m or 2h"))
-}
-
-/// A job store: a PostgreSQL URL, or a SQLite file (no other scheme).
-pub fn parse_store(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        return Err("empty: give a postgres:// URL or a SQLite file".to_string());
-    }
-    if crate::store::postgres::is_postgres_url(s) || !s.contains("://") {
-        return Ok(s.to_string());
-    }
-    Err("not a job store: give a postgres:// URL (postgres://user@host/db, postgres:///db?host=/socket/dir) or a SQLite file".to_string())
-}
-
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err("expected NAME=VALUE".to_string()),
-    }
 }
