@@ -33,6 +33,12 @@ pub struct ServeArgs {
     pub retention_interval: Option<std::time::Duration>,
     /// Accept agents that dial out (rjob-agent --connect) on this address; they are then
     /// addressed by their certificate name (-H web01) in every job
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub agent_listen: Option<std::net::SocketAddr>,
+}
+
+/// `--agent-listen`: an IP address and a port.
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|_| "not an address to listen on: write IP:PORT, like 0.0.0.0:7444 or [::]:7444".to_string())
 }
