@@ -1,6 +1,7 @@
 //! rjob-bench: rjob against real agents on loopback, side by side with pdsh over ssh,
 //! ansible ad-hoc, and the local spawn floor; `rjob-bench store`: job store ingest, SQLite and
-//! PostgreSQL side by side. See bench/README.md.
+//! PostgreSQL side by side; `rjob-bench daemons`: `--as-job` fan-out with one and several
+//! daemons. See bench/README.md.
 //!
 //! This file is the command line: it parses, sets up the fleet, runs the scenarios in order
 //! and writes the report.
@@ -8,6 +9,7 @@
 mod bench;
 mod bins;
 mod commands;
+mod daemons;
 mod fleet;
 mod flood;
 mod flood_opts;
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Some("handshake-flood") => return flood::main(&argv[1..]),
         Some("__flood-worker") => return flood_worker::main(&argv[2..]),
         Some("store") => return store_ingest::main(&argv[1..]),
+        Some("daemons") => return daemons::main(&argv[1..]),
         _ => {}
     }
     let opts = Opts::parse();

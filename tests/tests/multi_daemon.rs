@@ -119,3 +119,36 @@ fn a_daemon_killed_mid_job_has_its_children_adopted_and_nothing_is_lost_or_run_t
     m.check_output(0, "crash", &seq(1, 6000), b"done\n");
     m.check_one_run_per_agent();
 }
+
+#[test]
+fn a_new_job_is_claimed_by_every_daemon_at_once_not_at_their_next_heartbeat() {
+    // Heartbeats a minute apart: only the new job's notice can make the other daemons claim.
+    let slow = [("RJOB_HEARTBEAT_MS", "60000"), ("RJOB_LEASE_TTL_MS", "180000")];
+    let m = multi::start(Cluster::shared(), 12, 3, &slow);
+    for i in 0..3 {
+        assert!(
+            rjob_tests::wait_for(multi::LONG, || m.epoch(i) > 0),
+            "daemon {i} never registered:\n{}",
+            m.logs()
+        );
+    }
+    let r = m.daemons[0].invoke_job(
+        &m.fleet.hosts(),
+        "spread",
+        "sleep 3; echo ok",
+        &["--throttle-limit", "12"],
+    );
+    assert_eq!(r.code, 0, "{r}");
+    m.wait_completed("spread");
+    let id = m.job_id("spread");
+    let per_daemon =
+        m.db.psql(&format!(
+            "SELECT count(*) FROM children WHERE job_id = {id} GROUP BY written_by ORDER BY 1 DESC"
+        ))
+        .unwrap_or_default();
+    let counts: Vec<i64> = per_daemon.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    // Throttle 12 over three live daemons: a share of 4 each.
+    assert_eq!(counts, vec![4, 4, 4], "children per daemon\n{}", m.logs());
+    m.check_output(2, "spread", b"ok\n", b"");
+    m.check_one_run_per_agent();
+}

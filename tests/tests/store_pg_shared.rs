@@ -69,6 +69,11 @@ async fn each_store_hears_the_others_changes_once_per_batch_and_never_its_own() 
     let mut heard_a = listening(&a).await;
     let mut heard_b = listening(&b).await;
     let id = b.create_job(&conformance::new_job("n", 1)).await.expect("create");
+    assert_eq!(
+        next(&mut heard_a).await,
+        Notice::Claimable(vec![id]),
+        "a new job is told, for the others to claim their share"
+    );
 
     // 300 chunks in one batch: one notice.
     b.append_output(&batch(id, 1, 300)).await.expect("append");
@@ -163,6 +168,7 @@ async fn a_listener_listens_again_after_the_server_restarted() {
     let b = PgStore::open(&db.url()).await.expect("open b");
     let mut heard = listening(&a).await;
     let id = b.create_job(&conformance::new_job("n", 1)).await.expect("create");
+    assert_eq!(next(&mut heard).await, Notice::Claimable(vec![id]), "the new job");
     cluster
         .restart(true)
         .expect("pg_ctl -m immediate stop, then start");
@@ -174,4 +180,50 @@ async fn a_listener_listens_again_after_the_server_restarted() {
     b.append_output(&batch(id, 1, 5)).await.expect("append");
     let got = until(&mut heard, &Notice::Changed(vec![id])).await;
     assert_eq!(got, [Notice::Changed(vec![id])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_claim_is_taken_again_after_the_server_restarted_unless_another_took_it() {
+    let cluster = Cluster::start().expect("cluster");
+    let db = cluster.database().expect("database");
+    let a = PgStore::open(&db.url()).await.expect("open a");
+    let b = PgStore::open(&db.url()).await.expect("open b");
+    let kept = a
+        .create_job(&conformance::new_job("kept", 1))
+        .await
+        .expect("create");
+    let lost = a
+        .create_job(&conformance::new_job("lost", 1))
+        .await
+        .expect("create");
+    let mut held = a.claim_receive(kept).await.expect("claim").expect("free");
+    let mut taken = a.claim_receive(lost).await.expect("claim").expect("free");
+    cluster
+        .restart(true)
+        .expect("pg_ctl -m immediate stop, then start");
+    // The locks went with their connections. B takes one of them first.
+    let mut by_b = None;
+    for _ in 0..100 {
+        if let Ok(Some(claim)) = b.claim_receive(lost).await {
+            by_b = Some(claim);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        by_b.is_some(),
+        "B claims the job whose lock went with the restart"
+    );
+    assert!(
+        held.keep().await,
+        "A takes its other claim again on a new connection"
+    );
+    assert!(
+        b.claim_receive(kept).await.expect("claim").is_none(),
+        "and holds it: B cannot claim it"
+    );
+    assert!(
+        !taken.keep().await,
+        "A's claim that B took meanwhile is lost, and says so"
+    );
 }

@@ -13,6 +13,8 @@ pub enum Notice {
     Flags(i64),
     /// Job `0` was removed.
     Removed(i64),
+    /// These jobs are new: their children are there to claim.
+    Claimable(Vec<i64>),
     /// Notices may have been missed (the store's connection was lost, and is back): any job
     /// may have changed.
     Resync,
@@ -23,6 +25,12 @@ pub enum Notice {
 pub trait Release: Send + Sync {
     /// Lets the claim go now (dropping it lets it go too, a moment later).
     async fn release(self: Box<Self>);
+
+    /// Whether the claim is still held, taking it again first when what held it was lost
+    /// (the store restarted): false when another receive has it now.
+    async fn keep(&mut self) -> bool {
+        true
+    }
 }
 
 /// A job's consuming receive, held across every daemon sharing the store until it is
@@ -38,6 +46,14 @@ impl ReceiveClaim {
     /// A claim that `held` lets go.
     pub fn held(held: Box<dyn Release>) -> ReceiveClaim {
         ReceiveClaim(Some(held))
+    }
+
+    /// Whether the claim is still held ([`Release::keep`]); a local claim always is.
+    pub async fn keep(&mut self) -> bool {
+        match &mut self.0 {
+            Some(held) => held.keep().await,
+            None => true,
+        }
     }
 
     /// Lets the claim go before returning, so that the next receive finds the job free.

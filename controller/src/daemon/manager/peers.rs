@@ -28,7 +28,7 @@ impl Manager {
         });
     }
 
-    async fn heard(&self, notice: Notice) {
+    async fn heard(self: &Arc<Self>, notice: Notice) {
         tracing::trace!(?notice, "heard from another daemon");
         match notice {
             Notice::Changed(ids) => {
@@ -39,6 +39,13 @@ impl Manager {
             Notice::Flags(id) => {
                 self.apply_stored_flags(id).await;
                 self.changes.bump(id);
+                // A resume makes suspended children claimable again.
+                self.kick(id);
+            }
+            Notice::Claimable(ids) => {
+                for id in ids {
+                    self.kick(id);
+                }
             }
             Notice::Removed(id) => {
                 // Its runs are stopped; what they still write of it is let go by the store.

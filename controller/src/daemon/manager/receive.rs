@@ -123,6 +123,8 @@ struct Session<'a> {
     inbound: Streaming<pb::ReceiveJobMessage>,
     /// Sent and not confirmed, over every slot.
     inflight: u64,
+    /// The store's claim of a consuming receive shared with other daemons.
+    claim: Option<&'a mut ReceiveClaim>,
 }
 
 impl Manager {
@@ -182,11 +184,15 @@ async fn run(
     tx: Tx,
     claim: Option<(Claim, ReceiveClaim)>,
 ) {
-    let result = start(&manager, plan, inbound, tx.clone()).await;
+    let (here, mut shared) = match claim {
+        Some((here, shared)) => (Some(here), Some(shared)),
+        None => (None, None),
+    };
+    let result = start(&manager, plan, inbound, tx.clone(), shared.as_mut()).await;
     // Let go as soon as the session ended (a receive that comes meanwhile on another
     // daemon waits a moment for the store's claim).
-    if let Some((here, shared)) = claim {
-        drop(here);
+    drop(here);
+    if let Some(shared) = shared {
         shared.release().await;
     }
     if let Err(Failure::Status(e)) = result {
@@ -200,6 +206,7 @@ async fn start(
     plan: Plan,
     inbound: Streaming<pb::ReceiveJobMessage>,
     tx: Tx,
+    claim: Option<&mut ReceiveClaim>,
 ) -> Result<(), Failure> {
     let store = &*manager.store;
     let mut slots = Vec::with_capacity(plan.children.len());
@@ -233,6 +240,7 @@ async fn start(
         tx,
         inbound,
         inflight: 0,
+        claim,
     };
     session.stream().await
 }
@@ -405,6 +413,15 @@ impl Session<'_> {
         if let Some(f) = s.flights[si].iter().find(|f| f.seq > mark.seq) {
             if mark.off >= f.end {
                 mark = Mark { seq: f.seq, off: 0 };
+            }
+        }
+        // Marks only under the claim: after the store came back, the claim is taken again
+        // first; a receive that lost it to another ends here, marking nothing more.
+        if let Some(claim) = self.claim.as_deref_mut() {
+            if !claim.keep().await {
+                return Err(Failure::Status(Status::aborted(
+                    "this receive lost its claim on the job while the store was away, and another receive has it now; nothing more was marked received",
+                )));
             }
         }
         // Retried until it goes through, as every store write is (a full disk): the client

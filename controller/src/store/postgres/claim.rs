@@ -2,12 +2,18 @@
 //! advisory lock on a connection of the receive's own. The lock goes with the connection, so
 //! a daemon that dies mid-receive (or loses the connection) holds nothing.
 //!
+//! When the connection goes (PostgreSQL restarted), the receive takes its lock again on a new
+//! one before it marks anything more received, and ends if another receive took it meanwhile.
+//!
 //! A receive that just ended lets its lock go as it ends; the next one may come a moment
 //! before that, so a claim waits up to [`GRACE`] for the lock before it is refused.
+
+use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
+use super::connect::Target;
 use super::error::DbError;
 use super::PgStore;
 use crate::store::{ReceiveClaim, Release};
@@ -31,7 +37,11 @@ fn keys(job_id: i64) -> (i32, i32) {
 struct Held {
     client: Client,
     keys: (i32, i32),
+    target: Target,
 }
+
+/// How long [`Held::keep`] tries to reach a store that went away before it gives up.
+const RETAKE_FOR: Duration = Duration::from_secs(60);
 
 #[async_trait::async_trait]
 impl Release for Held {
@@ -46,6 +56,46 @@ impl Release for Held {
             tracing::debug!(error = %e, "job store: a receive lock let go by closing its connection");
         }
     }
+
+    /// The lock went with its connection (PostgreSQL restarted, the network broke): take it
+    /// again on a new one, unless another receive took it meanwhile.
+    async fn keep(&mut self) -> bool {
+        if !self.client.is_closed() {
+            return true;
+        }
+        let (a, b) = self.keys;
+        let deadline = tokio::time::Instant::now() + RETAKE_FOR;
+        loop {
+            match retake(&self.target, a, b).await {
+                Ok(Some(client)) => {
+                    tracing::info!("job store: a receive's lock taken again after its connection was lost");
+                    self.client = client;
+                    return true;
+                }
+                Ok(None) => {
+                    tracing::warn!("job store: a receive lost its lock to another receive");
+                    return false;
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = ?e, "job store: taking a receive's lock again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, "job store: a receive's lock could not be taken again");
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// A new connection holding lock `(a, b)`, or `None` when another session holds it.
+async fn retake(target: &Target, a: i32, b: i32) -> Result<Option<Client>, DbError> {
+    let (client, _heard) = target.connect().await?;
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&a, &b])
+        .await?;
+    Ok(row.get::<_, bool>(0).then_some(client))
 }
 
 impl PgStore {
@@ -56,7 +106,11 @@ impl PgStore {
             .await?;
         let (a, b) = keys(job_id);
         match client.execute("SELECT pg_advisory_lock($1, $2)", &[&a, &b]).await {
-            Ok(_) => Ok(Some(ReceiveClaim::held(Box::new(Held { client, keys: (a, b) })))),
+            Ok(_) => Ok(Some(ReceiveClaim::held(Box::new(Held {
+                client,
+                keys: (a, b),
+                target: self.target.clone(),
+            })))),
             Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(None),
             Err(e) => Err(e.into()),
         }

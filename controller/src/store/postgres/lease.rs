@@ -128,17 +128,26 @@ impl PgStore {
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // The job's row is the claims' lock: one daemon claims a job's children at a time,
-        // and one that finds it taken tries again at its next heartbeat.
-        let Some(job) = tx
+        // The job's row is the claims' lock: one daemon claims a job's children at a time.
+        // Claims are short, so the others wait their turn (a new job's notice wakes every
+        // daemon at once, and each takes its share); one that waits past CLAIM_WAIT (a
+        // daemon paused mid-claim) tries again at its next heartbeat.
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = '{CLAIM_WAIT}'"))
+            .await?;
+        let job = tx
             .query_opt(
                 "SELECT throttle_limit, stop_requested, suspended FROM jobs
-                 WHERE id = $1 AND (location <> 'local' OR node = $2) FOR UPDATE SKIP LOCKED",
+                 WHERE id = $1 AND (location <> 'local' OR node = $2) FOR UPDATE",
                 &[&job_id, &self.node],
             )
-            .await?
-        else {
-            return Ok(Vec::new());
+            .await;
+        let job = match job {
+            Ok(Some(job)) => job,
+            Ok(None) => return Ok(Vec::new()),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e.into()),
         };
         let (limit, stop, suspended): (i32, bool, bool) = (job.get(0), job.get(1), job.get(2));
         // Our own lease first: a daemon whose lease lapsed claims nothing.
@@ -234,6 +243,9 @@ pub(super) struct Kid {
 /// unstarted ones while slots are free; in all, this daemon holds at most its share of the
 /// throttle ([`lease::share`]), so that the daemons spread a job, and a dead daemon's
 /// children, among themselves.
+/// How long a claim waits for another daemon's claim of the same job.
+const CLAIM_WAIT: &str = "2s";
+
 pub(super) fn pick(children: &[Kid], limit: u32, live: u32, stop: bool, suspended: bool) -> Vec<i32> {
     let share = lease::share(limit, live);
     let mine = children.iter().filter(|k| k.mine && k.live).count();

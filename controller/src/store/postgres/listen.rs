@@ -3,9 +3,10 @@
 //!
 //! - Each write a follower waits for sends one NOTIFY: a committed batch of output (one for
 //!   the whole batch, inside its transaction, never one per chunk), a child's run or state,
-//!   a child's end, a job's flags, a removal. The payload is `ORIGIN KIND IDS`: the sending
-//!   store's random origin (a store skips its own notices: its daemon knew already), `c`
-//!   (changed), `f` (flags) or `r` (removed), and the jobs' Ids, comma separated.
+//!   a child's end, a job's flags, a removal, a new job. The payload is `ORIGIN KIND IDS`: the
+//!   sending store's random origin (a store skips its own notices: its daemon knew already),
+//!   `c` (changed), `f` (flags), `r` (removed) or `n` (new: children to claim), and the jobs'
+//!   Ids, comma separated.
 //! - Each daemon listens on a connection of its own ([`spawn`]), outside the pool. A lost
 //!   connection (the server restarted) is made again, with backoff; once it listens again it
 //!   sends [`Notice::Resync`], since notices sent meanwhile were lost.
@@ -36,6 +37,8 @@ pub(super) enum Kind {
     Changed,
     Flags,
     Removed,
+    /// A new job, with children to claim.
+    Claimable,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Changed => "c",
             Kind::Flags => "f",
             Kind::Removed => "r",
+            Kind::Claimable => "n",
         }
     }
 }
@@ -85,6 +89,7 @@ pub(super) fn notice(origin: &str, payload: &str) -> Option<Notice> {
         (Some("c"), Some(ids)) => Notice::Changed(ids.to_vec()),
         (Some("f"), Some([id])) => Notice::Flags(*id),
         (Some("r"), Some([id])) => Notice::Removed(*id),
+        (Some("n"), Some(ids)) => Notice::Claimable(ids.to_vec()),
         _ => Notice::Resync,
     })
 }
@@ -190,6 +195,8 @@ mod tests {
         assert_eq!(notice("b2", &flags[0]), Some(Notice::Flags(7)));
         let removed = payloads("a1", Kind::Removed, &[8]);
         assert_eq!(notice("b2", &removed[0]), Some(Notice::Removed(8)));
+        let new = payloads("a1", Kind::Claimable, &[9]);
+        assert_eq!(notice("b2", &new[0]), Some(Notice::Claimable(vec![9])));
     }
 
     #[test]

@@ -172,7 +172,12 @@ impl JobStore for PgStore {
                     tokio::time::sleep(error::retry_delay(attempt)).await;
                     attempt += 1;
                 }
-                other => return other.map_err(StoreError::from),
+                other => {
+                    let id = other.map_err(StoreError::from)?;
+                    // The other daemons claim their share now, not at their next heartbeat.
+                    self.notify(Kind::Claimable, &[id]).await;
+                    return Ok(id);
+                }
             }
         }
     }
