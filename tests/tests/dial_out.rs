@@ -183,6 +183,47 @@ fn an_agent_behind_a_firewall_is_reached_only_when_it_dials_out() {
     ]));
     assert_eq!(synchronous.code, 0, "{synchronous}");
     assert!(synchronous.stdout.contains("over-the-dial-in"), "{synchronous}");
+    // A plain `rjob invoke -H web01` goes through the daemon, transparently: the same
+    // output and exit status as over the session.
+    let script = "echo routed; echo to-stderr >&2; exit 3";
+    let routed = ran(setup
+        .daemon
+        .rjob()
+        .args(["invoke", "-H", "web01", "--script", script]));
+    let over = ran(setup
+        .daemon
+        .rjob()
+        .args(["invoke", "--session", "@connected", "--script", script]));
+    assert_eq!(
+        routed.stdout, over.stdout,
+        "routed: {routed}\nover the session: {over}"
+    );
+    assert!(routed.stdout.contains("web01: routed"), "{routed}");
+    assert_eq!(
+        (routed.code, over.code),
+        (1, 1),
+        "a failed host: {routed}\n{over}"
+    );
+    let json = ran(setup
+        .daemon
+        .rjob()
+        .args(["invoke", "-H", "web01", "-o", "json", "--script", "echo j"]));
+    assert_eq!(json.code, 0, "{json}");
+    assert!(json.stdout.contains("\"host\":\"web01\""), "{json}");
+    // A host that did not dial in is still dialled directly (and is unreachable here).
+    let direct = ran(setup.daemon.rjob().args([
+        "invoke",
+        "-H",
+        &format!("{}:{}", setup.ns.inside_ip, rjob_proto::DEFAULT_PORT),
+        "--connect-timeout",
+        "3s",
+        "--script",
+        "echo reached",
+    ]));
+    assert_eq!(
+        direct.code, 4,
+        "not dialled in: dialled directly, unreachable: {direct}"
+    );
     let removed = ran(setup.daemon.rjob().args(["session", "remove", "@connected"]));
     assert_ne!(removed.code, 0, "a built-in session cannot be removed: {removed}");
 }

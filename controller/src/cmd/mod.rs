@@ -16,6 +16,7 @@ mod receive_end;
 pub mod receive_events;
 pub mod receive_jobs;
 pub mod rerun;
+pub mod route;
 pub mod schema;
 pub mod select;
 pub mod session;

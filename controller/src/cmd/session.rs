@@ -253,7 +253,8 @@ pub async fn invoke(args: &InvokeArgs, daemon: &DaemonAddr) -> anyhow::Result<u8
     Ok(crate::invoke::run_via(args, hosts, users, via).await?)
 }
 
-/// Runs `invocation` in the daemon over `session`, its events to `events` (the printer);
+/// Runs `invocation` in the daemon over `session` (none: to the invocation's hosts), its
+/// events to `events` (the printer);
 /// a stop in `desired` (Ctrl-C) goes to the daemon, which stops the runs. Returns once the
 /// daemon has sent every host's end, or with why the stream broke.
 pub async fn relay(
@@ -264,8 +265,24 @@ pub async fn relay(
     mut desired: watch::Receiver<Desired>,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(4);
+    // With no session, the hosts themselves (a routed `rjob invoke -H ...`).
+    let targets = if session.is_empty() {
+        invocation
+            .hosts
+            .iter()
+            .zip(invocation.users.iter().chain(std::iter::repeat(&None)))
+            .map(|(h, user)| pb::HostAddr {
+                name: h.name.clone(),
+                port: u32::from(h.port),
+                user: user.clone().unwrap_or_default(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let request = pb::InvokeRequest {
         session: session.to_string(),
+        targets,
         hosts: u32::try_from(invocation.hosts.len()).unwrap_or(u32::MAX),
         run: Some(invocation.request),
         throttle_limit: u32::try_from(invocation.throttle_limit).unwrap_or(u32::MAX),

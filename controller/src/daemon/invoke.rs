@@ -1,6 +1,8 @@
-//! `rjob invoke --session` (synchronous), the daemon's side: the fan-out runs here, with the
-//! same [`FanOut`](crate::fanout::FanOut) and runner as a direct `rjob invoke`
-//! ([`crate::invoke::fan_out_to`]), over the session's connections; each host's output and
+//! `rjob invoke --session` (synchronous), and `rjob invoke -H ...` routed through the daemon
+//! (some hosts dialled in to it), the daemon's side: the fan-out runs here, with the same
+//! [`FanOut`](crate::fanout::FanOut) and runner as a direct `rjob invoke`
+//! ([`crate::invoke::fan_out_to`]), over the session's connections or to the hosts named
+//! (dialled in, or dialled from here); each host's output and
 //! end stream back to the CLI, which prints them as it prints its own. A stop from the CLI
 //! (Ctrl-C), or the CLI going away, stops the runs.
 
@@ -15,6 +17,7 @@ use tonic::{Status, Streaming};
 use crate::child::{ChildSettings, Desired, Target};
 use crate::daemon::manager::Manager;
 use crate::daemon::sessions;
+use crate::hosts::Host;
 use crate::invoke::{ChildEvent, Invocation};
 use crate::outcome::{Cause, ChildOutcome};
 use crate::state::State;
@@ -32,23 +35,19 @@ pub async fn invoke(
         }) => req,
         _ => return Err(Status::invalid_argument("an invoke starts with its request")),
     };
-    let session = manager.pool().get(&req.session).map_err(sessions::status)?;
-    let hosts: Vec<_> = session.conns.hosts().into_iter().map(|l| l.host).collect();
-    if req.hosts as usize != hosts.len() {
-        return Err(Status::invalid_argument(format!(
-            "session {} has {} hosts, not {}",
-            session.name,
-            hosts.len(),
-            req.hosts
-        )));
-    }
     let run = req
         .run
+        .clone()
         .ok_or_else(|| Status::invalid_argument("the invoke has nothing to run"))?;
+    let (hosts, users, targets, over) = if req.session.is_empty() {
+        routed(&req)?
+    } else {
+        over_session(manager, &req)?
+    };
     let invocation = Invocation {
-        hosts: hosts.clone(),
+        hosts,
         request: run,
-        users: Vec::new(),
+        users,
         throttle_limit: (req.throttle_limit as usize).max(1),
         connect_timeout: Duration::from_millis(req.connect_timeout_ms.max(1)),
         max_errors: req.max_errors,
@@ -59,11 +58,7 @@ pub async fn invoke(
         reconnect_window: crate::invoke::RECONNECT_WINDOW,
         dialin: Some(manager.dialin().clone()),
     };
-    let targets = hosts
-        .into_iter()
-        .map(|h| Target::Pooled(h, session.conns.clone()))
-        .collect();
-    tracing::info!(session = %session.name, hosts = invocation.hosts.len(), "invoke over a session");
+    tracing::info!(over = %over, hosts = invocation.hosts.len(), "invoke through the daemon");
 
     let (desired_tx, desired) = watch::channel(Desired::default());
     let desired_tx = Arc::new(desired_tx);
@@ -112,6 +107,60 @@ pub async fn invoke(
         listening.abort();
     });
     Ok(ReceiverStream::new(out))
+}
+
+/// What one invoke runs on: its hosts, their run-as users, their targets, and what it goes
+/// over (for the log).
+type Plan = (Vec<Host>, Vec<Option<String>>, Vec<Target>, String);
+
+/// `rjob invoke --session NAME`: the session's hosts, over its connections.
+fn over_session(manager: &Manager, req: &pb::InvokeRequest) -> Result<Plan, Status> {
+    let session = manager.pool().get(&req.session).map_err(sessions::status)?;
+    let hosts: Vec<Host> = session.conns.hosts().into_iter().map(|l| l.host).collect();
+    if req.hosts as usize != hosts.len() {
+        return Err(Status::invalid_argument(format!(
+            "session {} has {} hosts, not {}",
+            session.name,
+            hosts.len(),
+            req.hosts
+        )));
+    }
+    let targets = hosts
+        .iter()
+        .cloned()
+        .map(|h| Target::Pooled(h, session.conns.clone()))
+        .collect();
+    Ok((hosts, Vec::new(), targets, format!("session {}", session.name)))
+}
+
+/// `rjob invoke -H ...` routed here (some of its hosts dialled in): each host over its
+/// dialled-in connection, or dialled from here, with its own run-as user.
+fn routed(req: &pb::InvokeRequest) -> Result<Plan, Status> {
+    if req.targets.is_empty() {
+        return Err(Status::invalid_argument("an invoke names a session or its hosts"));
+    }
+    if req.targets.len() > crate::hosts::MAX_HOSTS {
+        return Err(Status::invalid_argument(format!(
+            "an invoke names at most {} hosts, not {}",
+            crate::hosts::MAX_HOSTS,
+            req.targets.len()
+        )));
+    }
+    if req.hosts as usize != req.targets.len() {
+        return Err(Status::invalid_argument(format!(
+            "the invoke names {} hosts, not {}",
+            req.targets.len(),
+            req.hosts
+        )));
+    }
+    let hosts = sessions::hosts_of(&req.targets)?;
+    let users = req
+        .targets
+        .iter()
+        .map(|t| (!t.user.is_empty()).then(|| t.user.clone()))
+        .collect();
+    let targets = hosts.iter().cloned().map(Target::Remote).collect();
+    Ok((hosts, users, targets, "its hosts".to_string()))
 }
 
 /// A fan-out event on the wire.

@@ -1671,6 +1671,11 @@ pub struct InvokeRequest {
     /// refused, as the client's labels would not fit.
     #[prost(uint32, tag = "6")]
     pub hosts: u32,
+    /// With no session: the hosts themselves, in the client's order (`rjob invoke -H ...`
+    /// routed through the daemon because some of them dialled in to it). Each is reached over
+    /// its dialled-in connection, or dialled from the daemon.
+    #[prost(message, repeated, tag = "7")]
+    pub targets: ::prost::alloc::vec::Vec<HostAddr>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
