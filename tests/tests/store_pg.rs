@@ -56,8 +56,8 @@ async fn opening_twice_migrates_once_and_removing_a_job_drops_its_partition() {
     let again = PgStore::open(&db.url()).await.expect("open again");
     assert_eq!(
         db.psql("SELECT version FROM schema_version").expect("psql"),
-        "4",
-        "migrated once, to the latest version (4: daemons and leases)"
+        "5",
+        "migrated once, to the latest version (5: the registry of dialled-in agents)"
     );
     again.remove_job(id).await.expect("remove");
     assert_eq!(db.psql(&part).expect("psql"), "0", "the partition is dropped");

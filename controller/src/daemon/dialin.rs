@@ -14,6 +14,7 @@
 
 pub mod accept;
 pub mod builtin;
+pub mod publish;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -132,6 +133,11 @@ impl DialIn {
             return None;
         }
         table.gone.get(name).copied()
+    }
+
+    /// Changes on every connect and disconnect.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
     }
 
     /// Where the daemon accepts agents (`--agent-listen`), if it does.

@@ -184,6 +184,7 @@ pub async fn serve(
         ),
         None => None,
     };
+    let shared_store = store.clone();
     let manager = manager::Manager::new(
         store,
         identity,
@@ -198,6 +199,7 @@ pub async fn serve(
         manager.health().set_lost(lost);
     }
     let resumed = manager.recover().await?;
+    dialin::publish::spawn(dialin.clone(), shared_store);
     retention::spawn(manager.clone(), config.retention, config.retention_interval);
     let _accepting = agent_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {

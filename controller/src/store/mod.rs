@@ -156,6 +156,13 @@ pub trait JobStore: Send + Sync {
     /// slots are free (all of them once the job is stopped, none while it is suspended).
     /// A child held by a live daemon is never handed out.
     async fn claim(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError>;
+
+    /// Publishes the names of the agents dialled in to this daemon now (all of them, replacing
+    /// what it published before), so that the other daemons sharing the store leave their
+    /// children to it. A store of one daemon's own has nothing to share.
+    async fn publish_agents(&self, _names: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Sends `to` what other daemons sharing the store change, for as long as `to` is open
     /// ([`Notice`]; one per committed batch of output, state change, flag change, removal).
     /// A store no other daemon shares (SQLite) sends nothing and drops `to`.

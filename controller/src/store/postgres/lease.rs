@@ -172,7 +172,9 @@ impl PgStore {
             .query(
                 &format!(
                     "SELECT c.idx, EXISTS (SELECT 1 FROM daemons d WHERE d.id = c.owner AND {LIVE}),
-                            c.started_at_ms IS NOT NULL, c.owner IS NOT DISTINCT FROM $2
+                            c.started_at_ms IS NOT NULL, c.owner IS NOT DISTINCT FROM $2,
+                            EXISTS (SELECT 1 FROM agents a JOIN daemons d ON d.id = a.daemon
+                                    WHERE a.name = c.host AND a.daemon <> $2 AND {LIVE})
                      FROM children c WHERE c.job_id = $1 AND c.state NOT IN {} ORDER BY c.idx",
                     finished_list()
                 ),
@@ -186,6 +188,7 @@ impl PgStore {
                 live: r.get(1),
                 started: r.get(2),
                 mine: r.get(3),
+                elsewhere: r.get(4),
             })
             .collect();
         let limit = u32::try_from(limit).unwrap_or(1);
@@ -235,6 +238,8 @@ pub(super) struct Kid {
     pub started: bool,
     /// This daemon owns it.
     pub mine: bool,
+    /// Its agent is dialled in to another live daemon: that one claims it.
+    pub elsewhere: bool,
 }
 
 /// Which of a job's unfinished children one daemon claims. A child that may have started
@@ -242,7 +247,8 @@ pub(super) struct Kid {
 /// any child of a live daemon. A lapsed daemon's started children are taken first, then
 /// unstarted ones while slots are free; in all, this daemon holds at most its share of the
 /// throttle ([`lease::share`]), so that the daemons spread a job, and a dead daemon's
-/// children, among themselves.
+/// children, among themselves. A child whose agent is dialled in to another live daemon is
+/// left to that one.
 /// How long a claim waits for another daemon's claim of the same job.
 const CLAIM_WAIT: &str = "2s";
 
@@ -254,7 +260,8 @@ pub(super) fn pick(children: &[Kid], limit: u32, live: u32, stop: bool, suspende
     let free = usize::try_from(limit)
         .unwrap_or(usize::MAX)
         .saturating_sub(in_flight);
-    let orphaned = children.iter().filter(|k| !k.live);
+    // Children whose agent dialled in to another live daemon are that daemon's to claim.
+    let orphaned = children.iter().filter(|k| !k.live && !k.elsewhere);
     let adopt: Vec<i32> = orphaned
         .clone()
         .filter(|k| k.started)
@@ -289,7 +296,19 @@ mod tests {
             live,
             started,
             mine,
+            elsewhere: false,
         }
+    }
+
+    #[test]
+    fn children_whose_agents_dialled_in_elsewhere_are_left_to_that_daemon() {
+        let mut kids: Vec<Kid> = (0..6).map(|i| kid(i, false, false, false)).collect();
+        for k in kids.iter_mut().filter(|k| k.idx % 2 == 0) {
+            k.elsewhere = true;
+        }
+        kids[4].started = true; // started on a daemon that died; its agent is on another now
+        assert_eq!(pick(&kids, 6, 1, false, false), vec![1, 3, 5]);
+        assert_eq!(pick(&kids, 6, 1, true, false), vec![1, 3, 5], "stopped too");
     }
 
     #[test]

@@ -48,6 +48,7 @@
 //! or `require`; with TLS, the server's certificate is checked against `sslrootcert=FILE`
 //! (PEM), else the system's CA bundle.
 
+mod agents;
 mod claim;
 mod connect;
 mod error;
@@ -340,5 +341,9 @@ impl JobStore for PgStore {
 
     async fn claim(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError> {
         retrying!("claim", self.try_claim(job_id).await)
+    }
+
+    async fn publish_agents(&self, names: &[String]) -> Result<(), StoreError> {
+        retrying!("publish_agents", self.try_publish_agents(names).await)
     }
 }

@@ -93,6 +93,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE children ADD COLUMN written_by bigint;
      ALTER TABLE output ADD COLUMN written_by bigint;
      CREATE INDEX children_unfinished ON children (job_id) WHERE state NOT IN (3, 4, 5);",
+    // 5: which agent is dialled in to which daemon (`rjob-agent --connect`): a daemon claims
+    // no child whose agent is connected to another live daemon.
+    "CREATE TABLE agents (
+         name text NOT NULL,
+         daemon bigint NOT NULL,
+         PRIMARY KEY (name, daemon)
+     );",
 ];
 
 /// The version this rjob brings the schema to.
