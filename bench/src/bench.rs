@@ -79,7 +79,11 @@ impl Bench {
             opts.port
         );
         let t = Instant::now();
-        let agents = Agents::start(&bin, &root.join("agents"), &ips, opts.port)?;
+        // Every agent also dials out to the job daemon (started below; they redial until it is
+        // up) for the dialled-in column.
+        let dial_to = (!opts.no_dial_in)
+            .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], opts.port.wrapping_add(1))));
+        let agents = Agents::start_dialling(&bin, &root.join("agents"), &ips, opts.port, dial_to)?;
         eprintln!("    {max_n} agents up in {:.1}s", t.elapsed().as_secs_f64());
         let sshds = if peers.pdsh.is_ok() || peers.ansible.is_ok() {
             eprintln!(
@@ -101,7 +105,15 @@ impl Bench {
             None
         };
         eprintln!("==> starting the job daemon (rjob serve) for the --as-job column");
-        let jobd = JobDaemon::start(&bin, &agents.pki, &root.join("state"))?;
+        let listen = dial_to.map(|a| a.to_string());
+        let extra: Vec<&str> = match &listen {
+            Some(a) => vec!["--agent-listen", a],
+            None => Vec::new(),
+        };
+        let jobd = JobDaemon::start_with(&bin, &agents.pki, &root.join("state"), &extra)?;
+        if dial_to.is_some() {
+            crate::dialled::wait_dialled_in(&jobd, &bin, &agents.pki, max_n)?;
+        }
         let mut bench = Bench {
             settings: Settings::from(opts),
             bin,
@@ -155,7 +167,9 @@ impl Bench {
 
     pub fn runs_of(&self, tool: Tool, n: usize) -> usize {
         match tool {
-            Tool::Rjob | Tool::AsJob | Tool::Session | Tool::Floor | Tool::PipeFloor => self.settings.runs,
+            Tool::Rjob | Tool::AsJob | Tool::Session | Tool::DialledIn | Tool::Floor | Tool::PipeFloor => {
+                self.settings.runs
+            }
             Tool::Pdsh | Tool::SshWarm => self.settings.pdsh_runs,
             Tool::Ansible => self.settings.ansible_runs_for(n),
         }
@@ -212,7 +226,7 @@ impl Bench {
             );
         }
         let target_pids: Vec<u32> = match tool {
-            Tool::Rjob | Tool::AsJob | Tool::Session => self.agents.pids(n),
+            Tool::Rjob | Tool::AsJob | Tool::Session | Tool::DialledIn => self.agents.pids(n),
             Tool::Pdsh | Tool::SshWarm | Tool::Ansible => {
                 self.sshds.as_ref().map(|s| s.pids(n)).unwrap_or_default()
             }

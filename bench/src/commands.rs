@@ -10,7 +10,10 @@ use crate::bench::Bench;
 impl Bench {
     pub fn rjob_cmd(&self, n: usize, throttle: usize, script: &str) -> (Command, String) {
         let mut cmd = Command::new(self.bin.join("rjob"));
+        // A state directory with no daemon: a cold invoke dials every agent itself (with the
+        // job daemon's, it would go through it, the agents having dialled in to it).
         cmd.env("RJOB_IDENTITY", &self.agents.pki)
+            .env("RJOB_STATE_DIR", self.work.join("no-daemon"))
             .arg("invoke")
             .arg("-H")
             .arg(self.agents.hosts(n))

@@ -34,6 +34,18 @@ pub struct Agents {
 
 impl Agents {
     pub fn start(bin: &Path, dir: &Path, ips: &[Ipv4Addr], port: u16) -> Result<Agents> {
+        Self::start_dialling(bin, dir, ips, port, None)
+    }
+
+    /// As [`Agents::start`]; with `connect`, every agent also dials out to that daemon
+    /// (`rjob-agent --connect`), as well as listening.
+    pub fn start_dialling(
+        bin: &Path,
+        dir: &Path,
+        ips: &[Ipv4Addr],
+        port: u16,
+        connect: Option<SocketAddr>,
+    ) -> Result<Agents> {
         let rjob = bin.join("rjob");
         let pki = dir.join("pki");
         procs::run_ok(Command::new(&rjob).arg("pki").arg("init").arg(&pki))?;
@@ -97,6 +109,9 @@ impl Agents {
             };
             let mut cmd = setup.command(bin);
             cmd.env("RJOB_LOG", "warn");
+            if let Some(to) = connect {
+                cmd.arg("--connect").arg(to.to_string());
+            }
 
             agents.daemons.push(Daemon::spawn(&mut cmd, d.join("agent.log"))?);
             agents.addrs.push(addr);

@@ -10,6 +10,7 @@ mod bench;
 mod bins;
 mod commands;
 mod daemons;
+mod dialled;
 mod fleet;
 mod flood;
 mod flood_opts;

@@ -81,6 +81,10 @@ pub struct Opts {
     /// (RJOB_IDENTITY), and wait until standard input closes or a signal comes (for profiling)
     #[arg(long, value_name = "DIR")]
     pub serve_only: Option<PathBuf>,
+    /// Leave out the dialled-in column (agents that also dial out to the job daemon,
+    /// `rjob-agent --connect`, reached through it by a plain `rjob invoke -H`)
+    #[arg(long)]
+    pub no_dial_in: bool,
 }
 
 /// Settings after --quick and the defaults are applied.
@@ -100,6 +104,7 @@ pub struct Settings {
     pub quiet_max_s: u64,
     /// None: every size.
     pub ansible_sizes: Option<Vec<usize>>,
+    pub dial_in: bool,
 }
 
 impl Settings {
@@ -139,6 +144,7 @@ impl Settings {
             ssh_user: o.ssh_user.clone(),
             quiet_max_s: o.quiet_max_s,
             ansible_sizes: o.ansible_sizes.clone(),
+            dial_in: !o.no_dial_in,
         }
     }
 }

@@ -47,6 +47,7 @@ impl Bench {
         for &tool in tools {
             let mut skipped = match tool {
                 Tool::Pdsh | Tool::SshWarm => self.peers.pdsh.as_ref().err().cloned(),
+                Tool::DialledIn if !self.settings.dial_in => Some("--no-dial-in".to_string()),
                 Tool::Ansible => self.peers.ansible.as_ref().err().cloned(),
                 _ => None,
             };
@@ -57,6 +58,7 @@ impl Bench {
                 Tool::Rjob => self.rjob_cmd(n, k, script).1,
                 Tool::AsJob => self.as_job_shown(n, k, script),
                 Tool::Session => self.session_shown(n, k, script),
+                Tool::DialledIn => self.dialled_shown(n, k, script),
                 Tool::Floor => self.floor_cmd(n, k, script).1,
                 Tool::PipeFloor => self.pipe_floor_cmd(n, script).1,
                 Tool::Pdsh => self.pdsh_cmd(n, k, remote).map(|c| c.1).unwrap_or_default(),
@@ -96,6 +98,10 @@ impl Bench {
                     Tool::AsJob => self.as_job_once(s, n, k, script, run, &tag)?,
                     Tool::Session => {
                         let mut cmd = self.session_cmd(n, k, script)?;
+                        self.once(s, n, &mut cmd, run, &tag, timeout)?;
+                    }
+                    Tool::DialledIn => {
+                        let mut cmd = self.dialled_cmd(n, k, script)?;
                         self.once(s, n, &mut cmd, run, &tag, timeout)?;
                     }
                     Tool::Floor => {

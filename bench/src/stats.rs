@@ -26,6 +26,9 @@ pub enum Tool {
     AsJob,
     /// `rjob invoke --session`: over connections the daemon opened before the timing.
     Session,
+    /// `rjob invoke -H` of agents that dialled out to the daemon (`rjob-agent --connect`):
+    /// routed through the daemon, over the connections the agents opened.
+    DialledIn,
     /// N local spawns of `sh -c SCRIPT` (fan-out).
     Floor,
     /// N local runs of the script with its output through a pipe to /dev/null (throughput).
@@ -39,7 +42,7 @@ pub enum Tool {
 impl Tool {
     /// Talks to the rjob agents.
     pub fn is_rjob(self) -> bool {
-        matches!(self, Tool::Rjob | Tool::AsJob | Tool::Session)
+        matches!(self, Tool::Rjob | Tool::AsJob | Tool::Session | Tool::DialledIn)
     }
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Tool {
             Tool::Rjob => "rjob",
             Tool::AsJob => "as-job",
             Tool::Session => "session",
+            Tool::DialledIn => "dialled-in",
             Tool::Floor => "floor",
             Tool::PipeFloor => "pipe-floor",
             Tool::Pdsh => "pdsh",

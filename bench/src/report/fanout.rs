@@ -9,24 +9,26 @@ pub fn tables(md: &mut String, fan: &[&Scenario]) {
     let _ = writeln!(md, "## Fan-out: wall time\n");
     let _ = writeln!(
         md,
-        "| N | command | throttle | rjob | rjob --session (warm) | floor (local spawns) | rjob/floor | session/floor | pdsh -R ssh | rjob/pdsh | ssh, warm masters | rjob/ssh-warm | ansible | rjob/ansible |"
+        "| N | command | throttle | rjob | rjob --session (warm) | dialled-in agents | floor (local spawns) | rjob/floor | session/floor | dialled-in/floor | pdsh -R ssh | rjob/pdsh | ssh, warm masters | rjob/ssh-warm | ansible | rjob/ansible |"
     );
     let _ = writeln!(
         md,
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for sc in fan {
         let _ = writeln!(
             md,
-            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             sc.hosts,
             sc.script,
             sc.throttle,
             cell(sc.get(Tool::Rjob), wall, fmt_time),
             cell(sc.get(Tool::Session), wall, fmt_time),
+            cell(sc.get(Tool::DialledIn), wall, fmt_time),
             cell(sc.get(Tool::Floor), wall, fmt_time),
             ratio_cell(sc, Tool::Floor, wall),
             fmt_ratio(ratio_between(sc, Tool::Session, Tool::Floor, wall)),
+            fmt_ratio(ratio_between(sc, Tool::DialledIn, Tool::Floor, wall)),
             cell(sc.get(Tool::Pdsh), wall, fmt_time),
             ratio_cell(sc, Tool::Pdsh, wall),
             cell(sc.get(Tool::SshWarm), wall, fmt_time),

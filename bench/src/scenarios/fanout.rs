@@ -19,6 +19,7 @@ impl Bench {
             &[
                 Tool::Rjob,
                 Tool::Session,
+                Tool::DialledIn,
                 Tool::Floor,
                 Tool::Pdsh,
                 Tool::SshWarm,
