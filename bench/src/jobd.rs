@@ -20,6 +20,11 @@ pub struct JobDaemon {
 
 impl JobDaemon {
     pub fn start(bin: &Path, pki: &Path, state_dir: &Path) -> Result<JobDaemon> {
+        JobDaemon::start_with(bin, pki, state_dir, &[])
+    }
+
+    /// [`JobDaemon::start`] with more arguments to `rjob serve` (`--agent-listen`, `--store`).
+    pub fn start_with(bin: &Path, pki: &Path, state_dir: &Path, extra: &[String]) -> Result<JobDaemon> {
         std::fs::create_dir_all(state_dir)?;
         // The daemon refuses a state directory others could read.
         std::fs::set_permissions(state_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
@@ -29,6 +34,7 @@ impl JobDaemon {
             .arg(pki)
             .arg("--state-dir")
             .arg(state_dir)
+            .args(extra)
             .env("RJOB_LOG", "warn");
         let daemon = Daemon::spawn(&mut cmd, state_dir.join("bench-serve.log"))?;
         let mut jd = JobDaemon {
