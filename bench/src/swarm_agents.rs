@@ -80,7 +80,11 @@ async fn swarm(args: SwarmArgs) -> Result<()> {
         built.push(agent);
         serving.push(served);
     }
-    println!("ready {} {:.2}", args.agents, started.elapsed().as_secs_f64());
+    say(&format!(
+        "ready {} {:.2}",
+        args.agents,
+        started.elapsed().as_secs_f64()
+    ));
     let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
     let wait_for_go = args.wait_for_go;
     let stdin = tokio::task::spawn_blocking(move || {
@@ -99,7 +103,7 @@ async fn swarm(args: SwarmArgs) -> Result<()> {
     let _ = go.await;
     let target = [args.connect.clone()];
     let diallers: Vec<_> = built.iter().flat_map(|b| b.dialler.spawn(&target)).collect();
-    println!("dialling");
+    say("dialling");
     let _ = stdin.await;
     for d in &diallers {
         d.abort();
@@ -110,6 +114,13 @@ async fn swarm(args: SwarmArgs) -> Result<()> {
         s.abort();
     }
     Ok(())
+}
+
+/// A line to the parent; a parent that stopped reading is no reason to stop.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// Builds agent `name`: its config, table of runs (with the stand-in), service, TLS

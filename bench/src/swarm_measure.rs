@@ -50,6 +50,8 @@ pub struct RunResult {
 struct Swarm {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// Kept open: the swarm writes to it.
+    _stdout: BufReader<std::process::ChildStdout>,
     build_s: f64,
 }
 
@@ -88,13 +90,15 @@ fn start_swarm(opts: &SwarmOpts, first: usize, agents: usize, addr: &str, log: &
     procs::register(child.id() as i32, false);
     let stdin = child.stdin.take();
     let stdout = child.stdout.take().context("the swarm's stdout")?;
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
     let mut swarm = Swarm {
         child,
         stdin,
+        _stdout: stdout,
         build_s: 0.0,
     };
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
     let mut words = line.split_whitespace();
     if words.next() != Some("ready") {
         bail!(
