@@ -238,6 +238,20 @@ impl Run {
                 now
             }
         };
+        Ok(Run::ended_from(record, spool, ended_at_ms))
+    }
+
+    /// A run that ended as `outcome` without any process, recorded in its spool as such:
+    /// what a [`crate::runs::StandIn`] makes of a run.
+    pub fn ended(mut record: RunRecord, spool: Arc<Spool>, outcome: Outcome) -> anyhow::Result<Arc<Run>> {
+        let now = now_ms();
+        record.outcome = Some(outcome);
+        record.ended_at_ms = Some(now);
+        write_record(&spool, &record)?;
+        Ok(Run::ended_from(record, spool, now))
+    }
+
+    fn ended_from(record: RunRecord, spool: Arc<Spool>, ended_at_ms: i64) -> Arc<Run> {
         let outcome = record.outcome.clone().unwrap_or(Outcome::Lost {
             reason: "unknown".to_string(),
         });
@@ -245,12 +259,12 @@ impl Run {
             phase: Phase::Ended { outcome, ended_at_ms },
             extent: spool.extent(),
         });
-        Ok(Arc::new(Run {
+        Arc::new(Run {
             record,
             spool,
             status,
             control: None,
-        }))
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 //! rjob-bench: rjob against real agents on loopback, side by side with pdsh over ssh,
 //! ansible ad-hoc, and the local spawn floor; `rjob-bench store`: job store ingest, SQLite and
 //! PostgreSQL side by side; `rjob-bench daemons`: `--as-job` fan-out with one and several
-//! daemons. See bench/README.md.
+//! daemons; `rjob-bench swarm`: thousands of simulated agents dialled out to one daemon.
+//! See bench/README.md.
 //!
 //! This file is the command line: it parses, sets up the fleet, runs the scenarios in order
 //! and writes the report.
@@ -29,6 +30,11 @@ mod ssh_user;
 mod ssh_warm;
 mod stats;
 mod store_ingest;
+mod swarm;
+mod swarm_agents;
+mod swarm_certs;
+mod swarm_measure;
+mod swarm_report;
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -53,6 +59,7 @@ fn main() -> ExitCode {
         Some("__flood-worker") => return flood_worker::main(&argv[2..]),
         Some("store") => return store_ingest::main(&argv[1..]),
         Some("daemons") => return daemons::main(&argv[1..]),
+        Some("swarm") => return swarm::main(&argv[1..]),
         _ => {}
     }
     let opts = Opts::parse();

@@ -138,6 +138,35 @@ pub fn raise_nofile() -> (u64, u64) {
     }
 }
 
+/// Raises the open-file limit to at least `want` (the hard limit too, as root), else as far
+/// as the hard limit goes: (soft limit before, soft limit now).
+pub fn raise_nofile_to(want: u64) -> (u64, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write to / read from a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return (0, 0);
+        }
+        let before = lim.rlim_cur;
+        if lim.rlim_max < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: want,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return (before, want);
+            }
+        }
+        lim.rlim_cur = lim.rlim_max.max(lim.rlim_cur);
+        let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        (before, lim.rlim_cur)
+    }
+}
+
 /// Child processes die with the benchmark even when it is SIGKILLed. Must be spawned from the
 /// main thread (the signal follows the thread that forked).
 pub fn die_with_parent(cmd: &mut Command) {
