@@ -6,6 +6,7 @@
 //! chunk at all (none can come after it), only the result once the run has one; it never
 //! wraps around to the start.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rjob_proto::v1 as pb;
@@ -61,7 +62,9 @@ pub fn attach(
         // The channel is new and empty: there is room.
         let _ = tx.try_send(Ok(first));
     }
+    let streaming = Streaming::begin();
     tokio::spawn(async move {
+        let _streaming = streaming;
         loop {
             let now = status.borrow_and_update().clone();
             loop {
@@ -122,4 +125,42 @@ pub fn attach(
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// Output streams going on in this process, and how many have begun in all.
+static STREAMING: AtomicUsize = AtomicUsize::new(0);
+static BEGUN: AtomicUsize = AtomicUsize::new(0);
+
+/// How long the agent stays without an output stream before the memory the streams used
+/// goes back to the kernel: not after every run of a fan-out (the next would fault its pages
+/// in again), once a burst is over.
+const IDLE_BEFORE_TRIM: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One output stream, counted in [`STREAMING`].
+struct Streaming(());
+
+impl Streaming {
+    fn begin() -> Streaming {
+        STREAMING.fetch_add(1, Ordering::AcqRel);
+        BEGUN.fetch_add(1, Ordering::AcqRel);
+        Streaming(())
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        if STREAMING.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let begun = BEGUN.load(Ordering::Acquire);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep(IDLE_BEFORE_TRIM).await;
+                // Still idle, and no stream came and went meanwhile.
+                if STREAMING.load(Ordering::Acquire) == 0 && BEGUN.load(Ordering::Acquire) == begun {
+                    crate::give_back_freed_memory();
+                }
+            });
+        }
+    }
 }

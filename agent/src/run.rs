@@ -278,6 +278,22 @@ pub struct RunLimits {
     pub max_output_bytes: u64,
     /// Time between SIGTERM and SIGKILL when a run is stopped or times out.
     pub kill_grace: Duration,
+    /// The largest output chunk stored (and sent): [`chunk_size`] of what the caller asked.
+    pub max_chunk_bytes: usize,
+}
+
+/// The largest output chunk: 64 KiB, the most a pump reads from a run's pipe at once.
+pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
+/// The smallest chunk size a caller may ask for (smaller would only cost per-chunk work).
+pub const MIN_CHUNK_BYTES: usize = 4 * 1024;
+
+/// The chunk size for a caller's `max_chunk_bytes` (0: [`MAX_CHUNK_BYTES`]), within
+/// [`MIN_CHUNK_BYTES`]..=[`MAX_CHUNK_BYTES`].
+pub fn chunk_size(asked: u32) -> usize {
+    match usize::try_from(asked) {
+        Ok(0) | Err(_) => MAX_CHUNK_BYTES,
+        Ok(n) => n.clamp(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES),
+    }
 }
 
 /// Records the run's pid and starts supervising its process.

@@ -13,8 +13,9 @@ use tonic::codegen::http;
 
 use crate::hosts::Host;
 
-/// HTTP/2 flow-control window per host.
-const STREAM_WINDOW: u32 = 64 * 1024;
+/// HTTP/2 flow-control window of a connection that is not to an agent over the network (the
+/// daemon's embedded agent, on its Unix socket); an agent's comes from [`crate::flow`].
+const LOCAL_WINDOW: u32 = 64 * 1024;
 
 /// Environment variable naming the identity directory.
 pub const IDENTITY_ENV: &str = "RJOB_IDENTITY";
@@ -224,6 +225,7 @@ where
         None,
         KeepAlive::DIRECT,
         None,
+        None,
     )
     .await
 }
@@ -258,7 +260,9 @@ pub struct Lifetime {
     pub over: tokio::sync::oneshot::Sender<()>,
 }
 
-/// [`handshake`], with the slot where the stream notes an agent's refusal.
+/// [`handshake`], with the slot where the stream notes an agent's refusal. `agent_window`:
+/// a connection to an agent over the network, with its share of the budget
+/// ([`crate::flow::window`]); `None`: a local one (Unix socket).
 async fn handshake_noting<S>(
     stream: S,
     origin: http::Uri,
@@ -266,16 +270,19 @@ async fn handshake_noting<S>(
     probe: Option<crate::connect_alert::Probe>,
     keep_alive: KeepAlive,
     life: Option<Lifetime>,
+    agent_window: Option<u32>,
 ) -> Result<Live, ConnectError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    let window = agent_window.unwrap_or(LOCAL_WINDOW);
     let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        // Small windows: what an agent may send ahead of the reader stays bounded per host
-        // (the default lets each send megabytes), so memory does not grow with the fleet.
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(STREAM_WINDOW)
+        // What an agent may send ahead of the reader: its share of the process's budget
+        // (crate::flow), so that memory does not grow with the fleet. One stream per
+        // connection: the connection's window is the stream's.
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
         .keep_alive_interval(keep_alive.interval)
         .keep_alive_timeout(keep_alive.timeout)
         .keep_alive_while_idle(true)
@@ -283,6 +290,8 @@ where
         .await
         .map_err(|e| ConnectError::Transport(describe(&e)))?;
     let (ended_tx, ended) = tokio::sync::watch::channel(());
+    // A connection to an agent counts among those sharing the budget while it is open.
+    let open = agent_window.map(|_| crate::flow::open());
     tokio::spawn(async move {
         let ended = match life {
             Some(Lifetime { close, over }) => {
@@ -298,6 +307,7 @@ where
         if let Some(Err(e)) = ended {
             tracing::debug!(error = %e, "connection to the agent ended");
         }
+        drop(open);
         drop(ended_tx);
     });
     let probe = probe.map(|p| Arc::new((p, std::sync::atomic::AtomicBool::new(false))));
@@ -355,7 +365,17 @@ pub async fn connect_live(host: &Host, tls: &Tls, timeout: Duration) -> Result<L
             authority: authority.clone(),
             timeout,
         };
-        handshake_noting(stream, origin, refused, Some(probe), KeepAlive::DIRECT, None).await
+        let window = Some(crate::flow::window());
+        handshake_noting(
+            stream,
+            origin,
+            refused,
+            Some(probe),
+            KeepAlive::DIRECT,
+            None,
+            window,
+        )
+        .await
     };
     tokio::time::timeout(timeout, dial)
         .await
@@ -399,9 +419,18 @@ pub async fn dialled_in(
         stream.get_mut().0.hold_until_read();
         let refused = Arc::new(OnceLock::new());
         let stream = crate::connect_alert::AlertNoting::new(stream, name.to_string(), refused.clone());
-        handshake_noting(stream, origin, refused, None, KeepAlive::DIALLED_IN, Some(life))
-            .await
-            .map(|live| live.agent())
+        let window = Some(crate::flow::window());
+        handshake_noting(
+            stream,
+            origin,
+            refused,
+            None,
+            KeepAlive::DIALLED_IN,
+            Some(life),
+            window,
+        )
+        .await
+        .map(|live| live.agent())
     };
     tokio::time::timeout(timeout, secure)
         .await

@@ -73,6 +73,8 @@ impl Policy for Unlimited {
 
 /// One fan-out: its throttle and its policy.
 pub struct FanOut {
+    /// The throttle limit (at least 1).
+    limit: usize,
     throttle: Arc<Semaphore>,
     policy: Arc<dyn Policy>,
 }
@@ -81,6 +83,7 @@ impl FanOut {
     /// At most `limit` children with a slot at once (at least 1), under [`Unlimited`].
     pub fn new(limit: usize) -> FanOut {
         FanOut {
+            limit: limit.max(1),
             throttle: Arc::new(Semaphore::new(limit.max(1))),
             policy: Arc::new(Unlimited),
         }
@@ -98,6 +101,9 @@ impl FanOut {
         children: impl IntoIterator<Item = R::Child>,
         mut desired: watch::Receiver<Desired>,
     ) {
+        let children: Vec<R::Child> = children.into_iter().collect();
+        // Up to this many hosts stream at once: they share the output budget.
+        let _streams = crate::flow::expect(self.limit.min(children.len()));
         let mut running = tokio::task::JoinSet::new();
         for child in children {
             let Some(permit) = wait_for_slot(&self.throttle, &mut desired).await else {

@@ -42,6 +42,7 @@ mod connect_alert;
 pub mod daemon;
 pub mod escape;
 pub mod fanout;
+pub mod flow;
 pub mod gather;
 pub mod hosts;
 pub mod inventory;

@@ -13,3 +13,14 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TOP_PAD, 1 << 20);
     }
 }
+
+/// Hands the free memory of every allocator arena back to the kernel: a long-lived process
+/// (the daemon) calls it after a burst (a job's fan-out), so that its RSS falls back instead
+/// of staying at the burst's peak.
+pub fn give_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -82,6 +82,8 @@ pub fn run_request(args: &ScriptArgs, users: &[Option<String>]) -> Result<pb::St
         password: crate::password::read(args, users)?
             .map(|p| p.to_string())
             .unwrap_or_default(),
+        // Set for each run as it starts (crate::flow), from how many hosts stream then.
+        max_chunk_bytes: 0,
     })
 }
 

@@ -35,6 +35,7 @@ pub(super) async fn supervise(
             Stream::Stdout,
             run_ptr(run),
             limits.max_output_bytes,
+            limits.max_chunk_bytes,
             fault_tx.clone(),
         )),
         tokio::spawn(pump(
@@ -42,6 +43,7 @@ pub(super) async fn supervise(
             Stream::Stderr,
             run_ptr(run),
             limits.max_output_bytes,
+            limits.max_chunk_bytes,
             fault_tx,
         )),
     ];
@@ -170,9 +172,6 @@ fn run_ptr(run: &Run) -> PumpTarget {
     }
 }
 
-/// The most a pump reads from a run's pipe at once (one spool record at most).
-const PUMP_BUFFER: usize = 64 * 1024;
-
 struct PumpTarget {
     spool: Arc<Spool>,
     status: watch::Sender<Status>,
@@ -183,11 +182,12 @@ async fn pump(
     stream: Stream,
     target: PumpTarget,
     max_output: u64,
+    chunk: usize,
     fault: mpsc::Sender<Outcome>,
 ) {
     // Read into spare capacity: nothing is zeroed, and a run that prints nothing never
-    // touches the buffer's pages.
-    let mut buf = Vec::with_capacity(PUMP_BUFFER);
+    // touches the buffer's pages. One read is one spool record (and one chunk sent).
+    let mut buf = Vec::with_capacity(chunk);
     loop {
         buf.clear();
         let n = match pipe.read_buf(&mut buf).await {

@@ -19,6 +19,7 @@ fn limits() -> RunLimits {
         timeout: Duration::from_secs(120),
         max_output_bytes: 1 << 30,
         kill_grace: Duration::from_millis(300),
+        max_chunk_bytes: crate::run::MAX_CHUNK_BYTES,
     }
 }
 

@@ -60,6 +60,7 @@ impl AgentService {
             timeout,
             max_output_bytes: self.config.max_output_bytes,
             kill_grace: self.config.kill_grace,
+            max_chunk_bytes: crate::run::chunk_size(req.max_chunk_bytes),
         };
         let started = {
             // The quota again, and the start, under one lock: the client's last slot is taken once.

@@ -95,7 +95,9 @@ pub(super) async fn start(
 
 /// One StartAndAttachRun: the start request goes first; the acknowledgement follows on the
 /// same stream once the output is safe.
-async fn start_once(client: &mut Agent, request: pb::StartRunRequest) -> Result<Started, tonic::Status> {
+async fn start_once(client: &mut Agent, mut request: pb::StartRunRequest) -> Result<Started, tonic::Status> {
+    // Small chunks when many hosts stream at once (crate::flow): each one's in flight stays small.
+    request.max_chunk_bytes = crate::flow::chunk_bytes();
     let (tx, rx) = mpsc::channel(2);
     let start = pb::RunStreamRequest {
         request: Some(pb::run_stream_request::Request::Start(request)),

@@ -66,6 +66,9 @@ pub struct Manager {
     /// Whether store writes go through (they are retried until they do).
     pub(super) health: Arc<Health>,
     pub(super) writer: mpsc::Sender<WriteOp>,
+    /// The bytes of output on their way to the writer: a child takes its chunk's size before
+    /// it queues the chunk, the writer gives it back once the chunk is stored.
+    pub(super) writer_room: Arc<tokio::sync::Semaphore>,
     /// Each job's change notification: bumped by its state changes and its stored output.
     pub(super) changes: Arc<Changes>,
     /// What each job still in progress wants of its children.
@@ -115,6 +118,7 @@ impl Manager {
             store: store.clone(),
             health: health.clone(),
             writer,
+            writer_room: Arc::new(tokio::sync::Semaphore::new(crate::daemon::writer::writer_budget())),
             changes: changes.clone(),
             active: Mutex::new(HashMap::new()),
             passwords: Mutex::new(HashMap::new()),

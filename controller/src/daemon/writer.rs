@@ -2,7 +2,7 @@
 //! output into few transactions on a thread of its own ([`write_output`]).
 
 use rjob_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::child::{ChildSink, LeftRun, Target};
 use crate::daemon::health::Health;
@@ -12,13 +12,18 @@ use crate::state::State;
 use crate::store::{Chunk, JobStore};
 use crate::throttle::Slot;
 
+/// The most output bytes queued for the writer or in its batch, whatever the number of
+/// children streaming: half the daemon's output budget ([`crate::flow::budget`]; 8 MiB).
+pub fn writer_budget() -> usize {
+    crate::flow::budget() / 2
+}
+
 /// A request to the output writer thread.
 pub(super) enum WriteOp {
-    Chunk(Chunk),
+    /// A chunk, with its room in the writer's budget (given back once it is stored).
+    Chunk(Chunk, OwnedSemaphorePermit),
     /// Answered once every chunk sent before it is stored.
-    Flush {
-        done: oneshot::Sender<bool>,
-    },
+    Flush { done: oneshot::Sender<bool> },
 }
 
 /// Keeps a child's progress in the store.
@@ -84,6 +89,9 @@ impl ChildSink for StoreSink<'_> {
     }
 
     async fn chunk(&self, seq: u64, stream: pb::Stream, data: Vec<u8>) -> Result<(), ()> {
+        // Room is only ever held by chunks already queued, and the writer frees it without
+        // waiting for any child: this wait always ends.
+        let room = room_for(&self.manager.writer_room, data.len()).await?;
         let chunk = Chunk {
             job_id: self.job_id,
             idx: self.idx,
@@ -93,7 +101,7 @@ impl ChildSink for StoreSink<'_> {
         };
         self.manager
             .writer
-            .send(WriteOp::Chunk(chunk))
+            .send(WriteOp::Chunk(chunk, room))
             .await
             .map_err(|_| ())
     }
@@ -129,6 +137,17 @@ impl ChildSink for StoreSink<'_> {
     }
 }
 
+/// A chunk of `len` bytes' room in the writer's budget (an empty chunk still takes a little;
+/// one larger than the budget takes all of it).
+pub(super) async fn room_for(
+    room: &std::sync::Arc<Semaphore>,
+    len: usize,
+) -> Result<OwnedSemaphorePermit, ()> {
+    let cost = len.clamp(64, writer_budget());
+    let cost = u32::try_from(cost).map_err(|_| ())?;
+    room.clone().acquire_many_owned(cost).await.map_err(|_| ())
+}
+
 /// The output writer: batches chunks into one transaction each, so that many hosts'
 /// output costs few commits. A batch the store refuses (a full disk) is retried until it
 /// goes in; meanwhile the queue fills, the children stop reading, and the agents keep the
@@ -143,11 +162,15 @@ pub(super) fn write_output(
     const BATCH: usize = 512;
     while let Some(first) = rx.blocking_recv() {
         let mut chunks = Vec::new();
+        let mut rooms = Vec::new();
         let mut flushes = Vec::new();
         let mut next = Some(first);
         while let Some(op) = next.take() {
             match op {
-                WriteOp::Chunk(c) => chunks.push(c),
+                WriteOp::Chunk(c, room) => {
+                    chunks.push(c);
+                    rooms.push(room);
+                }
                 WriteOp::Flush { done } => flushes.push(done),
             }
             if chunks.len() < BATCH {
@@ -168,6 +191,9 @@ pub(super) fn write_output(
                 changes.bump(job);
             }
         }
+        // Stored (or given up on, fenced): their room goes to the children waiting for it.
+        drop(chunks);
+        drop(rooms);
         for done in flushes {
             let _ = done.send(stored && !health.is_fenced());
         }
@@ -194,6 +220,7 @@ mod tests {
         let loud = store.create_job(&new_job("loud", 1)).await.expect("job");
         let changes = Arc::new(Changes::default());
         let (tx, rx) = mpsc::channel(16);
+        let budget = Arc::new(Semaphore::new(writer_budget()));
         let writer = {
             let (store, changes) = (store.clone(), changes.clone());
             let runtime = tokio::runtime::Handle::current();
@@ -209,7 +236,8 @@ mod tests {
                 stream: Stream::Stdout,
                 data: b"out\n".to_vec(),
             };
-            tx.send(WriteOp::Chunk(chunk)).await.expect("writer");
+            let room = room_for(&budget, chunk.data.len()).await.expect("room");
+            tx.send(WriteOp::Chunk(chunk, room)).await.expect("writer");
             let (done, stored) = oneshot::channel();
             tx.send(WriteOp::Flush { done }).await.expect("writer");
             assert!(stored.await.expect("flushed"));
@@ -220,6 +248,11 @@ mod tests {
             "another job's output woke the quiet job's waiter"
         );
         assert_eq!(store.children(loud).await.expect("children")[0].last_seq, 3);
+        assert_eq!(
+            budget.available_permits(),
+            writer_budget(),
+            "stored chunks give their room back"
+        );
         drop(tx);
         writer.join().expect("writer thread");
     }

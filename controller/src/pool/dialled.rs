@@ -97,6 +97,9 @@ impl Dialled {
             closed,
         });
         let throttle = Arc::new(Semaphore::new(throttle_limit.max(1)));
+        // Every host of the session shares the output budget (crate::flow) from its first
+        // connection on: each stays open, for fan-outs of up to all of them.
+        let _sharing = crate::flow::expect(session.lines.len());
         let first = session.lines.iter().map(|line| {
             let (throttle, tls) = (throttle.clone(), &session.tls);
             async move {

@@ -35,6 +35,12 @@ pub struct StartRunRequest {
     /// Password for run_as, checked by PAM; only ever sent inside mutual TLS.
     #[prost(string, tag = "10")]
     pub password: ::prost::alloc::string::String,
+    /// The largest output chunk the caller wants (the agent stores and sends the run's output
+    /// in chunks of at most this size, and never more than its own maximum, 64 KiB); 0 means
+    /// the agent's maximum. A controller streaming from many hosts at once asks for small
+    /// chunks, so that what each host has in flight stays small.
+    #[prost(uint32, tag = "11")]
+    pub max_chunk_bytes: u32,
 }
 /// What a StartAndAttachRun caller sends: the start request, then acknowledgements.
 #[allow(clippy::all)]

@@ -127,6 +127,8 @@ impl Manager {
             fanout = fanout.with_policy(Arc::new(ErrorBudget::spent(allowed, failed)));
         }
         fanout.run(runner, children, desired).await;
+        // What the fan-out's connections and chunks took goes back to the system.
+        crate::memory::give_back();
         Ok(())
     }
 }
