@@ -54,6 +54,7 @@ const LIMITS: RunLimits = RunLimits {
     timeout: Duration::from_secs(60),
     max_output_bytes: 1 << 20,
     kill_grace: Duration::from_secs(1),
+    max_chunk_bytes: rjob_agent::run::MAX_CHUNK_BYTES,
 };
 
 #[tokio::test]
