@@ -50,7 +50,14 @@ pub fn write(
         None => "no figure",
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    let release = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().and_then(|p| p.file_name()).map(|n| n == "release"))
+        .unwrap_or(false);
     let mut md = format!("# rjob-bench swarm\n\n**{STAND_IN_NOTE}**\n\n");
+    if !release {
+        md.push_str("**A DEBUG BUILD: these figures are not the product's** (build with `--release`).\n\n");
+    }
     md.push_str(&format!(
         "`rjob-bench {}`: {n} agents, {} daemon(s) (`rjob serve --agent-listen`{}), {} runs (a fresh daemon and swarm each), {} `invoke --as-job` per run; load average at the end {}; {:.0}s in all. Certificates: {} issued this time ({issue_s:.1}s, in-process with the pki library), the rest cached in {}.\n\n",
         argv.join(" "),
@@ -115,6 +122,7 @@ pub fn write(
     std::fs::write(out_dir.join(format!("{stem}.md")), &md)?;
     let json = serde_json::json!({
         "note": STAND_IN_NOTE,
+        "release_build": release,
         "argv": argv,
         "opts": opts,
         "certificates_issued": issued,
