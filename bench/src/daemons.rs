@@ -219,12 +219,19 @@ fn once(
         bail!("invoke: {}, wait: {}: {}", a.status, b.status, why.trim());
     }
     let mut jobs = jd.rjob(bin, &agents.pki);
-    jobs.args(["jobs", "--children", "--output", "json", name]);
+    jobs.args(["jobs", "--output", "json", name]);
     let text = procs::run_ok(&mut jobs)?;
-    let completed = text.matches("\"Completed\"").count();
-    // The parent's state and each child's.
-    if completed < n + 1 {
-        bail!("{completed} of {} states Completed: {text:.400}", n + 1);
+    // An array of the jobs named: this one.
+    let jobs: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("rjob jobs --output json: {text:.400}"))?;
+    let job = &jobs[0];
+    let children = job["children"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let completed = children.iter().filter(|c| c["state"] == "Completed").count();
+    if job["state"] != "Completed" || completed != n {
+        bail!(
+            "the job ended {}, {completed} of {n} children Completed",
+            job["state"]
+        );
     }
     Ok(a.wall_s + b.wall_s)
 }

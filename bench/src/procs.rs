@@ -121,21 +121,7 @@ fn descendants_of(roots: &[i32]) -> Vec<i32> {
 
 /// Raises RLIMIT_NOFILE to its hard limit (children inherit it); returns (before, after).
 pub fn raise_nofile() -> (u64, u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write to / read from a valid rlimit struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return (0, 0);
-        }
-        let before = lim.rlim_cur;
-        lim.rlim_cur = lim.rlim_max;
-        let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        (before, lim.rlim_cur)
-    }
+    raise_nofile_to(0)
 }
 
 /// Raises the open-file limit to at least `want` (the hard limit too, as root), else as far

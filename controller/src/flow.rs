@@ -65,10 +65,18 @@ impl Drop for Open {
 pub fn budget() -> usize {
     static SET: OnceLock<usize> = OnceLock::new();
     *SET.get_or_init(|| {
-        std::env::var("RJOB_OUTPUT_BUDGET")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .map_or(BUDGET, |b| b.max(MIN_BUDGET))
+        let Ok(set) = std::env::var("RJOB_OUTPUT_BUDGET") else {
+            return BUDGET;
+        };
+        match set.trim().parse::<usize>() {
+            Ok(b) => b.max(MIN_BUDGET),
+            Err(_) => {
+                tracing::warn!(
+                    "RJOB_OUTPUT_BUDGET={set:?} is not a number of bytes (e.g. 16777216); using {BUDGET}"
+                );
+                BUDGET
+            }
+        }
     })
 }
 

@@ -227,16 +227,11 @@ pub const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 /// Exit status after Ctrl-C.
 pub use crate::status::EXIT_INTERRUPTED;
 
-/// `rjob invoke`: returns the process exit status. Ctrl-C stops every run (their process
-/// groups are killed on the agents) and still prints what came and the summary; a second
-/// Ctrl-C quits at once.
-pub async fn run(args: &InvokeArgs, tls: Tls) -> Result<u8, UsageError> {
-    let (hosts, users) = host_list(args)?;
-    run_via(args, hosts, users, Via::Direct(tls)).await
-}
-
-/// [`run`] on `hosts` (each with its own run-as user, if any), its fan-out here or in the
-/// daemon ([`Via`]): the same printing, summary, exit status and Ctrl-C either way.
+/// `rjob invoke` on `hosts` (each with its own run-as user, if any), its fan-out here or in
+/// the daemon ([`Via`]; [`crate::cmd::route`] decides): the same printing, summary, exit
+/// status and Ctrl-C either way. Returns the process exit status. Ctrl-C stops every run
+/// (their process groups are killed on the agents) and still prints what came and the
+/// summary; a second Ctrl-C quits at once.
 pub async fn run_via(
     args: &InvokeArgs,
     hosts: Vec<Host>,

@@ -133,16 +133,12 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
             let daemon = daemon_addr(&cli)?;
             runtime()?.block_on(cmd::start::invoke_as_job(args, &daemon))
         }
-        Command::Invoke(args) => runtime()?.block_on(async {
+        Command::Invoke(args) => {
             // Through the daemon when some hosts dialled in to it; else dialled from here.
-            if let Ok(state_dir) = daemon::state_dir(cli.state_dir.as_deref()) {
-                if let Some(routed) = cmd::route::invoke(args, &state_dir).await {
-                    return routed;
-                }
-            }
-            let tls = Tls::load(&identity_dir(cli.identity.as_deref())?)?;
-            Ok(rjob::invoke::run(args, tls).await?)
-        }),
+            let state_dir = daemon::state_dir(cli.state_dir.as_deref()).ok();
+            let tls = || Ok(Tls::load(&identity_dir(cli.identity.as_deref())?)?);
+            runtime()?.block_on(cmd::route::invoke(args, state_dir.as_deref(), tls))
+        }
         Command::Start(args) => runtime()?.block_on(cmd::start::start(args, &daemon_addr(&cli)?)),
         Command::Jobs(args) => runtime()?.block_on(cmd::jobs::run(args, &daemon_addr(&cli)?)),
         Command::Wait(args) => runtime()?.block_on(cmd::wait::run(args, &daemon_addr(&cli)?)),

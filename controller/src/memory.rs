@@ -18,9 +18,5 @@ pub fn keep_freed_memory() {
 /// (the daemon) calls it after a burst (a job's fan-out), so that its RSS falls back instead
 /// of staying at the burst's peak.
 pub fn give_back() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    rjob_agent::give_back_freed_memory();
 }

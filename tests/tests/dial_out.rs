@@ -119,6 +119,20 @@ impl Setup {
         ran(&mut cmd).lines_of("web01")
     }
 
+    /// `rjob invoke` (from `rjob`) of the agent by its address inside the namespace, which
+    /// the firewall drops.
+    fn dial_in(&self, mut rjob: std::process::Command) -> rjob_tests::Ran {
+        ran(rjob.args([
+            "invoke",
+            "-H",
+            &format!("{}:{}", self.ns.inside_ip, rjob_proto::DEFAULT_PORT),
+            "--connect-timeout",
+            "3s",
+            "--script",
+            "echo reached",
+        ]))
+    }
+
     fn numbers(n: usize) -> Vec<String> {
         (1..=n).map(|i| i.to_string()).collect()
     }
@@ -130,15 +144,7 @@ fn an_agent_behind_a_firewall_is_reached_only_when_it_dials_out() {
     setup.wait_connected();
 
     // Dialling in: the firewall drops the connection, so the host is unreachable.
-    let direct = ran(setup.fleet.rjob().args([
-        "invoke",
-        "-H",
-        &format!("{}:{}", setup.ns.inside_ip, rjob_proto::DEFAULT_PORT),
-        "--connect-timeout",
-        "3s",
-        "--script",
-        "echo reached",
-    ]));
+    let direct = setup.dial_in(setup.fleet.rjob());
     assert_eq!(direct.code, 4, "dialling in must fail as unreachable: {direct}");
     assert!(!direct.stdout.contains("reached"), "{direct}");
 
@@ -211,19 +217,12 @@ fn an_agent_behind_a_firewall_is_reached_only_when_it_dials_out() {
     assert_eq!(json.code, 0, "{json}");
     assert!(json.stdout.contains("\"host\":\"web01\""), "{json}");
     // A host that did not dial in is still dialled directly (and is unreachable here).
-    let direct = ran(setup.daemon.rjob().args([
-        "invoke",
-        "-H",
-        &format!("{}:{}", setup.ns.inside_ip, rjob_proto::DEFAULT_PORT),
-        "--connect-timeout",
-        "3s",
-        "--script",
-        "echo reached",
-    ]));
+    let direct = setup.dial_in(setup.daemon.rjob());
     assert_eq!(
         direct.code, 4,
         "not dialled in: dialled directly, unreachable: {direct}"
     );
+    assert!(!direct.stdout.contains("reached"), "{direct}");
     let removed = ran(setup.daemon.rjob().args(["session", "remove", "@connected"]));
     assert_ne!(removed.code, 0, "a built-in session cannot be removed: {removed}");
 }

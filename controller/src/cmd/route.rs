@@ -1,8 +1,9 @@
-//! A plain `rjob invoke -H ...` goes through the daemon when some of its hosts can only be
-//! reached that way: they dialled in to it (`rjob-agent --connect`, the session
-//! `@connected`). The daemon runs the fan-out, each of those hosts over its dialled-in
-//! connection and the others dialled from the daemon, and streams the output back: the same
-//! printing, summary, exit status and Ctrl-C as a direct invoke ([`crate::invoke::run_via`]).
+//! Where a plain `rjob invoke -H ...` runs its fan-out. It goes through the daemon when some
+//! of its hosts can only be reached that way: they dialled in to it (`rjob-agent --connect`,
+//! the session `@connected`). The daemon runs the fan-out, each of those hosts over its
+//! dialled-in connection and the others dialled from the daemon, and streams the output back:
+//! the same printing, summary, exit status and Ctrl-C as a direct invoke
+//! ([`crate::invoke::run_via`]).
 //!
 //! A daemon is never started for it: with none running, or none that any of the hosts
 //! dialled in to, the invoke dials every host itself, as always.
@@ -11,33 +12,38 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use crate::cli::InvokeArgs;
+use crate::connect::Tls;
 use crate::daemon::client::{connect_running, DaemonClient};
 use crate::hosts::Host;
 use crate::invoke::Via;
 use crate::request::host_list;
-use crate::UsageError;
 
 /// The name of the built-in session of the agents that dialled in.
 const CONNECTED: &str = "@connected";
 
-/// Runs `args` through the daemon of `state_dir` when some of its hosts dialled in to it:
-/// `None` when they did not (or no daemon runs), and the invoke is the caller's to run.
-pub async fn invoke(args: &InvokeArgs, state_dir: &Path) -> Option<anyhow::Result<u8>> {
-    let (hosts, users) = match host_list(args) {
-        Ok(listed) => listed,
-        Err(e) => return Some(Err(e.into())),
+/// `rjob invoke` (not `--session`, not `--as-job`): through the daemon of `state_dir` when
+/// some of its hosts dialled in to it, else dialled from here with the identity `tls` loads.
+pub async fn invoke(
+    args: &InvokeArgs,
+    state_dir: Option<&Path>,
+    tls: impl FnOnce() -> anyhow::Result<Tls>,
+) -> anyhow::Result<u8> {
+    let (hosts, users) = host_list(args)?;
+    let daemon = match state_dir {
+        Some(dir) => dialled_in_daemon(&hosts, dir).await,
+        None => None,
     };
-    let client = dialled_in_daemon(&hosts, state_dir).await?;
-    tracing::debug!("some hosts dialled in to the daemon: the invoke goes through it");
-    let via = Via::Daemon {
-        client,
-        session: String::new(),
+    let via = match daemon {
+        Some(client) => {
+            tracing::debug!("some hosts dialled in to the daemon: the invoke goes through it");
+            Via::Daemon {
+                client,
+                session: String::new(),
+            }
+        }
+        None => Via::Direct(tls()?),
     };
-    Some(
-        crate::invoke::run_via(args, hosts, users, via)
-            .await
-            .map_err(|e: UsageError| e.into()),
-    )
+    Ok(crate::invoke::run_via(args, hosts, users, via).await?)
 }
 
 /// The running daemon of `state_dir`, if any of `hosts` (by name) dialled in to it.
