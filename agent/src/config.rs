@@ -21,7 +21,8 @@ pub struct Args {
     /// TOML config file [default: /etc/rjob/agent.toml when it exists]
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 0.0.0.0:7443]
+    /// Address to listen on [default: 0.0.0.0:7443; with --connect: none, the agent only
+    /// dials out unless --listen is given too]
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// The agent's certificate (PEM)
@@ -153,7 +154,8 @@ pub struct FileConfig {
 /// The settings in force.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub listen: SocketAddr,
+    /// `None`: no listener; the agent only dials out (`connect`).
+    pub listen: Option<SocketAddr>,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
@@ -199,7 +201,7 @@ impl AgentConfig {
     /// so the TLS paths stay empty.
     pub fn local(spool_dir: PathBuf) -> AgentConfig {
         AgentConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             cert: PathBuf::new(),
             key: PathBuf::new(),
             client_ca: PathBuf::new(),
@@ -292,10 +294,7 @@ impl AgentConfig {
         });
         let d = AgentConfig::local(PathBuf::from("/var/lib/rjob-agent/spool"));
         let mut config = AgentConfig {
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], rjob_proto::DEFAULT_PORT))),
+            listen: args.listen.or(file.listen),
             cert: required(args.cert, file.cert, "cert")?,
             key: required(args.key, file.key, "key")?,
             client_ca: required(args.client_ca, file.client_ca, "client_ca")?,
@@ -369,6 +368,11 @@ impl AgentConfig {
             },
             name: args.name.or(file.name),
         };
+        if config.listen.is_none() && config.connect.is_empty() {
+            // An agent that dials out opens no port unless asked to: behind NAT nothing could
+            // reach it, and deny by default.
+            config.listen = Some(SocketAddr::from(([0, 0, 0, 0], rjob_proto::DEFAULT_PORT)));
+        }
         for target in &config.connect {
             if !crate::dialout::valid_target(target) {
                 bail!("connect = {target:?} is not HOST:PORT (the controller's `rjob serve --agent-listen` address)");

@@ -56,11 +56,17 @@ pub async fn serve(
     };
     let connect = config.connect.clone();
     let service = Arc::new(AgentService::new(config, runs.clone())?);
-    let listener = listener::bind(listen).with_context(|| format!("listening on {listen}"))?;
-    defer_accept(&listener);
-    let local = listener.local_addr()?;
+    let listening = match listen {
+        Some(addr) => {
+            let listener = listener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+            defer_accept(&listener);
+            Some(listener)
+        }
+        None => None,
+    };
     tracing::info!(
-        listen = %local,
+        listen = %listening.as_ref().and_then(|l| l.local_addr().ok()).map_or_else(|| "none (dials out only)".to_string(), |a| a.to_string()),
+        connect = ?connect,
         max_handshakes = limits.max_handshakes,
         max_handshakes_per_source = limits.max_handshakes_per_source,
         handshake_timeout = %humantime::format_duration(limits.handshake_timeout),
@@ -81,7 +87,10 @@ pub async fn serve(
         }
         None => (Vec::new(), None),
     };
-    let (connections, accepting) = listener::accept_tls(listener, tls, limits);
+    let (connections, accepting) = match listening {
+        Some(listener) => listener::accept_tls(listener, tls, limits),
+        None => no_listener(),
+    };
     Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -129,6 +138,17 @@ pub async fn serve_dialled(
     if let Err(e) = served {
         tracing::error!(error = %e, "serving the dialled-out connections stopped");
     }
+}
+
+/// What the server takes when the agent only dials out: a stream of connections that never
+/// yields, open until the (returned) task holding its sender is aborted at shutdown.
+fn no_listener() -> (listener::Established, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let holding = tokio::spawn(async move {
+        let _tx = tx;
+        std::future::pending::<()>().await
+    });
+    (rx, holding)
 }
 
 /// A new connection wakes the agent once its first bytes (the ClientHello) are in, not at the

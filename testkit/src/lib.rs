@@ -58,10 +58,22 @@ impl AgentSetup {
     /// `rjob-agent` (from `bin_dir`) with this setup's flags. The caller adds what is its own
     /// (more flags, environment, standard streams) and spawns it.
     pub fn command(&self, bin_dir: &Path) -> Command {
+        let mut cmd = self.without_listen(bin_dir);
+        cmd.arg("--listen").arg(self.listen.to_string());
+        cmd
+    }
+
+    /// `rjob-agent` that only dials out to `connect` (`--connect`, no `--listen`: it opens no
+    /// port of its own).
+    pub fn dial_out_command(&self, bin_dir: &Path, connect: &str) -> Command {
+        let mut cmd = self.without_listen(bin_dir);
+        cmd.arg("--connect").arg(connect);
+        cmd
+    }
+
+    fn without_listen(&self, bin_dir: &Path) -> Command {
         let mut cmd = Command::new(bin_dir.join("rjob-agent"));
-        cmd.arg("--listen")
-            .arg(self.listen.to_string())
-            .arg("--cert")
+        cmd.arg("--cert")
             .arg(self.cert_dir.join("agent.crt"))
             .arg("--key")
             .arg(self.cert_dir.join("agent.key"))
@@ -97,8 +109,6 @@ mod tests {
         assert_eq!(
             args,
             [
-                "--listen",
-                "127.0.0.2:4000",
                 "--cert",
                 "/d/agent.crt",
                 "--key",
@@ -110,7 +120,9 @@ mod tests {
                 "--policy",
                 "/p.toml",
                 "--config",
-                "/c.toml"
+                "/c.toml",
+                "--listen",
+                "127.0.0.2:4000"
             ]
         );
     }

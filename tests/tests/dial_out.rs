@@ -285,3 +285,46 @@ fn a_cut_connection_resumes_with_nothing_lost_or_repeated() {
         setup.agent_log_text()
     );
 }
+
+/// An agent started with `--connect` and no `--listen` opens no port: behind NAT nothing
+/// could reach it, and an agent that does not need a listener should not have one.
+#[test]
+fn an_agent_that_dials_out_opens_no_port_unless_asked() {
+    let fleet = Fleet::start(0).expect("a CA");
+    let dir = fleet.tmp.path().join("only-out");
+    fleet
+        .pki
+        .issue_agent("only-out", "only-out", &dir)
+        .expect("a certificate");
+    std::fs::write(dir.join("policy.toml"), test_policy()).expect("a policy");
+    let agent = AgentSetup {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        cert_dir: dir.clone(),
+        spool: dir.join("spool"),
+        policy: dir.join("policy.toml"),
+        config: None,
+    };
+    // Nothing listens there: the agent keeps redialling meanwhile.
+    let controller = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1].into())));
+    let log = dir.join("agent.log");
+    let mut cmd = agent.dial_out_command(bin_dir(), &controller.to_string());
+    cmd.env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("the log"));
+    let mut child = cmd.spawn().expect("rjob-agent");
+    let ready = wait_for(LONG, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("rjob-agent ready"))
+    });
+    let sockets = ran(std::process::Command::new("ss").args(["-Hltnp"]));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(ready, "the agent never became ready:\n{text}");
+    assert!(text.contains("dials out only"), "{text}");
+    let mine = format!("pid={},", child.id());
+    assert!(
+        !sockets.stdout.contains(&mine),
+        "an agent that only dials out listens nowhere:\n{}",
+        sockets.stdout
+    );
+}

@@ -275,3 +275,39 @@ fn list_remove_as_job_and_an_unknown_session() {
     assert_eq!(twice.code, 2, "{twice}");
     assert!(twice.stderr.contains("no session"), "{twice}");
 }
+
+/// A session outlives its daemon: after a restart it is listed with the age it had, its
+/// hosts are dialled again, and invokes over it run; a removed session stays removed.
+#[test]
+fn a_session_is_opened_again_by_the_next_daemon_and_a_removed_one_is_not() {
+    let fleet = Fleet::start(4).expect("fleet");
+    let mut daemon = Daemon::start(&fleet).expect("daemon");
+    let new = ran(daemon
+        .rjob()
+        .args(["session", "new", "kept", "-H", &fleet.hosts(), "-t", "4"]));
+    assert_eq!(new.code, 0, "{new}");
+    let created = sessions(&daemon)[0]["created_at"].clone();
+    assert!(created.is_string(), "{created}");
+
+    daemon.restart().expect("restart the daemon");
+    assert!(
+        wait_for(WAIT, || connected(&daemon, "kept") == 4),
+        "the session was not opened again: {:?}\n{}",
+        sessions(&daemon),
+        daemon.log_text()
+    );
+    let listed = sessions(&daemon);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["created_at"], created, "the session keeps its age");
+    assert_eq!(listed[0]["throttle_limit"], 4);
+    let out = invoke_over(&daemon, "kept", "echo after-restart", &[]);
+    assert_eq!(out.code, 0, "{out}");
+    for agent in &fleet.agents {
+        assert_eq!(out.lines_of(&agent.host()), ["after-restart"], "{out}");
+    }
+
+    let removed = ran(daemon.rjob().args(["session", "remove", "kept"]));
+    assert_eq!(removed.code, 0, "{removed}");
+    daemon.restart().expect("restart the daemon again");
+    assert!(sessions(&daemon).is_empty(), "a removed session came back");
+}

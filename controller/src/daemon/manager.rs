@@ -31,6 +31,7 @@ use crate::daemon::health::Health;
 use crate::daemon::identity::Identity;
 use crate::daemon::info::job_info;
 use crate::daemon::orphans::Orphans;
+use crate::daemon::saved_sessions::SavedSessions;
 use crate::daemon::writer::{write_output, WriteOp};
 use crate::pool::{Connections, Pool};
 use crate::state::{self, ChildState, WrongState};
@@ -90,6 +91,8 @@ pub struct Manager {
     timing: crate::store::lease::Timing,
     /// This daemon's sessions (`rjob session`).
     pool: Arc<Pool>,
+    /// The sessions asked for, kept across restarts (`STATE_DIR/sessions.json`).
+    saved_sessions: SavedSessions,
     /// The session each job in progress runs over (`invoke --session --as-job`), in memory:
     /// a job picked up by a later daemon dials its hosts as any job does.
     job_sessions: Mutex<HashMap<i64, Arc<dyn Connections>>>,
@@ -109,6 +112,7 @@ impl Manager {
         reconnect_window: Duration,
         orphans: Arc<Orphans>,
         dialin: DialIn,
+        saved_sessions: SavedSessions,
     ) -> Arc<Manager> {
         let (writer, rx) = mpsc::channel(1024);
         let changes = Arc::new(Changes::default());
@@ -131,6 +135,7 @@ impl Manager {
             lease_until: Mutex::new(None),
             timing: crate::store::lease::Timing::from_env(),
             pool: Arc::new(Pool::default()),
+            saved_sessions,
             job_sessions: Mutex::new(HashMap::new()),
             dialin,
         });
@@ -161,6 +166,11 @@ impl Manager {
     /// This daemon's sessions.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// The sessions kept across restarts.
+    pub fn saved_sessions(&self) -> &SavedSessions {
+        &self.saved_sessions
     }
 
     fn job_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<dyn Connections>>> {

@@ -13,6 +13,7 @@ pub mod manager;
 pub mod notices;
 pub mod orphans;
 pub mod retention;
+pub mod saved_sessions;
 pub mod service;
 pub mod sessions;
 pub mod statedir;
@@ -185,6 +186,10 @@ pub async fn serve(
         None => None,
     };
     let shared_store = store.clone();
+    let (saved_sessions, unreadable) = saved_sessions::SavedSessions::open(dir);
+    if let Some(e) = unreadable {
+        tracing::error!("{e}; starting with no sessions");
+    }
     let manager = manager::Manager::new(
         store,
         identity,
@@ -192,6 +197,7 @@ pub async fn serve(
         config.reconnect_window,
         orphans,
         dialin.clone(),
+        saved_sessions,
     );
     if let Some(lost) = lost {
         // Said once here, in the log, and by `rjob jobs` for as long as this daemon runs.
@@ -199,6 +205,7 @@ pub async fn serve(
         manager.health().set_lost(lost);
     }
     let resumed = manager.recover().await?;
+    sessions::reopen(&manager);
     dialin::publish::spawn(dialin.clone(), shared_store);
     retention::spawn(manager.clone(), config.retention, config.retention_interval);
     let _accepting = agent_listener.map(|listener| {

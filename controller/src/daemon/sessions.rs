@@ -1,6 +1,8 @@
 //! The daemon's sessions (`rjob session new|list|remove`): the requests checked, the
 //! sessions opened in (and closed from) the daemon's [`Pool`], and shown as the CLI lists
-//! them. Sessions are this daemon's own, in its memory (see [`crate::pool`]).
+//! them. Sessions are this daemon's own (see [`crate::pool`]); what was asked for is kept in
+//! the state directory ([`crate::daemon::saved_sessions`]) and opened again by the next
+//! daemon.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use rjob_proto::v1 as pb;
 use tonic::Status;
 
 use crate::daemon::manager::Manager;
+use crate::daemon::saved_sessions::{Saved, SavedHost};
 use crate::hosts::Host;
 use crate::pool::{check_name, Dialled, PoolError, Session};
 
@@ -85,11 +88,18 @@ pub async fn new_session(
     }
     let throttle_limit = req.throttle_limit.max(1);
     let timeout = Duration::from_millis(req.connect_timeout_ms.max(1));
+    let saved = Saved {
+        name: req.name.clone(),
+        hosts: hosts.iter().map(SavedHost::from).collect(),
+        throttle_limit,
+        connect_timeout_ms: req.connect_timeout_ms.max(1),
+        created_at_ms: crate::clock::now_ms(),
+    };
     let conns = Dialled::open(hosts, tls, throttle_limit as usize, timeout).await;
     let session = Session {
         name: req.name.clone(),
         conns: conns.clone(),
-        created_at_ms: crate::clock::now_ms(),
+        created_at_ms: saved.created_at_ms,
         throttle_limit,
         builtin: false,
     };
@@ -97,6 +107,15 @@ pub async fn new_session(
         // Another `session new` of this name came first.
         crate::pool::Connections::close(&*conns);
         return Err(status(e));
+    }
+    if let Err(e) = manager.saved_sessions().add(saved) {
+        // A session the next daemon would not know: none at all, and why.
+        let _ = manager.pool().remove(&req.name);
+        crate::pool::Connections::close(&*conns);
+        return Err(Status::unavailable(format!(
+            "session {} not opened: {e}",
+            req.name
+        )));
     }
     let info = info(&session);
     let connected = info.hosts.iter().filter(|h| h.connected).count();
@@ -117,7 +136,53 @@ pub fn list(manager: &Manager, names: &[String]) -> Result<Vec<pb::SessionInfo>,
 
 /// `rjob session remove`.
 pub fn remove(manager: &Manager, name: &str) -> Result<pb::SessionInfo, Status> {
+    // Forgotten on disk first: a session removed must not come back at the next start.
+    if manager.pool().get(name).is_ok_and(|s| !s.builtin) {
+        manager
+            .saved_sessions()
+            .remove(name)
+            .map_err(|e| Status::unavailable(format!("session {name} not removed: {e}")))?;
+    }
     let session = manager.pool().remove(name).map_err(status)?;
     tracing::info!(session = %name, "session removed");
     Ok(info(&session))
+}
+
+/// Opens again the sessions an earlier daemon of this state directory kept: each is listed
+/// at once with the age it had, and its hosts are dialled in the background.
+pub fn reopen(manager: &Arc<Manager>) {
+    let saved = manager.saved_sessions().all();
+    if saved.is_empty() {
+        return;
+    }
+    let tls = match manager.identity_tls() {
+        Ok(tls) => tls,
+        Err(why) => {
+            // Kept on disk: opened by a daemon that has an identity.
+            tracing::error!(
+                sessions = saved.len(),
+                "the sessions kept are not opened again: {why}"
+            );
+            return;
+        }
+    };
+    for kept in saved {
+        let timeout = Duration::from_millis(kept.connect_timeout_ms.max(1));
+        let (conns, dialling) =
+            Dialled::start(kept.hosts(), tls.clone(), kept.throttle_limit as usize, timeout);
+        let session = Session {
+            name: kept.name.clone(),
+            conns: conns.clone(),
+            created_at_ms: kept.created_at_ms,
+            throttle_limit: kept.throttle_limit,
+            builtin: false,
+        };
+        match manager.pool().insert(session) {
+            Ok(()) => {
+                tracing::info!(session = %kept.name, hosts = kept.hosts.len(), "session opened again");
+                tokio::spawn(dialling);
+            }
+            Err(e) => tracing::error!(session = %kept.name, "the session kept is not opened again: {e}"),
+        }
+    }
 }

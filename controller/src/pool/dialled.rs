@@ -77,6 +77,23 @@ impl Dialled {
     /// Dials every host (at most `throttle_limit` at once, each within `timeout`), then keeps
     /// each connection open; returns once every host was tried once.
     pub async fn open(hosts: Vec<Host>, tls: Tls, throttle_limit: usize, timeout: Duration) -> Arc<Dialled> {
+        let (session, dialling) = Dialled::start(hosts, tls, throttle_limit, timeout);
+        dialling.await;
+        session
+    }
+
+    /// The session at once, and what dials its hosts the first time and then starts their
+    /// keepers: awaited by [`Dialled::open`], spawned for a session a restarted daemon opens
+    /// again (listed at once; an invoke meanwhile dials a host not connected yet).
+    pub fn start(
+        hosts: Vec<Host>,
+        tls: Tls,
+        throttle_limit: usize,
+        timeout: Duration,
+    ) -> (
+        Arc<Dialled>,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let lines: Vec<Arc<Line>> = hosts
             .iter()
             .map(|host| {
@@ -96,29 +113,34 @@ impl Dialled {
             tls,
             closed,
         });
-        let throttle = Arc::new(Semaphore::new(throttle_limit.max(1)));
-        // Every host of the session shares the output budget (crate::flow) from its first
-        // connection on: each stays open, for fan-outs of up to all of them.
-        let _sharing = crate::flow::expect(session.lines.len());
-        let first = session.lines.iter().map(|line| {
-            let (throttle, tls) = (throttle.clone(), &session.tls);
+        let dialling = {
+            let session = session.clone();
             async move {
-                let _slot = throttle.acquire().await;
-                let _ = line.dial(tls, timeout).await;
+                let throttle = Arc::new(Semaphore::new(throttle_limit.max(1)));
+                // Every host of the session shares the output budget (crate::flow) from its
+                // first connection on: each stays open, for fan-outs of up to all of them.
+                let _sharing = crate::flow::expect(session.lines.len());
+                let first = session.lines.iter().map(|line| {
+                    let (throttle, tls) = (throttle.clone(), &session.tls);
+                    async move {
+                        let _slot = throttle.acquire().await;
+                        let _ = line.dial(tls, timeout).await;
+                    }
+                });
+                futures::future::join_all(first).await;
+                for line in &session.lines {
+                    let keeper = keep(
+                        line.clone(),
+                        session.tls.clone(),
+                        throttle.clone(),
+                        timeout,
+                        session.closed.subscribe(),
+                    );
+                    tokio::spawn(keeper);
+                }
             }
-        });
-        futures::future::join_all(first).await;
-        for line in &session.lines {
-            let keeper = keep(
-                line.clone(),
-                session.tls.clone(),
-                throttle.clone(),
-                timeout,
-                session.closed.subscribe(),
-            );
-            tokio::spawn(keeper);
-        }
-        session
+        };
+        (session, dialling)
     }
 
     fn line(&self, host: &Host) -> Option<&Arc<Line>> {

@@ -9,9 +9,9 @@
 //! registry of agents that dialled in plugs in as one more `Connections`, inserted as the
 //! built-in `@connected` session ([`Session::builtin`]; `rjob session remove` refuses it).
 //!
-//! Sessions live in the daemon's memory: they are per daemon (with several daemons on one
-//! PostgreSQL store, each has its own), and a restarted daemon has none until they are made
-//! again.
+//! Sessions are per daemon (with several daemons on one PostgreSQL store, each has its own);
+//! their connections live in its memory, and what was asked for is kept in the state
+//! directory, opened again by the next daemon ([`crate::daemon::saved_sessions`]).
 
 mod dialled;
 
