@@ -112,6 +112,13 @@ pub(super) fn children(conn: &Connection, job_id: i64) -> rusqlite::Result<Vec<C
     rows.collect()
 }
 
+/// The states of a job's children, by index.
+pub(super) fn states(conn: &Connection, job_id: i64) -> rusqlite::Result<Vec<State>> {
+    let mut stmt = conn.prepare_cached("SELECT state FROM children WHERE job_id = ?1 ORDER BY idx")?;
+    let rows = stmt.query_map([job_id], |r| Ok(state_from_code(r.get(0)?)))?;
+    rows.collect()
+}
+
 pub(super) fn mark_starting(conn: &Connection, job_id: i64, idx: u32, now_ms: i64) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE children SET started_at_ms = ?3 WHERE job_id = ?1 AND idx = ?2 AND started_at_ms IS NULL",
@@ -170,15 +177,17 @@ pub(super) fn finish(conn: &mut Connection, job_id: i64, idx: u32, end: &ChildEn
             end.ended_at_ms
         ],
     )?;
-    let unfinished: i64 = tx.query_row(
+    // Through `children_unfinished`: the children still going, not every child of the job.
+    let unfinished: bool = tx.query_row(
         &format!(
-            "SELECT COUNT(*) FROM children WHERE job_id = ?1 AND state NOT IN {}",
+            "SELECT EXISTS (SELECT 1 FROM children INDEXED BY children_unfinished
+                            WHERE job_id = ?1 AND state NOT IN {})",
             finished_list()
         ),
         [job_id],
         |r| r.get(0),
     )?;
-    if unfinished == 0 {
+    if !unfinished {
         tx.execute(
             "UPDATE jobs SET ended_at_ms = ?2 WHERE id = ?1",
             params![job_id, end.ended_at_ms],
