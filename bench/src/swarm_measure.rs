@@ -256,7 +256,7 @@ fn one_run(
         let (invoke_s, invoked, said) = timed(&mut invoke)?;
         let (wait_s, waited, waited_said) = timed(&mut wait)?;
         let after = cpu();
-        let one = Invoke {
+        let mut one = Invoke {
             invoke_s,
             wait_s,
             total_s: invoke_s + wait_s,
@@ -278,6 +278,9 @@ fn one_run(
                 format!("  FAILED: {}", one.status)
             }
         );
+        if !one.ok {
+            one.status.push_str(&failed_children(jd, bin, &pki, &name));
+        }
         result.invokes.push(one);
         let _ = jd
             .rjob(bin, &pki)
@@ -304,7 +307,13 @@ pub fn run(opts: &SwarmOpts) -> Result<()> {
     let postmaster = cluster.as_ref().and_then(|c| {
         let dir = c.socket_dir();
         let pid_file = dir.parent()?.join("data/postmaster.pid");
-        std::fs::read_to_string(pid_file).ok()?.lines().next()?.trim().parse().ok()
+        std::fs::read_to_string(pid_file)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     });
     let mut runs = Vec::new();
     for run in 0..opts.runs {
@@ -317,4 +326,54 @@ pub fn run(opts: &SwarmOpts) -> Result<()> {
         .clone()
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
     crate::swarm_report::write(opts, &runs, (issued, issue_s), &out_dir, started.elapsed())
+}
+
+/// Why the children of job `name` that did not complete ended, counted by reason
+/// (`rjob jobs -o json`): `; 3 x "reason"`, most frequent first.
+fn failed_children(daemon: &JobDaemon, bin: &Path, pki: &Path, name: &str) -> String {
+    fn reasons(v: &serde_json::Value, out: &mut std::collections::BTreeMap<String, usize>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match v {
+                        serde_json::Value::String(r) if k == "reason" && !r.is_empty() => {
+                            // One line per reason, whatever the host: swarm00042 is swarm*.
+                            let mut words: Vec<String> = Vec::new();
+                            for w in r.split(' ') {
+                                let host = w
+                                    .strip_prefix("swarm")
+                                    .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_digit()));
+                                words.push(if host { "swarm*".into() } else { w.into() });
+                            }
+                            *out.entry(words.join(" ")).or_default() += 1
+                        }
+                        _ => reasons(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| reasons(v, out)),
+            _ => {}
+        }
+    }
+    let Ok(out) = daemon
+        .rjob(bin, pki)
+        .args(["jobs", "--children", "-o", "json", name])
+        .stdin(Stdio::null())
+        .output()
+    else {
+        return String::new();
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            reasons(&v, &mut counts);
+        }
+    }
+    let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts
+        .iter()
+        .take(4)
+        .map(|(r, n)| format!("; {n} x {r:?}"))
+        .collect()
 }
