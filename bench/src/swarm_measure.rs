@@ -370,7 +370,7 @@ fn failed_children(daemon: &JobDaemon, bin: &Path, pki: &Path, name: &str) -> St
         }
     }
     let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     counts
         .iter()
         .take(4)
