@@ -330,6 +330,29 @@ pub fn cpu_sum_s(pids: &[u32]) -> f64 {
     pids.iter().map(|p| cpu_with_children_s(*p)).sum()
 }
 
+/// The processes whose parent is `pid` (from /proc/*/stat).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u32>().ok());
+            ppid == Some(pid)
+        })
+        .collect()
+}
+
+/// CPU seconds of a process, its live children and what it reaped (a PostgreSQL
+/// postmaster and its backends).
+pub fn tree_cpu_s(pid: u32) -> f64 {
+    cpu_with_children_s(pid) + cpu_sum_s(&children_of(pid))
+}
+
 /// A long-lived process (agent, sshd) killed and reaped when dropped.
 pub struct Daemon {
     pub child: std::process::Child,

@@ -28,6 +28,12 @@ pub struct Invoke {
     pub invoke_s: f64,
     pub wait_s: f64,
     pub total_s: f64,
+    /// CPU seconds over the invoke and the wait: the daemons together, the swarm processes
+    /// together (the simulator: it competes with the daemons for the same cores), and the
+    /// PostgreSQL cluster (its postmaster and backends; `None` on SQLite).
+    pub daemon_cpu_s: f64,
+    pub swarm_cpu_s: f64,
+    pub store_cpu_s: Option<f64>,
     pub ok: bool,
     pub status: String,
 }
@@ -139,7 +145,13 @@ fn timed(cmd: &mut Command) -> Result<(f64, bool, String)> {
 }
 
 /// One run: daemons, swarm, connects, memory, invokes.
-fn one_run(opts: &SwarmOpts, bin: &Path, run: usize, store: Option<&str>) -> Result<RunResult> {
+fn one_run(
+    opts: &SwarmOpts,
+    bin: &Path,
+    run: usize,
+    store: Option<&str>,
+    postmaster: Option<u32>,
+) -> Result<RunResult> {
     let n = opts.agents;
     let pki = pki_dir(&opts.certs);
     let tmp = tempfile::Builder::new().prefix("rjob-swarm-run-").tempdir()?;
@@ -231,24 +243,44 @@ fn one_run(opts: &SwarmOpts, bin: &Path, run: usize, store: Option<&str>) -> Res
             .args(["--throttle-limit", &n.to_string(), "--script", "true"]);
         let mut wait = jd.rjob(bin, &pki);
         wait.args(["wait", "--quiet", &name]);
+        let daemon_pids: Vec<u32> = daemons.iter().map(|d| d.daemon.pid()).collect();
+        let swarm_pids: Vec<u32> = swarms.iter().map(|s| s.child.id()).collect();
+        let cpu = || {
+            (
+                procs::cpu_sum_s(&daemon_pids),
+                procs::cpu_sum_s(&swarm_pids),
+                postmaster.map(procs::tree_cpu_s),
+            )
+        };
+        let before = cpu();
         let (invoke_s, invoked, said) = timed(&mut invoke)?;
         let (wait_s, waited, waited_said) = timed(&mut wait)?;
-        let one = Invoke {
+        let after = cpu();
+        let mut one = Invoke {
             invoke_s,
             wait_s,
             total_s: invoke_s + wait_s,
+            daemon_cpu_s: after.0 - before.0,
+            swarm_cpu_s: after.1 - before.1,
+            store_cpu_s: after.2.zip(before.2).map(|(a, b)| a - b),
             ok: invoked && waited,
             status: format!("invoke {said}; wait {waited_said}"),
         };
         eprintln!(
-            "    invoke --as-job {invoke_s:.2}s + wait {wait_s:.2}s = {:.2}s{}",
+            "    invoke --as-job {invoke_s:.2}s + wait {wait_s:.2}s = {:.2}s (CPU: daemons {:.2}s, swarm {:.2}s, store {}){}",
             one.total_s,
+            one.daemon_cpu_s,
+            one.swarm_cpu_s,
+            one.store_cpu_s.map_or("-".to_string(), |s| format!("{s:.2}s")),
             if one.ok {
                 String::new()
             } else {
                 format!("  FAILED: {}", one.status)
             }
         );
+        if !one.ok {
+            one.status.push_str(&failed_children(jd, bin, &pki, &name));
+        }
         result.invokes.push(one);
         let _ = jd
             .rjob(bin, &pki)
@@ -271,15 +303,77 @@ pub fn run(opts: &SwarmOpts) -> Result<()> {
     } else {
         None
     };
+    // The cluster's postmaster, for its CPU: the first line of data/postmaster.pid.
+    let postmaster = cluster.as_ref().and_then(|c| {
+        let dir = c.socket_dir();
+        let pid_file = dir.parent()?.join("data/postmaster.pid");
+        std::fs::read_to_string(pid_file)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    });
     let mut runs = Vec::new();
     for run in 0..opts.runs {
         let db = cluster.as_ref().map(|c| c.database()).transpose()?;
         let url = db.as_ref().map(|d| d.url());
-        runs.push(one_run(opts, &bin, run, url.as_deref())?);
+        runs.push(one_run(opts, &bin, run, url.as_deref(), postmaster)?);
     }
     let out_dir: PathBuf = opts
         .out_dir
         .clone()
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
     crate::swarm_report::write(opts, &runs, (issued, issue_s), &out_dir, started.elapsed())
+}
+
+/// Why the children of job `name` that did not complete ended, counted by reason
+/// (`rjob jobs -o json`): `; 3 x "reason"`, most frequent first.
+fn failed_children(daemon: &JobDaemon, bin: &Path, pki: &Path, name: &str) -> String {
+    fn reasons(v: &serde_json::Value, out: &mut std::collections::BTreeMap<String, usize>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match v {
+                        serde_json::Value::String(r) if k == "reason" && !r.is_empty() => {
+                            // One line per reason, whatever the host: swarm00042 is swarm*.
+                            let mut words: Vec<String> = Vec::new();
+                            for w in r.split(' ') {
+                                let host = w
+                                    .strip_prefix("swarm")
+                                    .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_digit()));
+                                words.push(if host { "swarm*".into() } else { w.into() });
+                            }
+                            *out.entry(words.join(" ")).or_default() += 1
+                        }
+                        _ => reasons(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| reasons(v, out)),
+            _ => {}
+        }
+    }
+    let Ok(out) = daemon
+        .rjob(bin, pki)
+        .args(["jobs", "--children", "-o", "json", name])
+        .stdin(Stdio::null())
+        .output()
+    else {
+        return String::new();
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            reasons(&v, &mut counts);
+        }
+    }
+    let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    counts
+        .iter()
+        .take(4)
+        .map(|(r, n)| format!("; {n} x {r:?}"))
+        .collect()
 }

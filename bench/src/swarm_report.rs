@@ -96,6 +96,28 @@ pub fn write(
         show(median(wait_only.clone()), " s"),
         list(&wait_only)
     ));
+    let cpu = |f: fn(&crate::swarm_measure::Invoke) -> Option<f64>| -> Vec<f64> {
+        invokes.iter().filter(|i| i.ok).filter_map(|i| f(i)).collect()
+    };
+    let (daemon_cpu, swarm_cpu, store_cpu) = (
+        cpu(|i| Some(i.daemon_cpu_s)),
+        cpu(|i| Some(i.swarm_cpu_s)),
+        cpu(|i| i.store_cpu_s),
+    );
+    md.push_str(&format!(
+        "| CPU over invoke + wait: the daemon(s) | {} | {} | |\n| CPU over invoke + wait: the swarm process(es) (the simulator, on the same 2 cores) | {} | {} | |\n",
+        show(median(daemon_cpu.clone()), " s"),
+        list(&daemon_cpu),
+        show(median(swarm_cpu.clone()), " s"),
+        list(&swarm_cpu)
+    ));
+    if !store_cpu.is_empty() {
+        md.push_str(&format!(
+            "| CPU over invoke + wait: PostgreSQL (postmaster and backends) | {} | {} | |\n",
+            show(median(store_cpu.clone()), " s"),
+            list(&store_cpu)
+        ));
+    }
     md.push_str(&format!(
         "| swarm process RSS per agent (the simulator, not the product) | {} | {} | |\n| building the agents (swarm process) | {} | {} | |\n",
         show(median(swarm_per_agent.clone()), " KiB"),

@@ -85,6 +85,8 @@ pub struct Manager {
     pub(super) orphans: Arc<Orphans>,
     /// The batches of children running here.
     batches: Mutex<lease::Batches>,
+    /// The claims kicks asked for, one at a time per job.
+    kicks: Mutex<lease::Kicks>,
     /// Until when this daemon knows its lease on a shared store to be live (`None`: a store
     /// of its own, no lease).
     lease_until: Mutex<Option<std::time::Instant>>,
@@ -132,6 +134,7 @@ impl Manager {
             reconnect_window,
             orphans,
             batches: Mutex::new(lease::Batches::default()),
+            kicks: Mutex::new(lease::Kicks::default()),
             lease_until: Mutex::new(None),
             timing: crate::store::lease::Timing::from_env(),
             pool: Arc::new(Pool::default()),
@@ -193,6 +196,10 @@ impl Manager {
 
     fn batches(&self) -> std::sync::MutexGuard<'_, lease::Batches> {
         self.batches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn kicks(&self) -> std::sync::MutexGuard<'_, lease::Kicks> {
+        self.kicks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<i64, watch::Sender<Desired>>> {

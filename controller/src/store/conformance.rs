@@ -166,6 +166,8 @@ pub async fn child_transitions(store: &dyn JobStore) {
         (c[1].state, c[1].reason.as_deref()),
         (State::Disconnected, Some("agent lost"))
     );
+    let states = store.child_states(id).await.expect("child_states");
+    assert_eq!(states, [State::Running, State::Disconnected, State::NotStarted]);
     let done = ChildEnd {
         state: State::Completed,
         exit_code: Some(0),
@@ -212,6 +214,8 @@ pub async fn child_transitions(store: &dyn JobStore) {
         })
         .collect();
     assert_eq!(ends, [done, killed, stopped]);
+    let states = store.child_states(id).await.expect("child_states");
+    assert_eq!(states, [State::Completed, State::Failed, State::Stopped]);
     assert_eq!(c[2].started_at_ms, None, "never started");
     assert_eq!(
         store.job(id).await.expect("job").expect("job").ended_at_ms,
@@ -426,6 +430,7 @@ pub async fn a_missing_job_changes_nothing(store: &dyn JobStore) {
         (State::NotStarted, None, None)
     );
     assert!(store.children(missing).await.expect("children").is_empty());
+    assert!(store.child_states(missing).await.expect("states").is_empty());
 }
 
 /// A registered daemon claims a job's children: each unfinished one exactly once while its

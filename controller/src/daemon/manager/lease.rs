@@ -57,6 +57,42 @@ impl Batches {
     }
 }
 
+/// The claims of each job asked for by kicks: one goes at a time, and the kicks that come
+/// meanwhile fold into one more.
+#[derive(Default)]
+pub(super) struct Kicks(HashMap<i64, bool>);
+
+impl Kicks {
+    /// Job `job_id` was kicked: whether a claim should start now (none is going for it);
+    /// otherwise the claim going does one more once it is done.
+    pub(super) fn kicked(&mut self, job_id: i64) -> bool {
+        match self.0.get_mut(&job_id) {
+            Some(again) => {
+                *again = true;
+                false
+            }
+            None => {
+                self.0.insert(job_id, false);
+                true
+            }
+        }
+    }
+
+    /// The claim of job `job_id` is done: whether to claim once more (kicked meanwhile).
+    pub(super) fn claimed(&mut self, job_id: i64) -> bool {
+        match self.0.get_mut(&job_id) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                self.0.remove(&job_id);
+                false
+            }
+        }
+    }
+}
+
 impl Manager {
     /// Registers this daemon on its store, then claims (and runs) what it may: every
     /// unfinished job an earlier daemon left, or a lapsed daemon's children. The number of
@@ -170,15 +206,22 @@ impl Manager {
     }
 
     /// Claims more of job `job_id` (one of its children ended, freeing a slot), in the
-    /// background.
+    /// background. One claim of a job at a time: kicks that come while it goes ask for one
+    /// more claim after it, not one each (a claim reads every unfinished child of the job,
+    /// with its row locked: 10,000 ends are not 10,000 claims).
     pub(super) fn kick(self: &Arc<Self>, job_id: i64) {
-        if self.store.epoch() == 0 {
+        if self.store.epoch() == 0 || !self.kicks().kicked(job_id) {
             return;
         }
         let manager = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = manager.claim_job(job_id).await {
-                tracing::warn!(job = job_id, error = %e, "claiming children failed; trying again later");
+            loop {
+                if let Err(e) = manager.claim_job(job_id).await {
+                    tracing::warn!(job = job_id, error = %e, "claiming children failed; trying again later");
+                }
+                if !manager.kicks().claimed(job_id) {
+                    break;
+                }
             }
         });
     }
@@ -214,5 +257,25 @@ impl Manager {
         for id in jobs {
             self.changed(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kicks;
+
+    #[test]
+    fn kicks_during_a_claim_fold_into_one_more_claim() {
+        let mut kicks = Kicks::default();
+        assert!(kicks.kicked(7), "the first kick claims");
+        assert!(!kicks.kicked(7), "a kick meanwhile waits for the claim going");
+        assert!(!kicks.kicked(7));
+        assert!(kicks.kicked(8), "another job claims apart");
+        assert!(kicks.claimed(7), "kicked meanwhile: once more");
+        assert!(!kicks.claimed(7), "nothing since: done");
+        assert!(kicks.kicked(7), "a later kick claims again");
+        assert!(!kicks.claimed(7));
+        assert!(!kicks.claimed(8));
+        assert!(kicks.0.is_empty(), "nothing is left once the claims are done");
     }
 }

@@ -8,6 +8,7 @@ use rjob_proto::v1 as pb;
 use tokio::sync::watch;
 
 use super::{state_of, JobError, Manager};
+use crate::state::{parent_state, State};
 
 /// What a wait ended with.
 pub struct Waited {
@@ -36,25 +37,16 @@ impl Manager {
             for c in &mut changes {
                 c.borrow_and_update();
             }
-            let mut jobs = Vec::with_capacity(ids.len());
-            let mut ended = 0;
-            for (id, reference) in &ids {
-                let job = self
-                    .store
-                    .job(*id)
-                    .await?
-                    .ok_or_else(|| JobError::NotFound(reference.to_string()))?;
-                let children = self.store.children(*id).await?;
-                if state_of(&job, &children).state().ends_wait(force) {
-                    ended += 1;
+            // Each pass reads the jobs' rows and their children's states only; the whole rows
+            // once those say the wait ends, and the reply is what those say.
+            if ends(&self.pass(&ids, false).await?.0, any, force) {
+                let (states, jobs) = self.pass(&ids, true).await?;
+                if ends(&states, any, force) {
+                    return Ok(Waited {
+                        timed_out: false,
+                        jobs,
+                    });
                 }
-                jobs.push(self.info_of(&job, &children));
-            }
-            if (any && ended > 0) || ended == jobs.len() {
-                return Ok(Waited {
-                    timed_out: false,
-                    jobs,
-                });
             }
             let change = futures::future::select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
             let (changed, which) = match deadline {
@@ -63,7 +55,7 @@ impl Manager {
                     Err(_) => {
                         return Ok(Waited {
                             timed_out: true,
-                            jobs,
+                            jobs: self.pass(&ids, true).await?.1,
                         })
                     }
                 },
@@ -78,4 +70,35 @@ impl Manager {
             }
         }
     }
+
+    /// The jobs' states now and, read `whole` (every child's row), the jobs as the reply
+    /// shows them; otherwise only their children's states are read (and no job comes back).
+    async fn pass(
+        &self,
+        ids: &[(i64, &String)],
+        whole: bool,
+    ) -> Result<(Vec<State>, Vec<pb::JobInfo>), JobError> {
+        let (mut states, mut jobs) = (Vec::with_capacity(ids.len()), Vec::new());
+        for (id, reference) in ids {
+            let job = self
+                .store
+                .job(*id)
+                .await?
+                .ok_or_else(|| JobError::NotFound(reference.to_string()))?;
+            states.push(if whole {
+                let children = self.store.children(*id).await?;
+                jobs.push(self.info_of(&job, &children));
+                state_of(&job, &children).state()
+            } else {
+                parent_state(&self.store.child_states(*id).await?, job.suspended)
+            });
+        }
+        Ok((states, jobs))
+    }
+}
+
+/// Whether jobs in these states end a wait: every one of them, or with `any` one of them.
+fn ends(states: &[State], any: bool, force: bool) -> bool {
+    let ended = states.iter().filter(|s| s.ends_wait(force)).count();
+    (any && ended > 0) || ended == states.len()
 }

@@ -156,6 +156,15 @@ impl PgStore {
         Ok(rows.iter().map(child_row).collect())
     }
 
+    pub(super) async fn try_child_states(&self, job_id: i64) -> Result<Vec<State>, DbError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached("SELECT state FROM children WHERE job_id = $1 ORDER BY idx")
+            .await?;
+        let rows = client.query(&stmt, &[&job_id]).await?;
+        Ok(rows.iter().map(|r| state_from_code(r.get(0))).collect())
+    }
+
     /// One statement of the child's owner on one child (`$1` job, `$2` index), with
     /// `params` from `$3` on: fenced by this daemon's lease ([`fence_one`]), and marked as
     /// written by it.

@@ -202,6 +202,10 @@ impl JobStore for PgStore {
         retrying!("children", self.try_children(job_id).await)
     }
 
+    async fn child_states(&self, job_id: i64) -> Result<Vec<State>, StoreError> {
+        retrying!("child states", self.try_child_states(job_id).await)
+    }
+
     async fn mark_starting(&self, job_id: i64, idx: u32, now_ms: i64) -> Result<(), StoreError> {
         let sql = "UPDATE children SET started_at_ms = $3
                    WHERE job_id = $1 AND idx = $2 AND started_at_ms IS NULL";

@@ -30,17 +30,17 @@ pub(super) fn insert(conn: &mut Connection, id: i64, job: &NewJob) -> rusqlite::
         ],
     )?;
     for (idx, (host, port)) in job.hosts.iter().enumerate() {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO children (job_id, idx, host, port, state, run_as) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                id,
-                idx,
-                host,
-                port,
-                state_code(State::NotStarted),
-                job.run_as_of(idx)
-            ],
-        )?;
+        )?
+        .execute(params![
+            id,
+            idx,
+            host,
+            port,
+            state_code(State::NotStarted),
+            job.run_as_of(idx)
+        ])?;
     }
     tx.commit()
 }
@@ -112,11 +112,18 @@ pub(super) fn children(conn: &Connection, job_id: i64) -> rusqlite::Result<Vec<C
     rows.collect()
 }
 
+/// The states of a job's children, by index.
+pub(super) fn states(conn: &Connection, job_id: i64) -> rusqlite::Result<Vec<State>> {
+    let mut stmt = conn.prepare_cached("SELECT state FROM children WHERE job_id = ?1 ORDER BY idx")?;
+    let rows = stmt.query_map([job_id], |r| Ok(state_from_code(r.get(0)?)))?;
+    rows.collect()
+}
+
 pub(super) fn mark_starting(conn: &Connection, job_id: i64, idx: u32, now_ms: i64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE children SET started_at_ms = ?3 WHERE job_id = ?1 AND idx = ?2 AND started_at_ms IS NULL",
-        params![job_id, idx, now_ms],
-    )?;
+    )?
+    .execute(params![job_id, idx, now_ms])?;
     Ok(())
 }
 
@@ -127,11 +134,11 @@ pub(super) fn set_run(
     run_id: &str,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE children SET run_id = ?3, started_at_ms = COALESCE(started_at_ms, ?4)
          WHERE job_id = ?1 AND idx = ?2",
-        params![job_id, idx, run_id, now_ms],
-    )?;
+    )?
+    .execute(params![job_id, idx, run_id, now_ms])?;
     Ok(())
 }
 
@@ -143,23 +150,22 @@ pub(super) fn set_state(
     state: State,
     reason: Option<&str>,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        &format!(
-            "UPDATE children SET state = ?3, reason = ?4 WHERE job_id = ?1 AND idx = ?2 AND state NOT IN {}",
-            finished_list()
-        ),
-        params![job_id, idx, state_code(state), reason],
-    )?;
+    conn.prepare_cached(&format!(
+        "UPDATE children SET state = ?3, reason = ?4 WHERE job_id = ?1 AND idx = ?2 AND state NOT IN {}",
+        finished_list()
+    ))?
+    .execute(params![job_id, idx, state_code(state), reason])?;
     Ok(())
 }
 
 /// Records how a child ended, and the job's end once every child has.
 pub(super) fn finish(conn: &mut Connection, job_id: i64, idx: u32, end: &ChildEnd) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE children SET state = ?3, exit_code = ?4, signal = ?5, reason = ?6, cause = ?7, ended_at_ms = ?8
          WHERE job_id = ?1 AND idx = ?2",
-        params![
+    )?
+    .execute(params![
             job_id,
             idx,
             state_code(end.state),
@@ -170,19 +176,17 @@ pub(super) fn finish(conn: &mut Connection, job_id: i64, idx: u32, end: &ChildEn
             end.ended_at_ms
         ],
     )?;
-    let unfinished: i64 = tx.query_row(
-        &format!(
-            "SELECT COUNT(*) FROM children WHERE job_id = ?1 AND state NOT IN {}",
+    // Through `children_unfinished`: the children still going, not every child of the job.
+    let unfinished: bool = tx
+        .prepare_cached(&format!(
+            "SELECT EXISTS (SELECT 1 FROM children INDEXED BY children_unfinished
+                            WHERE job_id = ?1 AND state NOT IN {})",
             finished_list()
-        ),
-        [job_id],
-        |r| r.get(0),
-    )?;
-    if unfinished == 0 {
-        tx.execute(
-            "UPDATE jobs SET ended_at_ms = ?2 WHERE id = ?1",
-            params![job_id, end.ended_at_ms],
-        )?;
+        ))?
+        .query_row([job_id], |r| r.get(0))?;
+    if !unfinished {
+        tx.prepare_cached("UPDATE jobs SET ended_at_ms = ?2 WHERE id = ?1")?
+            .execute(params![job_id, end.ended_at_ms])?;
     }
     tx.commit()
 }

@@ -108,6 +108,10 @@ impl JobStore for SqliteStore {
         Ok(jobs::children(&self.lock(), job_id)?)
     }
 
+    async fn child_states(&self, job_id: i64) -> Result<Vec<State>, StoreError> {
+        Ok(jobs::states(&self.lock(), job_id)?)
+    }
+
     async fn mark_starting(&self, job_id: i64, idx: u32, now_ms: i64) -> Result<(), StoreError> {
         Ok(jobs::mark_starting(&self.lock(), job_id, idx, now_ms)?)
     }
