@@ -27,7 +27,6 @@
 //! in the conformance runner of its tests.
 
 pub mod conformance;
-pub mod conformance_retention;
 mod error;
 pub mod ids;
 pub mod lease;

@@ -1,9 +1,9 @@
 //! The conformance cases of what retention reads: [`JobStore::retention_rows`],
-//! [`JobStore::store_size`] and [`JobStore::job_size`] (run by [`super::conformance::run_all`]).
+//! [`JobStore::store_size`] and [`JobStore::job_size`] (run by [`super::run_all`]).
 
-use super::conformance::new_job;
-use super::{ChildEnd, Chunk, JobStore, Mark, RetentionRow, Stream};
+use super::new_job;
 use crate::state::State;
+use crate::store::{ChildEnd, Chunk, JobStore, Mark, RetentionRow, Stream};
 
 fn end(at: i64) -> ChildEnd {
     ChildEnd {
