@@ -89,13 +89,16 @@ pub fn write(
         list(&ok),
         verdict(m_total, target_total)
     ));
-    md.push_str(&format!(
-        "| … of which `invoke --as-job` | {} | {} | |\n| … of which `wait` | {} | {} | |\n",
-        show(median(invoke_only.clone()), " s"),
-        list(&invoke_only),
-        show(median(wait_only.clone()), " s"),
-        list(&wait_only)
-    ));
+    // A row of seconds with no target: its median, then every run's.
+    let row = |label: &str, values: &[f64]| {
+        format!(
+            "| {label} | {} | {} | |\n",
+            show(median(values.to_vec()), " s"),
+            list(values)
+        )
+    };
+    md.push_str(&row("… of which `invoke --as-job`", &invoke_only));
+    md.push_str(&row("… of which `wait`", &wait_only));
     let cpu = |f: fn(&crate::swarm_measure::Invoke) -> Option<f64>| -> Vec<f64> {
         invokes.iter().filter(|i| i.ok).filter_map(|i| f(i)).collect()
     };
@@ -104,18 +107,15 @@ pub fn write(
         cpu(|i| Some(i.swarm_cpu_s)),
         cpu(|i| i.store_cpu_s),
     );
-    md.push_str(&format!(
-        "| CPU over invoke + wait: the daemon(s) | {} | {} | |\n| CPU over invoke + wait: the swarm process(es) (the simulator, on the same 2 cores) | {} | {} | |\n",
-        show(median(daemon_cpu.clone()), " s"),
-        list(&daemon_cpu),
-        show(median(swarm_cpu.clone()), " s"),
-        list(&swarm_cpu)
+    md.push_str(&row("CPU over invoke + wait: the daemon(s)", &daemon_cpu));
+    md.push_str(&row(
+        "CPU over invoke + wait: the swarm process(es) (the simulator, on the same 2 cores)",
+        &swarm_cpu,
     ));
     if !store_cpu.is_empty() {
-        md.push_str(&format!(
-            "| CPU over invoke + wait: PostgreSQL (postmaster and backends) | {} | {} | |\n",
-            show(median(store_cpu.clone()), " s"),
-            list(&store_cpu)
+        md.push_str(&row(
+            "CPU over invoke + wait: PostgreSQL (postmaster and backends)",
+            &store_cpu,
         ));
     }
     md.push_str(&format!(

@@ -52,6 +52,21 @@ pub struct SavedHost {
 }
 
 impl Saved {
+    /// The session this asks for, over `conns`.
+    pub fn session(&self, conns: std::sync::Arc<dyn crate::pool::Connections>) -> crate::pool::Session {
+        crate::pool::Session {
+            name: self.name.clone(),
+            conns,
+            created_at_ms: self.created_at_ms,
+            throttle_limit: self.throttle_limit,
+            builtin: false,
+        }
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.connect_timeout_ms.max(1))
+    }
+
     pub fn hosts(&self) -> Vec<Host> {
         self.hosts
             .iter()
@@ -164,7 +179,6 @@ impl SavedSessions {
 }
 
 fn read(path: &Path) -> Result<Vec<Saved>, String> {
-    use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -181,10 +195,9 @@ fn read(path: &Path) -> Result<Vec<Saved>, String> {
             "{size} bytes, more than the {MAX_FILE_BYTES} a sessions file may have"
         ));
     }
-    let mut bytes = Vec::with_capacity(size as usize);
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    let bytes = crate::limits::read_capped(file, MAX_FILE_BYTES)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("it grew past the {MAX_FILE_BYTES} bytes a sessions file may have"))?;
     let on_disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| format!("not a sessions file: {e}"))?;
     if on_disk.version != VERSION {
         return Err(format!(

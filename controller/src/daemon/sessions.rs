@@ -5,7 +5,6 @@
 //! daemon.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rjob_proto::v1 as pb;
 use tonic::Status;
@@ -86,23 +85,15 @@ pub async fn new_session(
     if manager.pool().contains(&req.name) {
         return Err(status(PoolError::Exists(req.name)));
     }
-    let throttle_limit = req.throttle_limit.max(1);
-    let timeout = Duration::from_millis(req.connect_timeout_ms.max(1));
     let saved = Saved {
         name: req.name.clone(),
         hosts: hosts.iter().map(SavedHost::from).collect(),
-        throttle_limit,
+        throttle_limit: req.throttle_limit.max(1),
         connect_timeout_ms: req.connect_timeout_ms.max(1),
         created_at_ms: crate::clock::now_ms(),
     };
-    let conns = Dialled::open(hosts, tls, throttle_limit as usize, timeout).await;
-    let session = Session {
-        name: req.name.clone(),
-        conns: conns.clone(),
-        created_at_ms: saved.created_at_ms,
-        throttle_limit,
-        builtin: false,
-    };
+    let conns = Dialled::open(hosts, tls, saved.throttle_limit as usize, saved.timeout()).await;
+    let session = saved.session(conns.clone());
     if let Err(e) = manager.pool().insert(session.clone()) {
         // Another `session new` of this name came first.
         crate::pool::Connections::close(&*conns);
@@ -167,17 +158,13 @@ pub fn reopen(manager: &Arc<Manager>) {
         }
     };
     for kept in saved {
-        let timeout = Duration::from_millis(kept.connect_timeout_ms.max(1));
-        let (conns, dialling) =
-            Dialled::start(kept.hosts(), tls.clone(), kept.throttle_limit as usize, timeout);
-        let session = Session {
-            name: kept.name.clone(),
-            conns: conns.clone(),
-            created_at_ms: kept.created_at_ms,
-            throttle_limit: kept.throttle_limit,
-            builtin: false,
-        };
-        match manager.pool().insert(session) {
+        let (conns, dialling) = Dialled::start(
+            kept.hosts(),
+            tls.clone(),
+            kept.throttle_limit as usize,
+            kept.timeout(),
+        );
+        match manager.pool().insert(kept.session(conns)) {
             Ok(()) => {
                 tracing::info!(session = %kept.name, hosts = kept.hosts.len(), "session opened again");
                 tokio::spawn(dialling);
