@@ -35,7 +35,10 @@ impl JobDaemon {
             .arg("--state-dir")
             .arg(state_dir)
             .args(extra)
-            .env("RJOB_LOG", "warn");
+            .env(
+                "RJOB_LOG",
+                std::env::var("RJOB_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         let daemon = Daemon::spawn(&mut cmd, state_dir.join("bench-serve.log"))?;
         let mut jd = JobDaemon {
             state_dir: state_dir.to_path_buf(),

@@ -144,6 +144,37 @@ fn timed(cmd: &mut Command) -> Result<(f64, bool, String)> {
     Ok((secs, out.status.success(), format!("{}: {tail}", out.status)))
 }
 
+/// Environment variable: a folder where each run's daemon and swarm logs are copied before
+/// the run's temporary folder goes (the daemons log at `RJOB_BENCH_LOG`, default `warn`).
+const KEEP_LOGS_ENV: &str = "RJOB_BENCH_KEEP_LOGS";
+
+fn keep_logs(tmp: &Path, run: usize, daemons: usize) {
+    let Some(dir) = std::env::var_os(KEEP_LOGS_ENV).map(std::path::PathBuf::from) else {
+        return;
+    };
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("    cannot keep the logs in {}: {e}", dir.display());
+        return;
+    }
+    for d in 0..daemons {
+        for (from, to) in [
+            (
+                tmp.join(format!("state{d}/bench-serve.log")),
+                format!("run{run}-daemon{d}.log"),
+            ),
+            (
+                tmp.join(format!("swarm{d}.log")),
+                format!("run{run}-swarm{d}.log"),
+            ),
+        ] {
+            if let Err(e) = std::fs::copy(&from, dir.join(&to)) {
+                eprintln!("    cannot keep {}: {e}", from.display());
+            }
+        }
+    }
+    eprintln!("    logs kept in {}", dir.display());
+}
+
 /// One run: daemons, swarm, connects, memory, invokes.
 fn one_run(
     opts: &SwarmOpts,
@@ -290,6 +321,7 @@ fn one_run(
     }
     drop(swarms);
     drop(daemons);
+    keep_logs(tmp.path(), run, opts.daemons);
     Ok(result)
 }
 

@@ -143,7 +143,8 @@ async fn a_lapsed_lease_fences_every_write_and_its_children_are_adopted() {
         .expect("create");
     // Throttle 2 over two live daemons: a share of one each.
     let first = a.claim(id).await.expect("claim");
-    assert_eq!(first.iter().map(|c| c.idx).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(first.children.iter().map(|c| c.idx).collect::<Vec<_>>(), vec![0]);
+    assert!(first.more, "three children are left for a slot");
     a.mark_starting(id, 0, 7).await.expect("a's start mark");
     a.set_child_run(id, 0, "run-0", 8).await.expect("a's run id");
     let chunk = |seq: u64| Chunk {
@@ -157,7 +158,7 @@ async fn a_lapsed_lease_fences_every_write_and_its_children_are_adopted() {
     // b may not write a's child.
     assert!(matches!(b.mark_starting(id, 0, 9).await, Err(StoreError::Fenced)));
     let second = b.claim(id).await.expect("b claims");
-    assert_eq!(second.iter().map(|c| c.idx).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(second.children.iter().map(|c| c.idx).collect::<Vec<_>>(), vec![1]);
 
     // a's lease lapses; b keeps heartbeating.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -193,7 +194,7 @@ async fn a_lapsed_lease_fences_every_write_and_its_children_are_adopted() {
     );
     // b adopts a's started child first, as it was left.
     b.heartbeat().await.expect("b lives");
-    let adopted = b.claim(id).await.expect("b adopts");
+    let adopted = b.claim(id).await.expect("b adopts").children;
     let child = adopted.first().expect("a's child adopted");
     assert_eq!(
         (

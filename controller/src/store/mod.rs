@@ -41,8 +41,8 @@ use std::sync::Arc;
 
 pub use error::{Fault, StoreError};
 pub use rows::{
-    state_code, state_from_code, ChildEnd, ChildRow, Chunk, JobRow, Mark, NewJob, Output, RetentionRow,
-    Stream,
+    state_code, state_from_code, ChildEnd, ChildRow, Chunk, Claimed, JobRow, Mark, NewJob, Output,
+    RetentionRow, Stream,
 };
 pub use shared::{Notice, ReceiveClaim, Release};
 
@@ -160,8 +160,9 @@ pub trait JobStore: Send + Sync {
     /// that the throttle limit holds across daemons: children a lapsed daemon had started
     /// (kept with their run Id and start mark, to attach again), then unstarted ones while
     /// slots are free (all of them once the job is stopped, none while it is suspended).
-    /// A child held by a live daemon is never handed out.
-    async fn claim(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError>;
+    /// A child held by a live daemon is never handed out. [`Claimed::more`] says whether
+    /// claimable children are left behind (waiting for a slot).
+    async fn claim(&self, job_id: i64) -> Result<Claimed, StoreError>;
 
     /// Publishes the names of the agents dialled in to this daemon now (all of them, replacing
     /// what it published before), so that the other daemons sharing the store leave their

@@ -54,6 +54,17 @@ pub struct JobRow {
     pub suspended: bool,
 }
 
+/// What one claim of a job's children took ([`super::JobStore::claim`]).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// The children claimed, to run.
+    pub children: Vec<ChildRow>,
+    /// Children owned by no live daemon are left that this daemon could claim once a
+    /// throttle slot is free; `false`: a child's end frees nothing another claim would take
+    /// (only a lapsed lease or a changed job makes children claimable again).
+    pub more: bool,
+}
+
 /// One child job (one host's run) as stored.
 #[derive(Debug, Clone)]
 pub struct ChildRow {

@@ -109,6 +109,7 @@ impl Manager {
             self.store.remove_job(job.id).await?;
             // Its waiters and receivers look once more, find it gone, and end.
             self.changes.removed(job.id);
+            self.kicks().forget(job.id);
         }
         Ok(removed)
     }

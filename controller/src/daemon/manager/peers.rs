@@ -54,6 +54,7 @@ impl Manager {
                     tx.send_if_modified(|d| !std::mem::replace(&mut d.stop, true));
                 }
                 self.changes.removed(id);
+                self.kicks().forget(id);
             }
             Notice::Resync => {
                 let running: Vec<i64> = self.active().keys().copied().collect();

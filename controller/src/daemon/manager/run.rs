@@ -53,13 +53,14 @@ impl Manager {
         let last = self.batches().ended(key, id);
         if last {
             self.active().remove(&id);
-            let finished = match self.store.children(id).await {
-                Ok(children) => children.iter().all(|c| c.state.is_finished()),
+            let finished = match self.store.child_states(id).await {
+                Ok(states) => states.iter().all(|s| s.is_finished()),
                 Err(_) => false,
             };
             if finished {
                 self.passwords().remove(&id);
                 self.job_sessions().remove(&id);
+                self.kicks().forget(id);
             }
         }
         self.changed(id);
@@ -83,13 +84,18 @@ impl Manager {
             }
             Err(e) => return Err(e),
         };
-        let already_failed = self
-            .store
-            .children(job.id)
-            .await?
-            .iter()
-            .filter(|c| c.state == State::Failed)
-            .count();
+        // What an error budget has spent already (read only for a job with a budget: each
+        // claimed batch of a shared store's job starts here).
+        let already_failed = match job.max_errors {
+            Some(_) => self
+                .store
+                .child_states(job.id)
+                .await?
+                .iter()
+                .filter(|s| **s == State::Failed)
+                .count(),
+            None => 0,
+        };
         children.retain(|c| !c.state.is_finished());
         // Children that had started go first: they hold the throttle slots they had.
         children.sort_by_key(|c| (c.run_id.is_none(), c.idx));
@@ -224,6 +230,6 @@ impl Runner for JobRunner {
         tracing::info!(job = job_id, child = child.idx, host = %self.target(child).label(), state = %outcome.state, "child job ended");
         manager.changed(job_id);
         // A slot is free: claim the next child (on a shared store).
-        manager.kick(job_id);
+        manager.slot_freed(job_id);
     }
 }

@@ -24,13 +24,13 @@ pub async fn claims_hand_out_each_unfinished_child_once(store: &dyn JobStore) {
     };
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..4 {
-        let claimed = store.claim(id).await.expect("claim");
+        let claimed = store.claim(id).await.expect("claim").children;
         for child in &claimed {
             assert!(seen.insert(child.idx), "child {} claimed twice", child.idx);
             assert!(!child.state.is_finished(), "a finished child was claimed");
         }
         assert!(
-            store.claim(id).await.expect("claim again").is_empty(),
+            store.claim(id).await.expect("claim again").children.is_empty(),
             "children held by a live daemon are handed out again"
         );
         // Owned now: their owner's writes go through, and finish them.
@@ -53,7 +53,11 @@ pub async fn claims_hand_out_each_unfinished_child_once(store: &dyn JobStore) {
         }
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![0, 1, 2]);
-    assert!(store.claim(id).await.expect("claim").is_empty());
+    let last = store.claim(id).await.expect("claim");
+    assert!(
+        last.children.is_empty() && !last.more,
+        "every child finished: nothing claimed, nothing left ({last:?})"
+    );
     assert!(
         !store.claimable().await.expect("claimable").contains(&id),
         "a finished job has nothing to claim"

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use super::error::DbError;
 use super::jobs::{child_row, CHILD_COLUMNS};
 use super::{finished_list, PgStore};
-use crate::store::{lease, ChildRow};
+use crate::store::{lease, ChildRow, Claimed};
 
 /// A live lease, as SQL: the daemon `d` is alive.
 const LIVE: &str = "d.expires_at > clock_timestamp()";
@@ -121,7 +121,7 @@ impl PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    pub(super) async fn try_claim(&self, job_id: i64) -> Result<Vec<ChildRow>, DbError> {
+    pub(super) async fn try_claim(&self, job_id: i64) -> Result<Claimed, DbError> {
         let epoch = self.epoch.load(Ordering::SeqCst);
         if epoch == 0 {
             return Err(DbError::Fenced); // not registered: no lease to claim with
@@ -143,9 +143,13 @@ impl PgStore {
             .await;
         let job = match job {
             Ok(Some(job)) => job,
-            Ok(None) => return Ok(Vec::new()),
+            Ok(None) => return Ok(Claimed::default()),
+            // Another daemon's claim holds the job: what is left is not known here.
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
-                return Ok(Vec::new())
+                return Ok(Claimed {
+                    children: Vec::new(),
+                    more: true,
+                })
             }
             Err(e) => return Err(e.into()),
         };
@@ -199,8 +203,12 @@ impl PgStore {
             stop,
             suspended,
         );
+        let orphans = children.iter().filter(|k| !k.live && !k.elsewhere).count();
         if picked.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Claimed {
+                children: Vec::new(),
+                more: orphans > 0,
+            });
         }
         // Rows a write still holds (a paused daemon's, until the server ends its session)
         // are skipped: claimed at a later heartbeat.
@@ -224,7 +232,10 @@ impl PgStore {
         tx.commit().await?;
         let mut claimed: Vec<ChildRow> = claimed.iter().map(child_row).collect();
         claimed.sort_by_key(|c| (c.started_at_ms.is_none(), c.idx));
-        Ok(claimed)
+        Ok(Claimed {
+            more: orphans > claimed.len(),
+            children: claimed,
+        })
     }
 }
 

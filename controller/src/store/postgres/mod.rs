@@ -70,8 +70,8 @@ use listen::Kind;
 use crate::state::State;
 use crate::store::lease::Timing;
 use crate::store::{
-    state_code, ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim,
-    RetentionRow, StoreError, Stream,
+    state_code, ChildEnd, ChildRow, Chunk, Claimed, JobRow, JobStore, Mark, NewJob, Notice, Output,
+    ReceiveClaim, RetentionRow, StoreError, Stream,
 };
 
 fn to_i64(v: u64) -> i64 {
@@ -343,7 +343,7 @@ impl JobStore for PgStore {
         retrying!("claimable", self.try_claimable().await)
     }
 
-    async fn claim(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError> {
+    async fn claim(&self, job_id: i64) -> Result<Claimed, StoreError> {
         retrying!("claim", self.try_claim(job_id).await)
     }
 

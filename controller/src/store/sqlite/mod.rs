@@ -11,8 +11,8 @@ use rusqlite::Connection;
 use crate::state::State;
 use crate::store::ids::Ids;
 use crate::store::{
-    ChildEnd, ChildRow, Chunk, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim, RetentionRow,
-    StoreError, Stream,
+    ChildEnd, ChildRow, Chunk, Claimed, JobRow, JobStore, Mark, NewJob, Notice, Output, ReceiveClaim,
+    RetentionRow, StoreError, Stream,
 };
 
 mod error;
@@ -216,13 +216,16 @@ impl JobStore for SqliteStore {
 
     /// Every unfinished child not claimed yet: one daemon runs the whole job under its
     /// own throttle.
-    async fn claim(&self, job_id: i64) -> Result<Vec<ChildRow>, StoreError> {
+    async fn claim(&self, job_id: i64) -> Result<Claimed, StoreError> {
         let children = jobs::children(&self.lock(), job_id)?;
         let mut claimed = self.claimed();
-        Ok(children
-            .into_iter()
-            .filter(|c| !c.state.is_finished() && claimed.insert((job_id, c.idx)))
-            .collect())
+        Ok(Claimed {
+            children: children
+                .into_iter()
+                .filter(|c| !c.state.is_finished() && claimed.insert((job_id, c.idx)))
+                .collect(),
+            more: false,
+        })
     }
 
     fn subscribe(&self, to: tokio::sync::mpsc::UnboundedSender<Notice>) {
