@@ -347,3 +347,52 @@ fn local_jobs_run_as_another_user_only_with_its_password() {
     let reason = daemon.job("no-password")["children"][0]["reason"].to_string();
     assert!(reason.contains("needs a password"), "{reason}");
 }
+
+/// `rjob rerun --ask-password` names the user the password is for, at a real terminal.
+#[test]
+fn a_rerun_asks_for_the_password_of_the_user_by_name() {
+    let fleet = fleet_with(0, "");
+    let daemon = Daemon::start(&fleet).expect("daemon");
+    let bad = password_file(&fleet, "wrong");
+    let out = ran(daemon.rjob().args([
+        "start",
+        "--name",
+        "alice-once",
+        "--user",
+        ALICE,
+        "--password-file",
+        &bad,
+        "--script",
+        "id -un",
+    ]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(ran(daemon.rjob().args(["wait", "alice-once"])).code, 1);
+    // `script` gives the rerun a terminal; the password is typed once it asks.
+    let rjob = daemon.rjob();
+    let line = format!(
+        "{} rerun alice-once --all --job-name alice-again --ask-password",
+        rjob.get_program().to_string_lossy()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "(sleep 2; printf '%s\\n' \"$PW\") | script -qec \"$LINE\" /dev/null"
+        ))
+        .env("PW", PASSWORD)
+        .env("LINE", &line);
+    for (k, v) in rjob.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = ran(&mut cmd);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains(&format!("password for {ALICE}: ")),
+        "the prompt names the user: {out}"
+    );
+    assert_eq!(ran(daemon.rjob().args(["wait", "alice-again"])).code, 0);
+    let got = ran(daemon.rjob().args(["receive", "alice-again"]));
+    assert!(got.stdout.contains(ALICE), "{got}");
+}

@@ -22,6 +22,7 @@ pub fn job_info(job: &JobRow, children: &[ChildRow]) -> pb::JobInfo {
         location: job.location.clone(),
         throttle_limit: job.throttle_limit,
         max_errors: job.max_errors,
+        run_as: Vec::new(),
         created_at_ms: job.created_at_ms,
         ended_at_ms: job.ended_at_ms.unwrap_or(0),
         children: children

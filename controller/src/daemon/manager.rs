@@ -29,7 +29,7 @@ use crate::connect::Tls;
 use crate::daemon::dialin::DialIn;
 use crate::daemon::health::Health;
 use crate::daemon::identity::Identity;
-use crate::daemon::info::job_info;
+use crate::daemon::info::{decode_request, job_info};
 use crate::daemon::orphans::Orphans;
 use crate::daemon::saved_sessions::SavedSessions;
 use crate::daemon::writer::{write_output, WriteOp};
@@ -267,7 +267,28 @@ impl Manager {
         } else {
             self.resolve_all(refs).await?
         };
-        try_join_all(jobs.iter().map(|j| self.info(j))).await
+        try_join_all(jobs.iter().map(|j| self.listed(j))).await
+    }
+
+    /// A job as `rjob jobs` lists it: with the users its hosts run as.
+    async fn listed(&self, job: &JobRow) -> Result<pb::JobInfo, JobError> {
+        let children = self.store.children(job.id).await?;
+        let mut info = self.info_of(job, &children);
+        let default = match self.store.job_request(job.id).await {
+            Ok(bytes) => decode_request(job.id, &bytes)
+                .map(|r| r.run_as)
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let own: Vec<Option<String>> = children.iter().map(|c| c.run_as.clone()).collect();
+        let mut users: Vec<String> = crate::password::users_of(&own, &default)
+            .into_iter()
+            .flatten()
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        info.run_as = users;
+        Ok(info)
     }
 
     pub(super) async fn resolve_all(&self, refs: &[String]) -> Result<Vec<JobRow>, JobError> {

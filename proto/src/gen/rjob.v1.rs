@@ -1478,6 +1478,10 @@ pub struct JobInfo {
     /// The job's error budget (see CreateJobRequest.max_errors); unset: none.
     #[prost(uint32, optional, tag = "12")]
     pub max_errors: ::core::option::Option<u32>,
+    /// The users its hosts run as (each child's own, or the request's run_as), sorted, each
+    /// once; empty: the agents' own user. Filled by ListJobs only.
+    #[prost(string, repeated, tag = "13")]
+    pub run_as: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
