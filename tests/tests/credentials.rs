@@ -375,9 +375,7 @@ fn a_rerun_asks_for_the_password_of_the_user_by_name() {
     );
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(format!(
-            "(sleep 2; printf '%s\\n' \"$PW\") | script -qec \"$LINE\" /dev/null"
-        ))
+        .arg("(sleep 2; printf '%s\\n' \"$PW\") | script -qec \"$LINE\" /dev/null")
         .env("PW", PASSWORD)
         .env("LINE", &line);
     for (k, v) in rjob.get_envs() {
